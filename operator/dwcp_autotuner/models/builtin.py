@@ -1,0 +1,91 @@
+"""Built-in tuning spaces for the three DWCP v3 components, with the original system's hard bounds.
+
+The metric names are the ones the reference workloads (`dwcp_autotuner.workloads`) measure.
+The objective weights and scales were calibrated against measured response surfaces so that every
+term matters, the score stays positive over the whole grid (so "fraction of the optimum" is a plain
+ratio) and the optimum lies inside the bounds; `tests/test_workloads.py` keeps that true.
+"""
+
+from __future__ import annotations
+
+from .space import MetricSpec, ObjectiveTerm, Parameter, SoftConstraint, TuningSpace
+
+HDE = TuningSpace(
+    parameters=[
+        Parameter(name="compression_level", type="int", min=1, max=9, default=3, step=1,
+                  description="zstd level (zstd itself goes to 22; a profile may widen the bound)."),
+        Parameter(name="chunk_size", type="int", min=1024, max=65536, default=4096, scale="log2", unit="bytes",
+                  description="Bytes compressed per call; each chunk is compressed against its own region of the previous snapshot."),
+        Parameter(name="window_size", type="int", min=32768, max=1048576, default=65536, scale="log2", unit="bytes",
+                  description="Bytes of the previous snapshot used as the raw-content dictionary of a chunk."),
+    ],
+    metrics=[
+        MetricSpec(name="compression_ratio", description="Input bytes / output bytes."),
+        MetricSpec(name="throughput_mbps", unit="MB/s", description="Input megabytes compressed per second of wall time."),
+        MetricSpec(name="cpu_seconds_per_gb", unit="s/GB", description="CPU seconds spent per gigabyte of input."),
+        MetricSpec(name="peak_memory_mb", unit="MB", description="Peak compressor memory: zstd context, dictionary and buffers."),
+        MetricSpec(name="effective_throughput_mbps", unit="MB/s",
+                   description="Transfer rate over the link: min(compression speed, link bandwidth × ratio)."),
+    ],
+    objective=[
+        ObjectiveTerm(metric="effective_throughput_mbps", goal="maximize", weight=1.0, scale=10.0),
+        ObjectiveTerm(metric="cpu_seconds_per_gb", goal="minimize", weight=0.05, scale=10.0),
+    ],
+    constraints=[
+        SoftConstraint(metric="peak_memory_mb", max=64.0, penalty=2.0),
+    ],
+)
+
+PBA = TuningSpace(
+    parameters=[
+        Parameter(name="prediction_window", type="int", min=10, max=300, default=60, step=20, unit="s",
+                  description="Seconds of history the predictor looks back over."),
+        Parameter(name="confidence_threshold", type="float", min=0.5, max=0.99, default=0.95, step=0.05,
+                  description="Quantile of the predicted demand that is allocated."),
+        Parameter(name="update_frequency", type="int", min=1, max=60, default=10, scale="log2", unit="s",
+                  description="Seconds between re-predictions."),
+    ],
+    metrics=[
+        MetricSpec(name="accuracy", description="1 − mean absolute percentage error of the prediction."),
+        MetricSpec(name="waste_pct", unit="%", description="Allocated but unused bandwidth, % of allocation."),
+        MetricSpec(name="violation_pct", unit="%", description="Demand above the allocation (SLA violation), % of demand."),
+        MetricSpec(name="prediction_latency_ms", unit="ms", description="Compute time per prediction."),
+    ],
+    objective=[
+        ObjectiveTerm(metric="accuracy", goal="maximize", weight=1.0, scale=1.0),
+        ObjectiveTerm(metric="waste_pct", goal="minimize", weight=0.5, scale=100.0),
+        ObjectiveTerm(metric="violation_pct", goal="minimize", weight=2.0, scale=100.0),
+    ],
+    constraints=[
+        SoftConstraint(metric="prediction_latency_ms", max=5.0, penalty=0.5),
+    ],
+)
+
+ACP = TuningSpace(
+    parameters=[
+        Parameter(name="timeout_ms", type="int", min=100, max=5000, default=1000, scale="log2", unit="ms",
+                  description="View-change timeout of a consensus round."),
+        Parameter(name="batch_size", type="int", min=1, max=100, default=10, scale="log2",
+                  description="Requests committed per consensus round."),
+        Parameter(name="quorum_size", type="int", min=3, max=15, default=4, step=1,
+                  description="Replicas taking part; tolerates f = ⌊(n−1)/3⌋ Byzantine faults."),
+    ],
+    metrics=[
+        MetricSpec(name="consensus_p50_ms", unit="ms", description="Median time from request to commit."),
+        MetricSpec(name="consensus_p95_ms", unit="ms", description="95th percentile time from request to commit."),
+        MetricSpec(name="success_rate", description="Fraction of rounds that commit."),
+        MetricSpec(name="throughput_rps", unit="req/s", description="Committed requests per second of simulated time."),
+        MetricSpec(name="messages_per_request", description="Protocol messages per committed request."),
+        MetricSpec(name="network_kb_per_request", unit="KB", description="Bytes on the wire per committed request."),
+    ],
+    objective=[
+        ObjectiveTerm(metric="throughput_rps", goal="maximize", weight=1.0, scale=100.0),
+        ObjectiveTerm(metric="consensus_p95_ms", goal="minimize", weight=0.3, scale=1000.0),
+        ObjectiveTerm(metric="success_rate", goal="maximize", weight=1.0, scale=1.0),
+    ],
+    constraints=[
+        SoftConstraint(metric="network_kb_per_request", max=50.0, penalty=0.5),
+    ],
+)
+
+BUILTIN_SPACES: dict[str, TuningSpace] = {"hde": HDE, "pba": PBA, "acp": ACP}

@@ -1,0 +1,51 @@
+"""ParameterProfile: a tunable component — where its configuration lives, its space, how it is measured."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import CamelModel
+from .space import TuningSpace
+
+TwinName = Literal["hde", "pba", "acp"]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class ConfigMapTarget(CamelModel):
+    """The ConfigMap that holds the component's configuration (the canary protocol's keys sit beside it)."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Name of the ConfigMap.")
+    namespace: str | None = Field(None, pattern=DNS_LABEL, max_length=63, description="Namespace; defaults to the profile's.")
+    key: str = Field("config.json", pattern=r"^[-._a-zA-Z0-9]+$", max_length=253,
+                     description="Key holding the stable configuration as a JSON object.")
+
+
+class GuardMetric(CamelModel):
+    """A metric the canary must not make worse; a breach rolls the canary back at once."""
+
+    metric: str = Field(description="Name of a metric in `metrics`.")
+    goal: Literal["maximize", "minimize"] = Field(description="Whether larger or smaller values are better.")
+    max_degradation_pct: float = Field(0.0, ge=0, description="Tolerated degradation of the canary's mean, in percent.")
+
+
+class ParameterProfileSpec(TuningSpace):
+    """The spec of a ParameterProfile custom resource; also accepted by `dwcp-autotuner tune --profile`."""
+
+    target: ConfigMapTarget | None = Field(None, description="The ConfigMap to tune (required by the operator).")
+    guards: list[GuardMetric] = Field(default_factory=list, description="Metrics that must not get worse during a rollout.")
+    twin: TwinName | None = Field(None, description="Built-in workload whose measured twin pretrains the agent (hde, pba, acp).")
+
+    @model_validator(mode="after")
+    def _check_guards(self) -> ParameterProfileSpec:
+        known = {m.name for m in self.metrics}
+        for i, guard in enumerate(self.guards):
+            if guard.metric not in known:
+                raise ValueError(f"guards[{i}].metric: unknown metric {guard.metric!r} (known: {', '.join(sorted(known))})")
+        return self
+
+    def tuning_space(self) -> TuningSpace:
+        return TuningSpace.model_validate(self.model_dump(include={"parameters", "metrics", "objective", "constraints"}))
