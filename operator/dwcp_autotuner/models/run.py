@@ -1,0 +1,160 @@
+"""OptimizationRun: what to tune, how the agent learns, how each proposal is rolled out; and its status.
+
+The status is the run's memory: everything needed to resume a rollout after the operator is
+killed (step, weights, the stable bytes the run started from, the action it was about to take)
+lives here and in the ConfigMaps, never only in the operator's process.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..agent.config import AgentSettings
+from .base import CamelModel
+
+Mode = Literal["Apply", "Recommend"]
+Phase = Literal["Pending", "Pretraining", "Proposing", "RollingOut", "Succeeded", "RolledBack", "Failed"]
+ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degraded"]
+
+
+class RunAgentSettings(AgentSettings):
+    """Agent settings of a run; pretraining budgets are usually far smaller than a local `tune`."""
+
+    episodes: int = Field(200, ge=1, description="Pretraining episodes on the profile's twin (when it has one).")
+    steps_per_episode: int = Field(100, ge=1, description="Steps per pretraining episode.")
+    warm_start: str | None = Field(
+        None, description="Name of a ConfigMap in the run's namespace holding a stored model to start from."
+    )
+
+
+class Budget(CamelModel):
+    max_proposals: int = Field(5, ge=1, le=1000, description="Stop after this many proposals (promoted or not).")
+    deadline_seconds: int | None = Field(None, ge=1, description="Stop proposing this many seconds after the run started.")
+    target_improvement_pct: float | None = Field(
+        None, gt=0, description="Stop once the promoted configurations improved the objective by this much in total."
+    )
+
+
+class RolloutSettings(CamelModel):
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100], min_length=1, description="Canary weights in percent, increasing, ending at 100.")
+    analysis_interval_seconds: float = Field(60.0, ge=0.1, description="Seconds the canary runs at each step before it is analysed.")
+    min_samples: int = Field(5, ge=2, description="Samples per variant an analysis needs.")
+    significance: float = Field(0.001, gt=0, lt=0.5, description="p-value the objective must beat to promote.")
+    min_improvement_pct: float = Field(0.0, ge=0, description="Minimum relative improvement of the objective to promote.")
+    test: Literal["welch", "mannwhitney", "both"] = Field("welch", description="Statistical test of the canary analysis.")
+    max_inconclusive: int = Field(3, ge=1, description="Inconclusive analyses (no data, too few samples, not significant) tolerated before on_inconclusive applies.")
+    on_inconclusive: Literal["Rollback", "Hold"] = Field("Rollback", description="Rollback: restore the stable config. Hold: keep the canary where it is and wait for a human.")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_to_100(cls, steps: list[int]) -> list[int]:
+        if any(not 0 < s <= 100 for s in steps):
+            raise ValueError("every step must be in (0, 100]")
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("steps must increase")
+        if steps[-1] != 100:
+            raise ValueError("the last step must be 100")
+        return steps
+
+
+class OptimizationRunSpec(CamelModel):
+    profiles: list[str] = Field(min_length=1, description="Names of ParameterProfiles (same namespace) to tune, one proposal at a time in turn.")
+    mode: Mode = Field("Apply", description="Apply: canary-roll proposals out. Recommend: only write recommendations to status.")
+    agent: RunAgentSettings = Field(default_factory=RunAgentSettings, description="DQN settings.")
+    budget: Budget = Field(default_factory=Budget, description="When the run stops.")
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Canary steps and analysis.")
+    prometheus_url: str | None = Field(None, description="Prometheus base URL; overrides the operator's default.")
+
+    @model_validator(mode="after")
+    def _unique_profiles(self) -> OptimizationRunSpec:
+        if len(set(self.profiles)) != len(self.profiles):
+            raise ValueError("profiles: a profile is named twice")
+        return self
+
+
+# --- status --------------------------------------------------------------------------------------
+class Condition(CamelModel):
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class VariantMeans(CamelModel):
+    stable: float | None = None
+    canary: float | None = None
+
+
+class ProposalStatus(CamelModel):
+    """The proposal being rolled out (or just decided)."""
+
+    number: int = Field(description="1-based proposal counter of the run.")
+    profile: str
+    config: dict[str, int | float | str]
+    stable_config: dict[str, int | float | str] = Field(description="The stable configuration the canary is compared with.")
+    revision: str | None = Field(None, description="Immutable revision ConfigMap holding this proposal.")
+    step_index: int = 0
+    canary_weight: int = 0
+    step_started_at: str | None = None
+    inconclusive: int = Field(0, description="Inconclusive analyses so far in this proposal.")
+    means: VariantMeans = Field(default_factory=VariantMeans)
+    p_value: float | None = None
+    samples: dict[str, int] = Field(default_factory=dict, description="Samples per variant in the last analysis.")
+    stable_digest: str | None = Field(None, description="sha256 of the stable bytes when the rollout began (drift detection).")
+    pending_action: Literal["StartCanary", "SetWeight", "Promote", "Rollback"] | None = Field(
+        None, description="Written before the ConfigMap is changed, cleared after: a restart finishes or verifies it."
+    )
+    pending_reason: str | None = Field(None, description="Why the pending action was decided (e.g. GuardBreached).")
+    expected_improvement_pct: float | None = None
+
+
+class ProposalRecord(CamelModel):
+    number: int
+    profile: str
+    config: dict[str, int | float | str]
+    verdict: Literal["Promoted", "RolledBack", "Recommended", "Held"]
+    reason: str
+    message: str = ""
+    improvement_pct: float | None = None
+    p_value: float | None = None
+    revision: str | None = None
+    finished_at: str
+
+
+class Recommendation(CamelModel):
+    profile: str
+    config: dict[str, int | float | str]
+    expected_improvement_pct: float | None = None
+    confidence: float | None = None
+    reason: str = ""
+
+
+class TrainingStatus(CamelModel):
+    episodes: int = 0
+    episodes_total: int = 0
+    env_steps: int = 0
+    last_return: float | None = None
+    epsilon: float | None = None
+    wall_seconds: float | None = None
+    message: str | None = None
+
+
+class RunStatus(CamelModel):
+    phase: Phase = "Pending"
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    started_at: str | None = None
+    proposals: int = Field(0, description="Proposals made so far.")
+    current: ProposalStatus | None = None
+    history: list[ProposalRecord] = Field(default_factory=list, description="Most recent proposals, newest last (bounded).")
+    recommendations: list[Recommendation] = Field(default_factory=list)
+    improvement_pct: float | None = Field(None, description="Total improvement of the objective from promoted proposals.")
+    training: dict[str, TrainingStatus] = Field(default_factory=dict, description="Pretraining statistics per profile.")
+    message: str | None = None
+
+
+HISTORY_LIMIT = 20

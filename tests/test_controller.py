@@ -1,0 +1,255 @@
+"""The OptimizationRun state machine over the real file-backed ConfigStore and in-process metrics.
+
+A fixed proposer stands in for the agent (the agent has its own tests); everything else is the
+code the operator runs. Time is a simulated clock, so a four-step rollout takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from dwcp_autotuner.controller.run import Ports, Proposal, RunContext, canonical_json, reconcile
+from dwcp_autotuner.models.profile import ParameterProfileSpec
+from dwcp_autotuner.models.run import OptimizationRunSpec, RunStatus
+from dwcp_autotuner.ports.base import CANARY_KEY, CANARY_KEYS, CANARY_WEIGHT_KEY, ConfigRef, RecordingEvents
+from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
+
+NS = "tuning"
+STABLE = {"batch": 10, "timeout": 1000}
+CANDIDATE = {"batch": 20, "timeout": 1000}
+
+
+def profile(guards=()) -> ParameterProfileSpec:
+    return ParameterProfileSpec.model_validate({
+        "target": {"name": "svc-config"},
+        "parameters": [
+            {"name": "batch", "min": 1, "max": 100, "default": 10, "scale": "log2"},
+            {"name": "timeout", "min": 100, "max": 5000, "default": 1000, "scale": "log2"},
+        ],
+        "metrics": [
+            {"name": "throughput", "query": 'svc_throughput{variant="{{variant}}"}'},
+            {"name": "errors", "query": 'svc_errors{variant="{{variant}}"}'},
+        ],
+        "objective": [{"metric": "throughput", "goal": "maximize"}],
+        "guards": list(guards),
+    })
+
+
+class FixedProposer:
+    def __init__(self, configs):
+        self.configs = list(configs)
+        self.learned: list[float] = []
+
+    def pretrain(self, name, profile):
+        return None
+
+    def propose(self, name, profile, stable):
+        return Proposal(config=self.configs.pop(0), expected_improvement_pct=5.0) if self.configs else None
+
+    def learn(self, name, profile, stable, proposed, reward):
+        self.learned.append(reward)
+
+
+class Harness:
+    """Drives reconcile like the operator's timer: status in, status out, persisted between calls."""
+
+    def __init__(self, tmp_path, *, canary_mean=110.0, stable_mean=100.0, spec=None, proposals=(CANDIDATE,), guards=()):
+        self.store = FileConfigStore(tmp_path / "configmaps")
+        self.store.put(NS, "svc-config", {"config.json": canonical_json(STABLE), "unrelated": "kept"})
+        self.stable_bytes = self.store.read(ConfigRef(NS, "svc-config")).data["config.json"]
+        self.metrics = InProcessMetrics()
+        rng = np.random.default_rng(0)
+        self.means = {"stable": stable_mean, "canary": canary_mean}
+        for variant in ("stable", "canary"):
+            self.metrics.register(f'svc_throughput{{variant="{variant}"}}', lambda t, v=variant: self.means[v] * (1 + 0.01 * rng.standard_normal()))
+            self.metrics.register(f'svc_errors{{variant="{variant}"}}', lambda t, v=variant: self.errors[v] + 0.01 * rng.standard_normal())
+        self.errors = {"stable": 1.0, "canary": 1.0}
+        self.events = RecordingEvents()
+        self.proposer = FixedProposer(proposals)
+        self.persisted: list[RunStatus] = []
+        self.spec = spec or OptimizationRunSpec.model_validate({
+            "profiles": ["svc"], "budget": {"maxProposals": 1},
+            "rollout": {"analysisIntervalSeconds": 60, "minSamples": 5},
+        })
+        self.profile = profile(guards)
+        self.status = RunStatus()
+        self.now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+
+    def ports(self) -> Ports:
+        return Ports(self.store, self.metrics, self.events, self.proposer, persist=lambda s: self.persisted.append(s.model_copy(deep=True)))
+
+    def tick(self, seconds: float = 61) -> RunStatus:
+        self.now += dt.timedelta(seconds=seconds)
+        ctx = RunContext("run1", NS, "uid-1", 1, self.spec, self.status, {"svc": self.profile}, self.now)
+        self.status = reconcile(ctx, self.ports())
+        return self.status
+
+    def configmap(self) -> dict:
+        return dict(self.store.read(ConfigRef(NS, "svc-config")).data)
+
+    def run_until(self, phases, limit=40) -> RunStatus:
+        for _ in range(limit):
+            if self.tick().phase in phases:
+                return self.status
+        raise AssertionError(f"run stuck in {self.status.phase}: {self.status.message}")
+
+
+def condition(status: RunStatus, type_: str):
+    return next(c for c in status.conditions if c.type == type_)
+
+
+def test_better_canary_steps_through_the_weights_and_is_promoted(tmp_path):
+    h = Harness(tmp_path)
+    weights = []
+    for _ in range(30):
+        h.tick()
+        cm = h.configmap()
+        if CANARY_WEIGHT_KEY in cm:
+            weights.append(int(cm[CANARY_WEIGHT_KEY]))
+        if h.status.phase == "Succeeded":
+            break
+    assert sorted(set(weights)) == [5, 25, 50, 100]
+    assert weights == sorted(weights)  # never backwards
+    cm = h.configmap()
+    assert json.loads(cm["config.json"]) == CANDIDATE
+    assert not set(CANARY_KEYS) & set(cm) and cm["unrelated"] == "kept"
+    assert h.status.history[-1].verdict == "Promoted" and h.status.history[-1].p_value < 0.001
+    assert condition(h.status, "Succeeded").status == "True"
+    assert h.status.improvement_pct == pytest.approx(10.0, abs=1.5)
+    assert [e[1] for e in h.events.events].count("Promoted") == 1
+    assert h.proposer.learned and h.proposer.learned[0] > 0
+    revision = h.store.read_revision(NS, "run1-svc-1")
+    assert json.loads(revision["config.json"]) == CANDIDATE
+
+
+def test_worse_canary_is_rolled_back_to_the_exact_stable_bytes(tmp_path):
+    h = Harness(tmp_path, canary_mean=85.0)
+    h.run_until({"RolledBack"})
+    cm = h.configmap()
+    assert cm["config.json"] == h.stable_bytes
+    assert not set(CANARY_KEYS) & set(cm)
+    assert h.status.history[-1].verdict == "RolledBack" and h.status.history[-1].reason == "CanaryWorse"
+    assert condition(h.status, "RolledBack").status == "True"
+    assert h.store.read_revision(NS, "run1-svc-1")  # the revision is kept for audit
+    assert h.proposer.learned == [pytest.approx(-0.05)]
+
+
+def test_guard_breach_rolls_back_even_when_the_objective_improves(tmp_path):
+    h = Harness(tmp_path, guards=[{"metric": "errors", "goal": "minimize", "maxDegradationPct": 10}])
+    h.errors["canary"] = 2.0  # errors double
+    h.run_until({"RolledBack"})
+    assert h.status.history[-1].reason == "GuardBreached"
+    assert h.configmap()["config.json"] == h.stable_bytes
+
+
+def test_metrics_unavailable_never_promotes_and_rolls_back_after_the_limit(tmp_path):
+    h = Harness(tmp_path)
+    h.tick(), h.tick(), h.tick()  # Pending -> Pretraining -> Proposing -> canary at 5 %
+    assert h.configmap()[CANARY_WEIGHT_KEY] == "5"
+    from dwcp_autotuner.ports.base import Unavailable
+
+    h.metrics.fail_with(Unavailable("connection refused"))
+    h.tick()
+    assert h.status.current.inconclusive == 1 and "unavailable" in h.status.message.lower()
+    h.run_until({"RolledBack"})
+    assert h.status.history[-1].reason == "Inconclusive"
+    assert json.loads(h.configmap()["config.json"]) == STABLE
+
+
+def test_hold_keeps_the_canary_and_says_so(tmp_path):
+    spec = OptimizationRunSpec.model_validate({
+        "profiles": ["svc"], "rollout": {"analysisIntervalSeconds": 60, "maxInconclusive": 2, "onInconclusive": "Hold"},
+    })
+    h = Harness(tmp_path, spec=spec)
+    h.tick(), h.tick(), h.tick()
+    h.metrics.unregister('svc_throughput{variant="canary"}')  # the canary reports nothing
+    for _ in range(5):
+        h.tick()
+    assert h.status.phase == "RollingOut"
+    assert condition(h.status, "Progressing").reason == "Held"
+    assert condition(h.status, "Degraded").status == "True"
+    assert h.configmap()[CANARY_WEIGHT_KEY] == "5"
+
+
+def test_drift_pauses_the_run_and_never_overwrites_the_human_edit(tmp_path):
+    h = Harness(tmp_path)
+    h.tick(), h.tick(), h.tick()
+    ref = ConfigRef(NS, "svc-config")
+    snap = h.store.read(ref)
+    human = canonical_json({"batch": 50, "timeout": 1000})
+    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={"config.json": human})
+    for _ in range(6):
+        h.tick()
+    assert condition(h.status, "Degraded").reason == "ConfigMapDrift"
+    assert h.configmap()["config.json"] == human  # untouched
+    assert h.configmap()[CANARY_WEIGHT_KEY] == "5"  # the rollout did not advance either
+    # Restoring the ConfigMap resumes the run.
+    snap = h.store.read(ref)
+    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={"config.json": h.stable_bytes})
+    h.run_until({"Succeeded"})
+    assert condition(h.status, "Degraded").status == "False"
+
+
+@pytest.mark.parametrize("crash_at", ["StartCanary", "SetWeight", "Promote"])
+def test_a_crash_after_the_write_ahead_record_resumes_without_double_actions(tmp_path, crash_at):
+    """The process dies right after persisting a pending action: the next process finishes it once."""
+    h = Harness(tmp_path)
+
+    class Killed(Exception):
+        pass
+
+    def persist_then_maybe_die(status):
+        h.persisted.append(status.model_copy(deep=True))
+        if status.current and status.current.pending_action == crash_at:
+            raise Killed
+
+    for _ in range(30):
+        ports = h.ports()
+        ports.persist = persist_then_maybe_die
+        h.now += dt.timedelta(seconds=61)
+        ctx = RunContext("run1", NS, "uid-1", 1, h.spec, h.status, {"svc": h.profile}, h.now)
+        try:
+            h.status = reconcile(ctx, ports)
+        except Killed:
+            h.status = h.persisted[-1]  # what survives the crash is what was persisted
+            crash_at = "done"  # die only once
+        if h.status.phase == "Succeeded":
+            break
+    assert h.status.phase == "Succeeded"
+    assert json.loads(h.configmap()["config.json"]) == CANDIDATE
+    assert [e[1] for e in h.events.events].count("Promoted") == 1
+    assert [r.verdict for r in h.status.history] == ["Promoted"]
+
+
+def test_recommend_mode_never_touches_the_configmap(tmp_path):
+    spec = OptimizationRunSpec.model_validate({"profiles": ["svc"], "mode": "Recommend", "budget": {"maxProposals": 1}})
+    h = Harness(tmp_path, spec=spec)
+    before = h.configmap()
+    h.run_until({"Succeeded"})
+    assert h.configmap() == before
+    assert h.status.recommendations[0].config == CANDIDATE
+
+
+def test_missing_profile_waits_with_ready_false(tmp_path):
+    h = Harness(tmp_path)
+    h.now += dt.timedelta(seconds=1)
+    ctx = RunContext("run1", NS, "uid-1", 1, h.spec, RunStatus(), {"svc": "ParameterProfile svc not found"}, h.now)
+    status = reconcile(ctx, h.ports())
+    assert status.phase == "Pending"
+    ready = condition(status, "Ready")
+    assert ready.status == "False" and ready.reason == "ProfileNotReady" and "not found" in ready.message
+
+
+def test_invalid_stable_config_is_degraded_not_a_crash(tmp_path):
+    h = Harness(tmp_path)
+    ref = ConfigRef(NS, "svc-config")
+    snap = h.store.read(ref)
+    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={"config.json": '{"batch": 1000}'})
+    h.tick(), h.tick(), h.tick()
+    degraded = condition(h.status, "Degraded")
+    assert degraded.reason == "InvalidStableConfig" and "batch" in degraded.message
+    assert CANARY_KEY not in h.configmap()
