@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import CamelModel
+from .run import Condition
 from .space import TuningSpace
 
 TwinName = Literal["hde", "pba", "acp"]
@@ -49,3 +50,15 @@ class ParameterProfileSpec(TuningSpace):
 
     def tuning_space(self) -> TuningSpace:
         return TuningSpace.model_validate(self.model_dump(include={"parameters", "metrics", "objective", "constraints"}))
+
+
+class ProfileStatus(CamelModel):
+    """The status of a ParameterProfile, written by the operator after it checks the spec and the target."""
+
+    observed_generation: int | None = Field(None, description="The metadata.generation this status describes.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready: the spec is valid and the target ConfigMap holds a configuration inside the bounds."
+    )
+    parameters: int | None = Field(None, ge=0, description="Number of tunable parameters in the spec.")
+    twin: str | None = Field(None, description="Built-in twin the agent pretrains on for this profile; empty when it has none.")
+    message: str | None = Field(None, description="Human-readable summary of the last reconciliation.")

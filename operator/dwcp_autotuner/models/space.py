@@ -16,11 +16,13 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 from .base import CamelModel
 
 ParamValue = int | float | str
+# Strict on input: YAML `true` must not silently become the number 1.
+StrictParamValue = StrictInt | StrictFloat | StrictStr
 
 #: A parameter with more reachable values than this is almost certainly a mistyped step.
 MAX_GRID_VALUES = 4096
@@ -35,8 +37,8 @@ class Parameter(CamelModel):
     type: Literal["int", "float", "choice"] = Field("int", description="Value type: int, float or choice (one of `choices`).")
     min: float | None = Field(None, description="Hard lower bound (numeric types); never crossed.")
     max: float | None = Field(None, description="Hard upper bound (numeric types); never crossed.")
-    choices: list[str | int | float] | None = Field(None, description="Allowed values, in order (type choice).")
-    default: ParamValue = Field(description="Value the component runs with before tuning; the grid is anchored here.")
+    choices: list[StrictParamValue] | None = Field(None, description="Allowed values, in order (type choice).")
+    default: StrictParamValue = Field(description="Value the component runs with before tuning; the grid is anchored here.")
     step: float | None = Field(None, description="Linear step (scale linear). Defaults to 1 for int parameters.")
     scale: Literal["linear", "log2"] = Field("linear", description="linear: ±step per action; log2: ×2 or ÷2 per action.")
     unit: str = Field("", description="Unit, for reports only.")
