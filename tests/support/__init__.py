@@ -1,0 +1,1 @@
+"""Reusable test fixtures (a metrics exporter, a real Prometheus)."""
