@@ -1,0 +1,288 @@
+#!/usr/bin/env python
+"""How long does a full DQN training run take? (A script, not a test.)
+
+The original system reported 14.7 hours (52,920 s) for its training run: 1000 episodes x 500 steps
+= 500,000 environment steps with updates. This script times the same amount of work with
+``dwcp_autotuner.agent`` at default settings (one gradient update every 4 steps, batch 64, MLP
+128x128) and, in the same run, a deliberately naive DQN as a baseline (per-step tensor creation,
+a deque replay sampled with ``random.sample``, per-parameter Adam, an update every step). The
+baseline is timed on a short slice and **extrapolated** to the full number of steps; the output
+says so on every line where it is.
+
+    python bench/train_speed.py                      # full 500,000 steps (a few minutes)
+    python bench/train_speed.py --steps 50000 --episodes 100
+    python bench/train_speed.py --no-baseline --json out/train_speed.json
+
+Environments are built by factories in ``ENVIRONMENTS`` (name -> factory(args) -> Environment).
+Only ``synthetic`` exists now; to add the real one, import its factory and register it, e.g.
+``ENVIRONMENTS["dwcp"] = make_dwcp_env`` with ``def make_dwcp_env(args) -> Environment``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dwcp_autotuner.agent import AgentSettings, DQNAgent, Environment, EpisodeStats, epsilon_at
+
+ORIGINAL_SECONDS = 14.7 * 3600  # 52,920 s ...
+ORIGINAL_STEPS = 500_000  # ... for 1000 episodes x 500 steps
+
+
+# --- environments -----------------------------------------------------------------------------
+
+
+class SyntheticGridEnv:
+    """A grid walk on a bowl: 9 parameters with 21 levels each, 19 actions (no-op, +/-1 each).
+
+    Observation: positions normalised to [0, 1]. Reward: minus the grid (L1) distance to a fixed
+    interior optimum, normalised by the grid width. Costs a few microseconds per step, so the
+    timing is the agent's.
+    """
+
+    def __init__(self, parameters: int = 9, levels: int = 21, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.parameters, self.levels = parameters, levels
+        self.optimum = rng.integers(levels // 4, levels - levels // 4, size=parameters)
+        self.observation_size = parameters
+        self.action_count = 1 + 2 * parameters
+        self.position = np.zeros(parameters, dtype=np.int64)
+
+    def _observe(self) -> np.ndarray:
+        return (self.position / (self.levels - 1)).astype(np.float32)
+
+    def distance(self) -> int:
+        return int(np.abs(self.position - self.optimum).sum())
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        self.position[:] = np.random.default_rng(seed).integers(0, self.levels, self.parameters)
+        return self._observe()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        if action:
+            j, down = divmod(action - 1, 2)
+            self.position[j] = min(max(self.position[j] + (-1 if down else 1), 0), self.levels - 1)
+        return self._observe(), -self.distance() / (self.levels - 1), False
+
+
+def make_synthetic_env(args: argparse.Namespace) -> Environment:
+    return SyntheticGridEnv(parameters=args.parameters, levels=args.levels, seed=args.seed)
+
+
+ENVIRONMENTS: dict[str, Callable[[argparse.Namespace], Environment]] = {
+    "synthetic": make_synthetic_env,
+}
+
+
+# --- the naive baseline -------------------------------------------------------------------------
+
+
+class NaiveDQN:
+    """DQN as tutorials write it: correct, but allocating and dispatching as it goes."""
+
+    def __init__(self, observation_size: int, action_count: int, settings: AgentSettings) -> None:
+        torch.manual_seed(settings.seed)
+
+        def mlp() -> nn.Module:
+            layers: list[nn.Module] = []
+            width = observation_size
+            for hidden in settings.hidden_sizes:
+                layers += [nn.Linear(width, hidden), nn.ReLU()]
+                width = hidden
+            return nn.Sequential(*layers, nn.Linear(width, action_count))
+
+        self.online, self.target = mlp(), mlp()
+        self.target.load_state_dict(self.online.state_dict())
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=settings.learning_rate, foreach=False)
+        self.memory: deque = deque(maxlen=settings.replay_size)
+        self.settings = settings
+        self.action_count = action_count
+        self.updates = 0
+
+    def act(self, obs: np.ndarray, epsilon: float) -> int:
+        if random.random() < epsilon:
+            return random.randrange(self.action_count)
+        with torch.no_grad():
+            return int(self.online(torch.tensor(obs, dtype=torch.float32).unsqueeze(0)).argmax())
+
+    def update(self) -> float:
+        s = self.settings
+        batch = random.sample(self.memory, s.batch_size)
+        obs, actions, rewards, next_obs, dones = zip(*batch, strict=True)
+        obs = torch.tensor(np.array(obs), dtype=torch.float32)
+        actions = torch.tensor(actions, dtype=torch.int64)
+        rewards = torch.tensor(rewards, dtype=torch.float32)
+        next_obs = torch.tensor(np.array(next_obs), dtype=torch.float32)
+        dones = torch.tensor(dones, dtype=torch.float32)
+        q = self.online(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            best = self.online(next_obs).argmax(1, keepdim=True)
+            target = rewards + s.gamma * (1 - dones) * self.target(next_obs).gather(1, best).squeeze(1)
+        loss = F.smooth_l1_loss(q, target)
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.online.parameters(), s.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % s.target_update_interval == 0:
+            self.target.load_state_dict(self.online.state_dict())
+        return loss.item()
+
+
+def time_naive(env: Environment, settings: AgentSettings, steps: int, train_frequency: int, epsilon: float) -> dict:
+    """Seconds per environment step of ``NaiveDQN``, measured after the replay warm-up."""
+    random.seed(settings.seed)
+    agent = NaiveDQN(env.observation_size, env.action_count, settings)
+    obs = env.reset(seed=settings.seed)
+    warmup = max(settings.learning_starts, settings.batch_size)
+    for _ in range(warmup):  # fill the replay buffer (not timed: the full run does this once)
+        action = random.randrange(env.action_count)
+        next_obs, reward, done = env.step(action)
+        agent.memory.append((obs, action, reward, next_obs, done))
+        obs = env.reset() if done else next_obs
+    start = time.perf_counter()
+    for t in range(1, steps + 1):
+        action = agent.act(obs, epsilon)
+        next_obs, reward, done = env.step(action)
+        agent.memory.append((obs, action, reward, next_obs, done))
+        if t % train_frequency == 0:
+            agent.update()
+        obs = env.reset() if done or t % settings.steps_per_episode == 0 else next_obs
+    seconds = time.perf_counter() - start
+    return {"measured_steps": steps, "measured_seconds": seconds, "seconds_per_step": seconds / steps}
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def greedy_distances(env: SyntheticGridEnv, agent: DQNAgent, starts: range, steps: int) -> list[int]:
+    distances = []
+    for seed in starts:
+        obs = env.reset(seed=seed)
+        for _ in range(steps):
+            obs, _, _ = env.step(agent.greedy_action(obs))
+        distances.append(env.distance())
+    return distances
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", choices=sorted(ENVIRONMENTS), default="synthetic")
+    parser.add_argument("--steps", type=int, default=500_000, help="total environment steps (default 500,000)")
+    parser.add_argument("--episodes", type=int, default=1000, help="episodes; steps per episode = steps / episodes")
+    parser.add_argument("--parameters", type=int, default=9, help="synthetic env: tunable parameters")
+    parser.add_argument("--levels", type=int, default=21, help="synthetic env: grid levels per parameter")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--baseline-steps", type=int, default=3000, help="steps timed per naive slice")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.steps < args.episodes:
+        parser.error("--steps must be at least --episodes")
+
+    settings = AgentSettings(episodes=args.episodes, steps_per_episode=args.steps // args.episodes, seed=args.seed)
+    total_steps = settings.episodes * settings.steps_per_episode
+    env = ENVIRONMENTS[args.env](args)
+    torch.set_num_threads(args.threads)
+    print(
+        f"env={args.env} observation_size={env.observation_size} action_count={env.action_count} "
+        f"| {settings.episodes} episodes x {settings.steps_per_episode} steps = {total_steps:,} steps "
+        f"| train_frequency={settings.train_frequency} batch={settings.batch_size} "
+        f"hidden={settings.hidden_sizes} | torch {torch.__version__}, {args.threads} thread(s)",
+        flush=True,
+    )
+
+    agent = DQNAgent(env.observation_size, env.action_count, settings)
+    report_every = max(1, settings.episodes // 20)
+    start = time.perf_counter()
+
+    def progress(stats: EpisodeStats) -> None:
+        if (stats.episode + 1) % report_every == 0 or stats.episode + 1 == stats.episodes:
+            elapsed = time.perf_counter() - start
+            print(
+                f"  episode {stats.episode + 1:5d}/{stats.episodes}  eps={stats.epsilon:.3f}  "
+                f"return={stats.episode_return:9.2f}  loss={stats.mean_loss:.4f}  "
+                f"{stats.total_env_steps / elapsed:7.0f} steps/s  {elapsed:6.1f} s",
+                flush=True,
+            )
+
+    result = agent.train(env, on_episode=progress, torch_threads=args.threads)
+    wall = result.wall_time
+    figures: dict = {
+        "env": args.env,
+        "steps": result.total_env_steps,
+        "episodes": len(result.returns),
+        "gradient_updates": result.gradient_updates,
+        "wall_seconds": wall,
+        "steps_per_second": result.total_env_steps / wall,
+        # Scaled to 500,000 steps when the run was shorter (the ratio is then an extrapolation).
+        "speedup_vs_original_14_7h": ORIGINAL_SECONDS / (wall * ORIGINAL_STEPS / result.total_env_steps),
+        "mean_return_first_10": float(np.mean(result.returns[:10])),
+        "mean_return_last_10": float(np.mean(result.returns[-10:])),
+    }
+    print(
+        f"\nagent: {result.total_env_steps:,} steps in {wall:.1f} s = {figures['steps_per_second']:,.0f} steps/s, "
+        f"{result.gradient_updates:,} gradient updates ({wall / max(result.gradient_updates, 1) * 1e3:.2f} ms "
+        f"per update incl. the steps between)"
+    )
+    scaled = "" if result.total_env_steps == ORIGINAL_STEPS else " (agent time EXTRAPOLATED to 500,000 steps)"
+    print(
+        f"agent vs original 14.7 h (52,920 s for 500,000 steps): "
+        f"{figures['speedup_vs_original_14_7h']:,.0f}x faster{scaled}"
+    )
+    print(
+        f"learning: mean return first 10 episodes {figures['mean_return_first_10']:.2f}, "
+        f"last 10 {figures['mean_return_last_10']:.2f}"
+    )
+    if isinstance(env, SyntheticGridEnv):
+        distances = greedy_distances(env, agent, range(10_000, 10_050), steps=env.parameters * env.levels)
+        figures["greedy_distance_mean"] = float(np.mean(distances))
+        figures["greedy_at_optimum"] = sum(d == 0 for d in distances) / len(distances)
+        print(
+            f"greedy rollouts from 50 unseen starts: mean final distance {figures['greedy_distance_mean']:.2f} "
+            f"grid steps, {figures['greedy_at_optimum']:.0%} end at the optimum"
+        )
+
+    if not args.no_baseline:
+        # Exploration is fixed at the schedule's mean epsilon, so greedy/random acting is mixed as
+        # in the full run.
+        mean_epsilon = float(
+            np.mean([epsilon_at(e, settings.epsilon_start, settings.epsilon_decay, settings.epsilon_min)
+                     for e in range(settings.episodes)])
+        )
+        figures["baseline"] = {}
+        slices = (
+            ("naive, update every step", 1),
+            (f"naive, train_frequency={settings.train_frequency}", settings.train_frequency),
+        )
+        for label, frequency in slices:
+            naive = time_naive(ENVIRONMENTS[args.env](args), settings, args.baseline_steps, frequency, mean_epsilon)
+            extrapolated = naive["seconds_per_step"] * total_steps
+            naive.update(train_frequency=frequency, epsilon=mean_epsilon, extrapolated_seconds=extrapolated)
+            figures["baseline"][label] = naive
+            print(
+                f"baseline ({label}): measured {naive['measured_steps']:,} steps in {naive['measured_seconds']:.1f} s "
+                f"-> EXTRAPOLATED to {total_steps:,} steps: {extrapolated:,.0f} s ({extrapolated / 3600:.2f} h); "
+                f"agent is {extrapolated / wall:.1f}x faster"
+            )
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
