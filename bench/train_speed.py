@@ -13,9 +13,9 @@ says so on every line where it is.
     python bench/train_speed.py --steps 50000 --episodes 100
     python bench/train_speed.py --no-baseline --json out/train_speed.json
 
-Environments are built by factories in ``ENVIRONMENTS`` (name -> factory(args) -> Environment).
-Only ``synthetic`` exists now; to add the real one, import its factory and register it, e.g.
-``ENVIRONMENTS["dwcp"] = make_dwcp_env`` with ``def make_dwcp_env(args) -> Environment``.
+Environments are built by factories in ``ENVIRONMENTS`` (name -> factory(args) -> Environment):
+``dwcp`` (default) is the environment ``tune`` trains on, the three DWCP twins together;
+``synthetic`` is a grid walk that needs no twin.
 """
 
 from __future__ import annotations
@@ -80,8 +80,27 @@ def make_synthetic_env(args: argparse.Namespace) -> Environment:
     return SyntheticGridEnv(parameters=args.parameters, levels=args.levels, seed=args.seed)
 
 
+def make_dwcp_env(args: argparse.Namespace) -> Environment:
+    """The environment `dwcp-autotuner tune` trains on: the three DWCP twins (39-dim state, 19 actions).
+
+    Twins come from the cache (or are measured once, with the quick workloads, ~1 minute).
+    """
+    from dwcp_autotuner.env.tuning_env import Component, TuningEnv
+    from dwcp_autotuner.env.twin import load_or_measure_twin
+    from dwcp_autotuner.models.builtin import BUILTIN_SPACES
+    from dwcp_autotuner.workloads import make_workload
+
+    components = []
+    for name, space in BUILTIN_SPACES.items():
+        options = {"link_mbps": 100.0} if name == "hde" else {}
+        twin, _ = load_or_measure_twin(space, make_workload(name, quick=True, **options), seed=0)
+        components.append(Component(name, space, twin))
+    return TuningEnv(components, steps_per_episode=max(1, args.steps // args.episodes), seed=args.seed)
+
+
 ENVIRONMENTS: dict[str, Callable[[argparse.Namespace], Environment]] = {
     "synthetic": make_synthetic_env,
+    "dwcp": make_dwcp_env,
 }
 
 
@@ -178,7 +197,8 @@ def greedy_distances(env: SyntheticGridEnv, agent: DQNAgent, starts: range, step
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", choices=sorted(ENVIRONMENTS), default="synthetic")
+    parser.add_argument("--env", choices=sorted(ENVIRONMENTS), default="dwcp",
+                        help="dwcp: the three DWCP twins tune trains on (default); synthetic: a grid walk with no twin to measure")
     parser.add_argument("--steps", type=int, default=500_000, help="total environment steps (default 500,000)")
     parser.add_argument("--episodes", type=int, default=1000, help="episodes; steps per episode = steps / episodes")
     parser.add_argument("--parameters", type=int, default=9, help="synthetic env: tunable parameters")

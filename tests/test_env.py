@@ -1,0 +1,169 @@
+"""Twins (measurement, noise, cache) and the RL environment (state, actions at the bounds, reward).
+
+The twin tests measure a small synthetic workload (a known function plus seeded noise) so that
+the expected surface is known exactly; the real workloads have their own tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dwcp_autotuner.env.tuning_env import Component, TuningEnv
+from dwcp_autotuner.env.twin import Twin, load_or_measure_twin, measure_twin
+from dwcp_autotuner.models.builtin import BUILTIN_SPACES
+from dwcp_autotuner.models.space import MetricSpec, ObjectiveTerm, Parameter, SoftConstraint, TuningSpace
+
+SPACE = TuningSpace(
+    parameters=[Parameter(name="a", min=1, max=9, default=3), Parameter(name="b", min=1, max=64, default=8, scale="log2")],
+    metrics=[MetricSpec(name="speed"), MetricSpec(name="memory")],
+    objective=[ObjectiveTerm(metric="speed", goal="maximize")],
+    constraints=[SoftConstraint(metric="memory", max=40.0, penalty=1.0)],
+)
+
+
+class BowlWorkload:
+    """speed peaks at a=6, b=16; memory grows with b; 5 % multiplicative noise from the seed."""
+
+    name = "bowl"
+    metric_names = ("speed", "memory")
+
+    def __init__(self, noise=0.05, tag="x"):
+        self.noise, self.tag, self.runs = noise, tag, 0
+
+    def options(self):
+        return {"noise": self.noise, "tag": self.tag}
+
+    def run(self, config, seed):
+        self.runs += 1
+        rng = np.random.default_rng(seed * 1000 + config["a"] * 100 + config["b"])
+        speed = 100.0 - 2.0 * (config["a"] - 6) ** 2 - 3.0 * (np.log2(config["b"]) - 4) ** 2
+        return {"speed": speed * (1 + self.noise * rng.standard_normal()), "memory": float(config["b"]) * 1.0}
+
+
+def test_twin_measures_every_grid_point_and_finds_the_optimum():
+    workload = BowlWorkload(noise=0.0)
+    twin = measure_twin(SPACE, workload, seed=1, noise_points=3, noise_repeats=3)
+    assert twin.means.shape == (9, 7, 2)
+    index, score = twin.optimum()
+    best = twin.config_at(index)
+    # memory 64 breaks the 40 limit, so the penalty keeps b at 16 (the bowl's own optimum).
+    assert best == {"a": 6, "b": 16} and score == pytest.approx(100.0)
+    assert np.all(twin.noise_cv == 0.0)
+    assert twin.provenance["seed"] == 1 and twin.provenance["grid_points"] == 63 and "machine" in twin.provenance
+
+
+def test_twin_noise_is_estimated_from_repeats():
+    twin = measure_twin(SPACE, BowlWorkload(noise=0.05), seed=2, noise_points=6, noise_repeats=8)
+    speed_cv = twin.noise_cv[0]
+    assert 0.02 < speed_cv < 0.09
+    rng = np.random.default_rng(0)
+    samples = np.array([twin.sample((3, 3), rng)[0] for _ in range(2000)])
+    assert samples.std() / samples.mean() == pytest.approx(speed_cv, rel=0.15)
+
+
+def test_twin_cache_round_trip_and_invalidation(tmp_path):
+    workload = BowlWorkload()
+    first, cached = load_or_measure_twin(SPACE, workload, seed=3, cache_dir=tmp_path)
+    runs = workload.runs
+    assert not cached and runs > 63
+    second, cached = load_or_measure_twin(SPACE, workload, seed=3, cache_dir=tmp_path)
+    assert cached and workload.runs == runs
+    assert np.array_equal(first.means, second.means) and second.provenance == json.loads(json.dumps(first.provenance))
+    # Different options, seed or space: measured again, never a wrong cache hit.
+    _, cached = load_or_measure_twin(SPACE, BowlWorkload(tag="other"), seed=3, cache_dir=tmp_path)
+    assert not cached
+    _, cached = load_or_measure_twin(SPACE, workload, seed=4, cache_dir=tmp_path)
+    assert not cached
+    # A damaged cache file is re-measured, not trusted.
+    for npz in (tmp_path / "twins").glob("*.npz"):
+        npz.write_bytes(b"garbage")
+    _, cached = load_or_measure_twin(SPACE, workload, seed=3, cache_dir=tmp_path)
+    assert not cached
+
+
+def _flat_twin(space: TuningSpace, metric_names, value=1.0) -> Twin:
+    shape = tuple(len(p.grid()) for p in space.parameters)
+    return Twin(space, tuple(metric_names), np.full((*shape, len(metric_names)), value), np.zeros(len(metric_names)))
+
+
+def test_dwcp_environment_has_19_actions_and_39_state_dimensions():
+    components = [Component(n, s, _flat_twin(s, [m.name for m in s.metrics])) for n, s in BUILTIN_SPACES.items()]
+    env = TuningEnv(components, history=2)
+    assert env.action_count == 19
+    assert env.observation_size == 9 + 2 * 15 == 39
+    obs = env.reset(start="default")
+    assert obs.shape == (39,) and obs.dtype == np.float32
+    assert str(env.action_meaning(0)) == "no-op"
+    assert str(env.action_meaning(1)) == "hde.compression_level +" and str(env.action_meaning(2)) == "hde.compression_level -"
+    assert str(env.action_meaning(18)) == "acp.quorum_size -"
+
+
+def test_actions_never_cross_the_hard_bounds():
+    space = BUILTIN_SPACES["acp"]
+    env = TuningEnv([Component("acp", space, _flat_twin(space, [m.name for m in space.metrics]))], seed=0)
+    env.reset(start="default")
+    for _ in range(20):  # timeout_ms up, far past its grid
+        env.step(1)
+    for _ in range(20):  # quorum_size down
+        env.step(6)
+    config = env.configs()["acp"]
+    assert config["timeout_ms"] == 5000 and config["quorum_size"] == 3
+    obs, _, _ = env.step(0)
+    assert obs[0] == pytest.approx(1.0) and obs[2] == pytest.approx(0.0)
+
+
+def test_reward_telescopes_objective_changes_and_charges_moves_and_violations():
+    workload = BowlWorkload(noise=0.0)
+    twin = measure_twin(SPACE, workload, seed=1, noise_points=1, noise_repeats=2)
+    env = TuningEnv([Component("bowl", SPACE, twin)], change_cost=0.01, seed=0)
+    env.reset(start="default")  # a=3, b=8
+    start_score = twin.score_grid()[twin.baseline_index()]
+    rewards = [env.step(a)[1] for a in (1, 1, 1, 3)]  # a: 3 -> 6, b: 8 -> 16
+    objective_gain = (100.0 - (100.0 - 2 * 9 - 3 * 1)) / abs(start_score)
+    assert sum(rewards) == pytest.approx(objective_gain - 4 * 0.01)
+    # A no-op costs nothing and changes nothing.
+    assert env.step(0)[1] == pytest.approx(0.0)
+    # b = 64 breaks the memory limit (64 > 40): every step there pays the penalty.
+    env.step(3), env.step(3)
+    _, reward, _ = env.step(0)
+    assert reward == pytest.approx(-1.0 * (64 - 40) / 40 / abs(start_score))
+
+
+def test_no_state_is_terminal_and_random_starts_cover_the_grid():
+    twin = measure_twin(SPACE, BowlWorkload(noise=0.0), seed=1, noise_points=1, noise_repeats=2)
+    env = TuningEnv([Component("bowl", SPACE, twin)], steps_per_episode=5, random_start_probability=1.0, seed=3)
+    starts = set()
+    for _ in range(30):
+        env.reset()
+        starts.add(tuple(env.indices()[0]))
+        # The trainer truncates at steps_per_episode; the environment never claims an end.
+        assert not any(env.step(0)[2] for _ in range(8))
+    assert len(starts) > 10
+
+
+def test_vectorised_step_penalties_equal_the_space_definition():
+    """The environment computes penalties with arrays; they must equal TuningSpace.penalty exactly."""
+    space = TuningSpace(
+        parameters=[Parameter(name="a", min=1, max=4, default=2)],
+        metrics=[MetricSpec(name="x"), MetricSpec(name="y")],
+        objective=[ObjectiveTerm(metric="x", goal="maximize", weight=2.0, scale=5.0)],
+        constraints=[
+            SoftConstraint(metric="x", max=12.0, min=3.0, penalty=1.5),
+            SoftConstraint(metric="y", max=30.0, max_increase_pct=10.0, penalty=0.7),
+        ],
+    )
+    rng = np.random.default_rng(5)
+    means = rng.uniform(1.0, 40.0, size=(4, 2))
+    twin = Twin(space, ("x", "y"), means, np.array([0.3, 0.3]))
+    env = TuningEnv([Component("c", space, twin)], seed=1)
+    baseline = twin.metrics_at(twin.baseline_index())
+    env.reset(start="default")
+    for _ in range(200):
+        env._indices = [[int(rng.integers(4))]]
+        vector, objectives, penalties = env._measure()
+        metrics = {"x": vector[0], "y": vector[1]}
+        assert penalties[0] == pytest.approx(space.penalty(metrics, baseline))
+        assert objectives[0] == pytest.approx(space.objective_value(metrics))
