@@ -253,3 +253,59 @@ def test_invalid_stable_config_is_degraded_not_a_crash(tmp_path):
     degraded = condition(h.status, "Degraded")
     assert degraded.reason == "InvalidStableConfig" and "batch" in degraded.message
     assert CANARY_KEY not in h.configmap()
+
+
+def test_inconclusive_analyses_are_one_analysis_interval_apart_not_one_tick(tmp_path):
+    """`maxInconclusive` counts analyses, and an analysis needs an interval of new time: ticks in between do nothing."""
+    spec = OptimizationRunSpec.model_validate({
+        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": {"analysisIntervalSeconds": 60, "maxInconclusive": 2},
+    })
+    h = Harness(tmp_path, spec=spec)
+    h.tick(), h.tick(), h.tick()
+    assert h.configmap()[CANARY_WEIGHT_KEY] == "5"
+    from dwcp_autotuner.ports.base import Unavailable
+
+    h.metrics.fail_with(Unavailable("connection refused"))
+    h.tick(61)
+    assert h.status.current.inconclusive == 1
+    for _ in range(5):  # operator ticks within the next interval: no new analysis
+        h.tick(5)
+        assert h.status.phase == "RollingOut" and h.status.current.inconclusive == 1
+    h.tick(40)
+    assert h.status.phase == "Proposing" and h.status.history[-1].reason == "Inconclusive"
+
+
+def test_a_status_lost_after_a_weight_write_gives_the_step_a_full_interval(tmp_path):
+    """Killed after writing 25 % but before the status said so: the next process starts the step's clock anew."""
+    h = Harness(tmp_path)
+    h.tick(), h.tick(), h.tick()  # canary at 5 %
+
+    class Killed(Exception):
+        pass
+
+    real_write = h.store.write
+
+    def write_then_die(ref, **kwargs):
+        result = real_write(ref, **kwargs)
+        if (kwargs.get("set_keys") or {}).get(CANARY_WEIGHT_KEY) == "25":
+            raise Killed
+        return result
+
+    h.store.write = write_then_die
+    h.now += dt.timedelta(seconds=61)
+    ctx = RunContext("run1", NS, "uid-1", 1, h.spec, h.status, {"svc": h.profile}, h.now)
+    with pytest.raises(Killed):
+        reconcile(ctx, h.ports())
+    h.store.write = real_write
+    h.status = h.persisted[-1]  # what survived: the write-ahead record
+    assert h.status.current.pending_action == "SetWeight" and h.configmap()[CANARY_WEIGHT_KEY] == "25"
+    step_5_started = h.status.current.step_started_at
+
+    h.tick(1)
+    current = h.status.current
+    assert current.pending_action is None and current.canary_weight == 25 and current.step_started_at != step_5_started
+    h.tick(30)  # half an interval after the resume: no analysis yet
+    assert h.status.current.step_index == 1 and h.status.current.last_analysis_at is None
+    assert [e[1] for e in h.events.events].count("StepAdvanced") == 1  # posted by the resuming call
+    h.run_until({"Succeeded"})
+    assert [r.verdict for r in h.status.history] == ["Promoted"]

@@ -105,6 +105,14 @@ class Ports:
     events: EventSink
     proposer: Proposer
     persist: Callable[[RunStatus], None] = field(default=lambda status: None)  # write the status now (write-ahead)
+    # The wall clock, read when a ConfigMap write happens: a call may spend seconds in the proposer
+    # (building or querying the agent), and a step's start must be when its weight was written, not
+    # when the call began. None: use the call's `ctx.now` (simulated clocks in tests).
+    clock: Callable[[], dt.datetime] | None = None
+
+
+def _write_time(ctx: RunContext, ports: Ports) -> str:
+    return now_iso(ports.clock() if ports.clock is not None else ctx.now)
 
 
 def canonical_json(config: Mapping[str, object]) -> str:
@@ -121,6 +129,11 @@ def reconcile(ctx: RunContext, ports: Ports) -> RunStatus:
         return status
     if status.started_at is None:
         status.started_at = now_iso(ctx.now)
+
+    if status.phase == "Proposing" and status.current is None:
+        stop = _budget_left(ctx, status)
+        if stop:  # a run whose budget is spent finishes even if a profile became unusable meanwhile
+            return _finish(ctx, status, stop)
 
     problems = {name: p for name, p in ctx.profiles.items() if isinstance(p, str)}
     if problems and status.current is None:
@@ -279,15 +292,19 @@ def _start_canary(ctx: RunContext, ports: Ports, status: RunStatus, profile: Par
         labels={"autotune.dwcp.io/run": ctx.name, "autotune.dwcp.io/profile": current.profile},
     )
     weight = ctx.spec.rollout.steps[0]
-    ports.configs.write(
-        snapshot.ref,
-        expected_resource_version=snapshot.resource_version,
-        set_keys={CANARY_KEY: canonical_json(current.config), CANARY_WEIGHT_KEY: str(weight), CANARY_REVISION_KEY: current.revision},
-    )
+    try:
+        ports.configs.write(
+            snapshot.ref,
+            expected_resource_version=snapshot.resource_version,
+            set_keys={CANARY_KEY: canonical_json(current.config), CANARY_WEIGHT_KEY: str(weight), CANARY_REVISION_KEY: current.revision},
+        )
+    except Conflict:
+        return status  # the ConfigMap moved since the read: the next call re-reads, checks drift and finishes the start
     current.pending_action = None
     current.canary_weight = weight
     current.step_index = 0
-    current.step_started_at = now_iso(ctx.now)
+    current.step_started_at = _write_time(ctx, ports)
+    current.last_analysis_at = None
     status.message = f"Proposal {current.number} for {current.profile}: canary at {weight} %."
     ports.events.emit("Normal", "CanaryStarted", f"{current.profile}: canary {current.revision} at {weight} %: {canonical_json(current.config)}")
     return _conditions(ctx, status, progressing=("True", "CanaryStarted", status.message), degraded=("False", "AsExpected", ""))
@@ -314,11 +331,14 @@ def _roll_out(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
     if current.pending_action == "StartCanary":
         if snapshot.stable_digest() != current.stable_digest:
             return _drift(ctx, status, ref, "the stable configuration changed before the canary started")
-        if ours:  # the write happened; only the status was lost
+        if ours:  # the write happened; only the status was lost (and maybe the event: events are at least once)
             current.pending_action = None
             current.canary_weight = snapshot.canary_weight or ctx.spec.rollout.steps[0]
-            current.step_started_at = current.step_started_at or now_iso(ctx.now)
-            return status
+            current.step_started_at = current.step_started_at or _write_time(ctx, ports)
+            current.last_analysis_at = None
+            status.message = f"Proposal {current.number} for {current.profile}: canary at {current.canary_weight} % (resumed)."
+            ports.events.emit("Normal", "CanaryStarted", f"{current.profile}: canary {current.revision} at {current.canary_weight} %: {candidate}")
+            return _conditions(ctx, status, progressing=("True", "CanaryStarted", status.message), degraded=("False", "AsExpected", ""))
         if snapshot.canary is not None:
             return _drift(ctx, status, ref, "another canary appeared")
         return _start_canary(ctx, ports, status, profile, snapshot)
@@ -341,9 +361,16 @@ def _roll_out(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
     expected_weight = ctx.spec.rollout.steps[current.step_index]
     if current.pending_action == "SetWeight":
         if snapshot.canary_weight == expected_weight:
+            # The weight was written but the status after it was lost. When is unknown, so the step
+            # starts now: it gets a full analysis interval, and its window never reaches back into
+            # the previous step (whose start is still in the status).
             current.pending_action = None
             current.canary_weight = expected_weight
-            return status
+            current.step_started_at = _write_time(ctx, ports)
+            current.last_analysis_at = None
+            status.message = f"Proposal {current.number} for {current.profile}: canary at {expected_weight} % (step {current.step_index + 1}/{len(ctx.spec.rollout.steps)}; resumed)."
+            ports.events.emit("Normal", "StepAdvanced", f"{current.profile}: canary {current.revision} at {expected_weight} %")
+            return _conditions(ctx, status, progressing=("True", "StepAdvanced", status.message))
         return _set_weight(ctx, ports, status, snapshot, expected_weight)
     if snapshot.canary_weight != current.canary_weight:
         return _drift(ctx, status, ref, f"the canary weight was changed to {snapshot.canary_weight}")
@@ -352,11 +379,15 @@ def _roll_out(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
         return status
     status = _conditions(ctx, status, degraded=("False", "AsExpected", ""))
 
-    # 4. Analyse once the step has run for an analysis interval.
+    # 4. Analyse once the step has run for an analysis interval, and again one interval after an
+    #    inconclusive analysis (so `maxInconclusive` counts analysis intervals, not operator ticks).
+    #    The window always starts at the step's start: a repeated analysis sees more samples.
     started = _parse_time(current.step_started_at) or ctx.now
-    if (ctx.now - started).total_seconds() < ctx.spec.rollout.analysis_interval_seconds:
+    since = max(started, _parse_time(current.last_analysis_at) or started)
+    if (ctx.now - since).total_seconds() < ctx.spec.rollout.analysis_interval_seconds:
         return status
     result = analyse_step(profile, ports.metrics, ctx.spec.rollout, started, ctx.now)
+    current.last_analysis_at = now_iso(ctx.now)
     verdict = result.verdict
     current.means = VariantMeans(stable=mean(result.objective.baseline), canary=mean(result.objective.candidate))
     current.p_value = verdict.p_value
@@ -403,7 +434,8 @@ def _set_weight(ctx: RunContext, ports: Ports, status: RunStatus, snapshot: Conf
         return status  # re-read and re-check drift on the next call; the pending action stays
     current.pending_action = None
     current.canary_weight = weight
-    current.step_started_at = now_iso(ctx.now)
+    current.step_started_at = _write_time(ctx, ports)
+    current.last_analysis_at = None
     status.message = f"Proposal {current.number} for {current.profile}: canary at {weight} % (step {current.step_index + 1}/{len(ctx.spec.rollout.steps)})."
     ports.events.emit("Normal", "StepAdvanced", f"{current.profile}: canary {current.revision} at {weight} %")
     return _conditions(ctx, status, progressing=("True", "StepAdvanced", status.message))

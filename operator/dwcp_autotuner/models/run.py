@@ -7,7 +7,7 @@ lives here and in the ConfigMaps, never only in the operator's process.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -38,7 +38,9 @@ class Budget(CamelModel):
 
 
 class RolloutSettings(CamelModel):
-    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100], min_length=1, description="Canary weights in percent, increasing, ending at 100.")
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [5, 25, 50, 100], min_length=1, description="Canary weights in percent (1-100), increasing, ending at 100."
+    )
     analysis_interval_seconds: float = Field(60.0, ge=0.1, description="Seconds the canary runs at each step before it is analysed.")
     min_samples: int = Field(5, ge=2, description="Samples per variant an analysis needs.")
     significance: float = Field(0.001, gt=0, lt=0.5, description="p-value the objective must beat to promote.")
@@ -99,7 +101,8 @@ class ProposalStatus(CamelModel):
     revision: str | None = Field(None, description="Immutable revision ConfigMap holding this proposal.")
     step_index: int = 0
     canary_weight: int = 0
-    step_started_at: str | None = None
+    step_started_at: str | None = Field(None, description="When the current step's weight was written.")
+    last_analysis_at: str | None = Field(None, description="When the current step was last analysed (the next analysis is one interval later).")
     inconclusive: int = Field(0, description="Inconclusive analyses so far in this proposal.")
     means: VariantMeans = Field(default_factory=VariantMeans)
     p_value: float | None = None

@@ -1,0 +1,75 @@
+"""`dwcp-autotuner operator`: run the Kopf operator with the project's settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .errors import CliError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("operator", help="run the Kubernetes operator", description="Run the Kopf operator that reconciles ParameterProfiles and OptimizationRuns.")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
+    p.add_argument("--peering", metavar="NAME", help="Kopf peering name for HA (replicas elect one active operator); default: standalone")
+    p.add_argument("--prometheus-url", default="http://prometheus-operated.monitoring.svc:9090", help="default Prometheus for runs without spec.prometheusUrl")
+    p.add_argument("--tick-seconds", type=float, default=5.0, help="how often each run is reconciled (default 5)")
+    p.add_argument("--profile-recheck-seconds", type=float, default=30.0, help="how often profiles are re-validated (default 30)")
+    p.add_argument("--metrics-port", type=int, default=9090, help="port of the operator's own /metrics (0 disables; default 9090)")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' disables)")
+    p.add_argument("--cache-dir", type=Path, help="where measured twins are cached")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.tick_seconds <= 0:
+        raise CliError(f"--tick-seconds: must be greater than 0 (got {args.tick_seconds})")
+    if args.profile_recheck_seconds <= 0:
+        raise CliError(f"--profile-recheck-seconds: must be greater than 0 (got {args.profile_recheck_seconds})")
+    if not 0 <= args.metrics_port <= 65535:
+        raise CliError(f"--metrics-port: must be a port number (got {args.metrics_port})")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Kopf logs "Timer ... succeeded" for every tick of every run; keep its per-object warnings and errors.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+    import kopf
+    from prometheus_client import disable_created_metrics, start_http_server
+
+    from ..handlers.kopf_handlers import register
+    from ..handlers.runtime import OperatorConfig, OperatorRuntime
+
+    config = OperatorConfig(
+        namespaces=list(args.namespace),
+        peering=args.peering,
+        tick_seconds=args.tick_seconds,
+        profile_recheck_seconds=args.profile_recheck_seconds,
+        prometheus_url=args.prometheus_url,
+        metrics_port=args.metrics_port,
+        liveness=args.liveness or None,
+        cache_dir=args.cache_dir,
+        kubeconfig=args.kubeconfig,
+    )
+    try:
+        runtime = OperatorRuntime(config)
+    except Exception as error:  # noqa: BLE001 — no cluster credentials is a user error, not a traceback
+        raise CliError(f"cannot connect to Kubernetes: {error}") from None
+    if config.metrics_port:
+        disable_created_metrics()  # no `*_created` gauge beside every counter and histogram
+        start_http_server(config.metrics_port, registry=runtime.metrics.registry)
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime)
+    kopf.run(
+        registry=registry,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,  # Kopf wants a list even when cluster-wide (None crashes its observer)
+        liveness_endpoint=config.liveness,
+        standalone=config.peering is None,
+        peering_name=config.peering,
+    )
+    return 0

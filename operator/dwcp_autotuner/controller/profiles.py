@@ -1,0 +1,89 @@
+"""ParameterProfile validation: everything the schema cannot check, as a Ready condition with a reason.
+
+Reasons (Ready=False): InvalidSpec (a rule of the models, e.g. min >= max or an unknown metric),
+MissingTarget, TargetNotFound, InvalidStableConfig (the ConfigMap's current values break the
+bounds), MissingQuery, InvalidQuery (Prometheus rejects the PromQL), MetricsUnavailable.
+Ready=True reason: Valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+
+from ..cli.errors import format_validation_error
+from ..models.profile import ParameterProfileSpec, ProfileStatus
+from ..ports.base import ConfigRef, ConfigStore, MetricsSource, NotFound, Unavailable, render_query
+from .conditions import set_condition
+
+
+def parse_profile(spec: Mapping) -> ParameterProfileSpec | str:
+    """The validated spec, or one line naming the field that is wrong."""
+    try:
+        profile = ParameterProfileSpec.model_validate(dict(spec))
+    except ValidationError as error:
+        return format_validation_error(error, "spec")
+    if profile.target is None:
+        return "spec.target: required (the ConfigMap to tune)"
+    return profile
+
+
+def validate_profile(
+    spec: Mapping,
+    namespace: str,
+    *,
+    configs: ConfigStore,
+    metrics: MetricsSource | None,
+    generation: int | None,
+    now: dt.datetime,
+    previous: ProfileStatus | None = None,
+) -> ProfileStatus:
+    status = (previous or ProfileStatus()).model_copy(deep=True)
+    status.observed_generation = generation
+
+    def ready(ok: bool, reason: str, message: str) -> ProfileStatus:
+        status.conditions = set_condition(status.conditions, "Ready", ok, reason, message, now=now, generation=generation)
+        status.message = message
+        return status
+
+    profile = parse_profile(spec)
+    if isinstance(profile, str):
+        reason = "MissingTarget" if profile.startswith("spec.target") else "InvalidSpec"
+        return ready(False, reason, profile)
+    status.parameters = len(profile.parameters)
+    status.twin = profile.twin
+    assert profile.target is not None
+    ref = ConfigRef(profile.target.namespace or namespace, profile.target.name, profile.target.key)
+    try:
+        snapshot = configs.read(ref)
+    except NotFound:
+        return ready(False, "TargetNotFound", f"ConfigMap {ref.namespace}/{ref.name} not found.")
+    except Unavailable as error:
+        return ready(False, "KubernetesUnavailable", str(error))
+    if snapshot.stable is not None:
+        try:
+            current = json.loads(snapshot.stable)
+            if not isinstance(current, dict):
+                raise ValueError("not a JSON object")
+            profile.coerce_config({k: v for k, v in current.items() if k in profile.parameter_names})
+        except (ValueError, json.JSONDecodeError) as error:
+            return ready(False, "InvalidStableConfig", f"ConfigMap {ref.namespace}/{ref.name} key {ref.key}: {error}")
+
+    needed = {t.metric for t in profile.objective} | {g.metric for g in profile.guards}
+    for metric in profile.metrics:
+        if metric.name in needed and not metric.query:
+            return ready(False, "MissingQuery", f"spec.metrics: {metric.name} is used by the objective or a guard but has no query.")
+    if metrics is not None:
+        for metric in profile.metrics:
+            if not metric.query:
+                continue
+            try:
+                problem = metrics.validate(render_query(metric.query, "stable", 60))
+            except Unavailable as error:
+                return ready(False, "MetricsUnavailable", f"cannot check queries: {error}")
+            if problem:
+                return ready(False, "InvalidQuery", f"spec.metrics[{metric.name}].query: Prometheus rejects it: {problem}")
+    return ready(True, "Valid", f"{len(profile.parameters)} parameters, target {ref.namespace}/{ref.name} key {ref.key}.")

@@ -1,0 +1,61 @@
+"""Kopf handlers: decorators and nothing else. The work is in handlers/runtime.py and controller/.
+
+Handlers are registered into a given registry (not the global one) so that tests and the CLI can
+run several operators with different settings in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from .runtime import GROUP, PROFILES, RUNS, VERSION, OperatorConfig, OperatorRuntime
+
+
+def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
+    config: OperatorConfig = runtime.config
+    # A failed handler (e.g. the API server briefly unreachable) is retried after this long, not
+    # Kopf's default minute: every reconcile is idempotent, so retrying soon is safe.
+    backoff = max(config.tick_seconds, 1.0)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_) -> None:
+        settings.persistence.finalizer = f"{GROUP}/cleanup"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+        settings.posting.level = logging.WARNING  # Kubernetes Events for warnings; ours are posted by the controller
+        settings.watching.server_timeout = 300
+        settings.execution.max_workers = 8  # runs reconcile in threads; pretraining has its own threads
+        if config.peering:
+            settings.peering.name = config.peering
+            settings.peering.mandatory = True
+        else:
+            settings.peering.standalone = True
+
+    @kopf.on.login(registry=registry)
+    def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo:
+        # Same credentials as the runtime's own client (in-cluster service account, else --kubeconfig/$KUBECONFIG).
+        return runtime.connection_info(trust_env=settings.networking.trust_env)
+
+    # --- ParameterProfile: validate on every change and re-check periodically (a missing ConfigMap may appear) ---
+    @kopf.on.resume(GROUP, VERSION, PROFILES, backoff=backoff, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PROFILES, backoff=backoff, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PROFILES, field="spec", backoff=backoff, registry=registry)
+    def profile_changed(body, patch, **_) -> None:
+        patch.status.update(runtime.reconcile_profile(body))
+
+    @kopf.timer(GROUP, VERSION, PROFILES, interval=config.profile_recheck_seconds, idle=config.profile_recheck_seconds, backoff=backoff, registry=registry)
+    def profile_recheck(body, patch, **_) -> None:
+        status = runtime.reconcile_profile(body)
+        if status != {k: v for k, v in (body.get("status") or {}).items() if k in status}:
+            patch.status.update(status)
+
+    # --- OptimizationRun: one transition per tick; the status is the state -----------------------------
+    @kopf.timer(GROUP, VERSION, RUNS, interval=config.tick_seconds, backoff=backoff, registry=registry)
+    def run_tick(body, **_) -> None:
+        runtime.reconcile_run(body)
+
+    @kopf.on.delete(GROUP, VERSION, RUNS, backoff=backoff, registry=registry)
+    def run_deleted(body, **_) -> None:
+        runtime.cleanup_run(body)
