@@ -4,7 +4,7 @@ The models in this package are the single source of truth for the custom resourc
 their JSON schema (``model_json_schema(by_alias=True, mode="validation")``) into the *structural*
 ``openAPIV3Schema`` that kube-apiserver requires, and writes ``crds/*.yaml``::
 
-    python -m dwcp_autotuner.models.crd            # (re)write crds/ (run from the repository root)
+    python -m dwcp_autotuner.models.crd            # (re)write crds/ and the Helm chart's copy (from the repository root)
     python -m dwcp_autotuner.models.crd --check    # exit 1 with a diff when crds/ is stale
     python -m dwcp_autotuner.models.crd --out DIR  # write elsewhere (e.g. a chart's crds/)
 
@@ -507,22 +507,37 @@ def check(out: Path) -> list[str]:
     return diffs
 
 
+# Without --out: the repository's crds/ and the Helm chart's copy (Helm installs a chart's crds/ verbatim,
+# so the chart carries the same bytes; tests/test_chart.py checks that they are identical).
+DEFAULT_OUTS = (Path("crds"), Path("charts/dwcp-autotuner/crds"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dwcp_autotuner.models.crd", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("crds"), help="directory of the CRD files (default: crds)")
+    parser.add_argument("--out", type=Path, action="append",
+                        help="directory of the CRD files (repeatable; default: crds and charts/dwcp-autotuner/crds)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when the files differ")
     args = parser.parse_args(argv)
-    if args.check:
-        diffs = check(args.out)
-        for diff in diffs:
-            sys.stdout.write(diff)
-        if diffs:
-            print(f"\n{args.out}: CRDs are stale; regenerate with `python -m dwcp_autotuner.models.crd --out {args.out}`",
-                  file=sys.stderr)
-            return 1
-        print(f"{args.out}: CRDs are up to date")
-        return 0
-    for path in write(args.out):
+    status = 0
+    for out in args.out or DEFAULT_OUTS:
+        status = max(status, _check_one(out) if args.check else _write_one(out))
+    return status
+
+
+def _check_one(out: Path) -> int:
+    diffs = check(out)
+    for diff in diffs:
+        sys.stdout.write(diff)
+    if diffs:
+        print(f"\n{out}: CRDs are stale; regenerate with `python -m dwcp_autotuner.models.crd --out {out}`",
+              file=sys.stderr)
+        return 1
+    print(f"{out}: CRDs are up to date")
+    return 0
+
+
+def _write_one(out: Path) -> int:
+    for path in write(out):
         print(f"wrote {path}")
     return 0
 
