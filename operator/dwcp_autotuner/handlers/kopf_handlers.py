@@ -7,6 +7,7 @@ run several operators with different settings in one process.
 from __future__ import annotations
 
 import logging
+import random
 
 import kopf
 
@@ -30,6 +31,9 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
         if config.peering:
             settings.peering.name = config.peering
             settings.peering.mandatory = True
+            # Kopf pauses every operator that sees a peer of the same priority; distinct random
+            # priorities make exactly one replica active and the others stand by.
+            settings.peering.priority = random.randint(1, 32767)
         else:
             settings.peering.standalone = True
 

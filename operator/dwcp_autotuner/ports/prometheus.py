@@ -96,7 +96,7 @@ class PrometheusMetrics:
             allowed_methods=frozenset({"GET", "POST"}),
         )
         self._client = PrometheusConnect(
-            url=self.url, disable_ssl=True, retry=retry, timeout=timeout_seconds, headers=headers
+            url=self.url, disable_ssl=False, retry=retry, timeout=timeout_seconds, headers=headers
         )
         # Ask Prometheus to give up no later than we do (server-side query timeout).
         self._params = {"timeout": f"{max(1, int(math.ceil(timeout_seconds)))}s"}
