@@ -167,3 +167,37 @@ def test_vectorised_step_penalties_equal_the_space_definition():
         metrics = {"x": vector[0], "y": vector[1]}
         assert penalties[0] == pytest.approx(space.penalty(metrics, baseline))
         assert objectives[0] == pytest.approx(space.objective_value(metrics))
+
+
+def test_twin_repeats_average_seeds_and_smooth_the_surface(tmp_path):
+    """Averaging a grid point over seeds shrinks the noise baked into the surface by about √repeats."""
+    workload = BowlWorkload(noise=0.05)
+    single = measure_twin(SPACE, workload, seed=10, repeats=1, noise_points=2, noise_repeats=2)
+    averaged = measure_twin(SPACE, workload, seed=10, repeats=9, noise_points=2, noise_repeats=2)
+    truth = np.array([[100.0 - 2.0 * (a - 6) ** 2 - 3.0 * (np.log2(b) - 4) ** 2 for b in SPACE.parameter("b").grid()] for a in SPACE.parameter("a").grid()])
+    error_single = np.abs(single.means[..., 0] / truth - 1).mean()
+    error_averaged = np.abs(averaged.means[..., 0] / truth - 1).mean()
+    assert error_averaged < error_single / 2
+    assert averaged.provenance["repeats"] == 9
+    # Repeats are part of the cache key: a single-seed twin is never served for a 3-seed request.
+    load_or_measure_twin(SPACE, workload, seed=10, repeats=1, cache_dir=tmp_path)
+    _, cached = load_or_measure_twin(SPACE, workload, seed=10, repeats=3, cache_dir=tmp_path)
+    assert not cached
+
+
+def test_report_explains_a_local_optimum_of_the_grid():
+    from dwcp_autotuner.tuning.pipeline import ComponentResult
+
+    space = TuningSpace(
+        parameters=[Parameter(name="n", min=1, max=9, default=1)],
+        metrics=[MetricSpec(name="speed")],
+        objective=[ObjectiveTerm(metric="speed", goal="maximize")],
+    )
+    # Two peaks: n=3 (local, 10) and n=8 (global, 12), a dip between them.
+    speeds = [5, 8, 10, 7, 6, 7, 9, 12, 11]
+    twin = Twin(space, ("speed",), np.array(speeds, dtype=float).reshape(9, 1), np.zeros(1))
+    stuck = ComponentResult("c", space, twin=twin, tuned_config={"n": 3}, optimum_config={"n": 8})
+    assert "local optimum" in stuck.local_optimum_note() and "5 steps away" in stuck.local_optimum_note()
+    climbing = ComponentResult("c", space, twin=twin, tuned_config={"n": 7}, optimum_config={"n": 8})
+    assert climbing.local_optimum_note() is None  # a better neighbour exists: not stuck, just short
+    assert ComponentResult("c", space, twin=twin, tuned_config={"n": 8}, optimum_config={"n": 8}).local_optimum_note() is None

@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="append", default=[], type=Path, metavar="FILE",
                    help="ParameterProfile YAML replacing a built-in space (its spec.twin names the component); repeatable")
     p.add_argument("--quick", action="store_true", help="small budget and data: about 2 minutes")
-    p.add_argument("--episodes", type=int, help="training episodes (default 600; quick 150)")
-    p.add_argument("--steps", type=int, help="steps per episode (default 300; quick 120)")
+    p.add_argument("--episodes", type=int, help="training episodes (default 1000; quick 150)")
+    p.add_argument("--steps", type=int, help="steps per episode (default 500; quick 120)")
     p.add_argument("--epsilon-decay", type=float, help="epsilon multiplier per episode (default 0.995; quick 0.97)")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="seed of workloads, twins and agent (default 0)")
@@ -138,6 +138,7 @@ def build_options(args: argparse.Namespace):
         quick=budget.quick_workloads,
         link_mbps=args.link_mbps,
         verify_samples=verify,
+        twin_repeats=budget.twin_repeats,
         analysis=analysis,
         output=args.output,
         cache_dir=args.cache_dir,
@@ -173,8 +174,8 @@ class RichProgress:
     def start(self, task: str, description: str, total: int) -> None:
         self.tasks[task] = self.bars.add_task(description, total=total, info="")
 
-    def advance(self, task: str, completed: int, info: str = "") -> None:
-        self.bars.update(self.tasks[task], completed=completed, info=info)
+    def advance(self, task: str, completed: int, info: str = "", total: int | None = None) -> None:
+        self.bars.update(self.tasks[task], completed=completed, info=info, total=total)
 
     def finish(self, task: str) -> None:
         pass

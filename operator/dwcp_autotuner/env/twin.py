@@ -107,10 +107,11 @@ class Twin:
         return twin
 
 
-def cache_key(space: TuningSpace, workload: Workload, seed: int) -> str:
-    """Everything that changes the measured surface: the space's grid, the workload's options, the seed."""
+def cache_key(space: TuningSpace, workload: Workload, seed: int, repeats: int = 1) -> str:
+    """Everything that changes the measured surface: the space's grid, the workload's options, seed, repeats."""
     blob = json.dumps(
-        {"space": space.space_hash(), "workload": workload.name, "options": workload.options(), "seed": seed, "format": TWIN_FORMAT},
+        {"space": space.space_hash(), "workload": workload.name, "options": workload.options(), "seed": seed,
+         "repeats": repeats, "format": TWIN_FORMAT},
         sort_keys=True,
     )
     return f"{workload.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
@@ -127,11 +128,17 @@ def measure_twin(
     workload: Workload,
     *,
     seed: int,
+    repeats: int = 1,
     noise_points: int = 6,
     noise_repeats: int = 4,
     progress: ProgressCallback | None = None,
 ) -> Twin:
-    """Run the real workload at every grid point (one seed) and repeat a few points for the noise."""
+    """Run the real workload at every grid point and repeat a few points for the noise.
+
+    Each grid point's mean is averaged over `repeats` seeds (seed, seed+1, …): a surface measured
+    with one seed carries that seed's noise at every point, and those bumps trap an agent that
+    moves one step at a time. The noise model stays that of a single run.
+    """
     missing = [t.metric for t in space.objective if t.metric not in workload.metric_names]
     missing += [c.metric for c in space.constraints if c.metric not in workload.metric_names]
     if missing:
@@ -141,17 +148,20 @@ def measure_twin(
     total_points = int(np.prod(shape))
     rng = np.random.default_rng(seed)
     noise_indices = [tuple(int(i) for i in np.unravel_index(k, shape)) for k in rng.choice(total_points, size=min(noise_points, total_points), replace=False)]
-    total = total_points + len(noise_indices) * noise_repeats
+    total = total_points * repeats + len(noise_indices) * noise_repeats
     done = 0
     means = np.empty((*shape, len(metric_names)))
     for flat in range(total_points):
         index = tuple(int(i) for i in np.unravel_index(flat, shape))
         config = {p.name: p.grid()[i] for p, i in zip(space.parameters, index)}
-        result = workload.run(config, seed)
-        means[index] = [result[m] for m in metric_names]
-        done += 1
-        if progress:
-            progress(done, total)
+        runs = []
+        for r in range(repeats):
+            result = workload.run(config, seed + r)
+            runs.append([result[m] for m in metric_names])
+            done += 1
+            if progress:
+                progress(done, total)
+        means[index] = np.mean(runs, axis=0)
     # Noise: relative spread across fresh seeds at a few points; the median is robust to one odd point.
     cvs = []
     for index in noise_indices:
@@ -175,6 +185,7 @@ def measure_twin(
         "options": workload.options(),
         "space_hash": space.space_hash(),
         "grid_points": total_points,
+        "repeats": repeats,
         "noise_points": len(noise_indices),
         "noise_repeats": noise_repeats,
     }
@@ -186,6 +197,7 @@ def load_or_measure_twin(
     workload: Workload,
     *,
     seed: int,
+    repeats: int = 1,
     cache_dir: Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[Twin, bool]:
@@ -193,13 +205,13 @@ def load_or_measure_twin(
 
     Returns (twin, loaded_from_cache).
     """
-    stem = (cache_dir or default_cache_dir()) / "twins" / cache_key(space, workload, seed)
+    stem = (cache_dir or default_cache_dir()) / "twins" / cache_key(space, workload, seed, repeats)
     if stem.with_suffix(".json").exists() and stem.with_suffix(".npz").exists():
         try:
             return Twin.load(space, stem), True
         except (ValueError, KeyError, OSError):
             pass  # a stale or damaged cache is re-measured, never trusted
-    twin = measure_twin(space, workload, seed=seed, progress=progress)
+    twin = measure_twin(space, workload, seed=seed, repeats=repeats, progress=progress)
     twin.save(stem)
     return twin, False
 

@@ -41,6 +41,7 @@ class TuneOptions:
     quick: bool = False
     link_mbps: float = 100.0
     verify_samples: int = 20
+    twin_repeats: int = 1
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     output: Path = Path("tune-report")
     cache_dir: Path | None = None
@@ -64,6 +65,30 @@ class ComponentResult:
     verdict: Verdict | None = None
     verify_seconds: float = 0.0
     sensitivity: dict[str, list[tuple[ParamValue, float]]] = field(default_factory=dict)
+
+    def local_optimum_note(self) -> str | None:
+        """When the proposal is a local optimum of the grid: why one-step moves stop there, in words."""
+        if self.twin is None or self.tuned_config is None or self.optimum_config is None:
+            return None
+        grid = self.twin.score_grid()
+        index = self.twin.index_of(self.tuned_config)
+        best = self.twin.index_of(self.optimum_config)
+        if index == best:
+            return None
+        neighbours = []
+        for axis in range(len(index)):
+            for delta in (-1, 1):
+                moved = list(index)
+                moved[axis] += delta
+                if 0 <= moved[axis] < grid.shape[axis]:
+                    neighbours.append(float(grid[tuple(moved)]))
+        if max(neighbours, default=-np.inf) > grid[index]:
+            return None
+        distance = sum(abs(a - b) for a, b in zip(index, best))
+        return (
+            f"The tuned configuration is a local optimum of the twin's grid: every one-step move from it scores lower, "
+            f"and the exhaustive optimum lies {distance} steps away across lower-scoring configurations."
+        )
 
     @property
     def fraction_of_optimum(self) -> float | None:
@@ -99,7 +124,7 @@ class Progress:
     """What the pipeline tells its caller; the CLI implements it with rich progress bars."""
 
     def start(self, task: str, description: str, total: int) -> None: ...
-    def advance(self, task: str, completed: int, info: str = "") -> None: ...
+    def advance(self, task: str, completed: int, info: str = "", total: int | None = None) -> None: ...
     def finish(self, task: str) -> None: ...
     def log(self, message: str) -> None: ...
 
@@ -137,13 +162,18 @@ def _measure_twins(options: TuneOptions, result: TuneResult, progress: Progress)
         workload = make_workload(name, quick=options.quick, **workload_options)
         task = f"twin-{name}"
         started = time.perf_counter()
-        progress.start(task, f"twin {name}: measuring {comp.space.grid_size()} configurations", comp.space.grid_size())
+        progress.start(
+            task,
+            f"twin {name}: measuring {comp.space.grid_size()} configurations"
+            + (f" × {options.twin_repeats} seeds" if options.twin_repeats > 1 else ""),
+            comp.space.grid_size() * options.twin_repeats,
+        )
 
         def on_run(done: int, total: int, task: str = task) -> None:
-            progress.advance(task, done, f"{done}/{total} runs")
+            progress.advance(task, done, f"{done}/{total} runs", total=total)
 
         comp.twin, comp.twin_from_cache = load_or_measure_twin(
-            comp.space, workload, seed=options.seed, cache_dir=options.cache_dir, progress=on_run
+            comp.space, workload, seed=options.seed, repeats=options.twin_repeats, cache_dir=options.cache_dir, progress=on_run
         )
         comp.twin_seconds = time.perf_counter() - started
         progress.finish(task)
@@ -201,12 +231,12 @@ def _train(options: TuneOptions, result: TuneResult, progress: Progress) -> tupl
     return env, agent
 
 
-def _propose(env: TuningEnv, agent: DQNAgent, result: TuneResult, *, rollouts: int = 6, epsilon: float = 0.05) -> None:
+def _propose(env: TuningEnv, agent: DQNAgent, result: TuneResult, *, rollouts: int = 12, epsilon: float = 0.1) -> None:
     """Roll the learned policy out and keep, per component, the best configuration it visits.
 
-    One greedy rollout from the default configuration, a few with a little exploration (epsilon
-    0.05) from the default, and a last greedy rollout from the best point found so far, as an
-    operator would keep proposing from its new stable configuration.
+    One greedy rollout from the default configuration, ten with a little exploration (epsilon 0.1)
+    from the default, and a last greedy rollout from the best point found so far, as an operator
+    would keep proposing from its new stable configuration. All on the twin: well under a second.
     """
     comps = list(result.components.values())
     grids = [c.twin.score_grid() for c in comps]

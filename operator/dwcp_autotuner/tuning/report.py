@@ -46,6 +46,7 @@ def component_json(comp: ComponentResult, result: TuneResult) -> dict:
             "twin_score": _num(comp.tuned_twin_score),
         },
         "optimum": {"config": comp.optimum_config, "twin_score": _num(comp.optimum_score)},
+        "local_optimum": comp.local_optimum_note(),
         "improvement_pct": _num(verdict.improvement_pct if verdict else None, 3),
         "fraction_of_optimum": _num(comp.fraction_of_optimum, 4),
         "p_value": None if verdict is None or verdict.p_value is None else float(verdict.p_value),
@@ -157,9 +158,12 @@ def report_markdown(data: dict) -> str:
             ]
         fraction = comp["fraction_of_optimum"]
         if fraction is not None and fraction < 0.98:
+            why = comp.get("local_optimum") or (
+                "The learned policy's rollouts did not reach the best grid point within the budget."
+            )
             lines.append(
-                f"\n**Below 98 % of the optimum** ({fraction * 100:.1f} %): the agent's greedy rollout did not reach the "
-                "best grid point within the budget. A larger budget (more episodes) or a slower epsilon decay usually closes the gap."
+                f"\n**Below 98 % of the optimum** ({fraction * 100:.1f} %). {why} A larger budget (more episodes), a "
+                "slower epsilon decay or a larger discount (gamma) lets the agent learn to cross such dips."
             )
         p = comp["p_value"]
         if comp["verdict"] and comp["verdict"]["phase"] != "Successful":
