@@ -83,7 +83,7 @@ def make_synthetic_env(args: argparse.Namespace) -> Environment:
 def make_dwcp_env(args: argparse.Namespace) -> Environment:
     """The environment `dwcp-autotuner tune` trains on: the three DWCP twins (39-dim state, 19 actions).
 
-    Twins come from the cache (or are measured once, with the quick workloads, ~1 minute).
+    Twins are tune's default ones (3 seeds per grid point), from the cache or measured once (minutes).
     """
     from dwcp_autotuner.env.tuning_env import Component, TuningEnv
     from dwcp_autotuner.env.twin import load_or_measure_twin
@@ -93,7 +93,7 @@ def make_dwcp_env(args: argparse.Namespace) -> Environment:
     components = []
     for name, space in BUILTIN_SPACES.items():
         options = {"link_mbps": 100.0} if name == "hde" else {}
-        twin, _ = load_or_measure_twin(space, make_workload(name, quick=True, **options), seed=0)
+        twin, _ = load_or_measure_twin(space, make_workload(name, **options), seed=0, repeats=3)
         components.append(Component(name, space, twin))
     return TuningEnv(components, steps_per_episode=max(1, args.steps // args.episodes), seed=args.seed)
 

@@ -124,6 +124,7 @@ def main() -> int:
     parser.add_argument("--budgets", default="200,1000,5000,20000", help="evaluations per method")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per point (1000, 1001, …)")
     parser.add_argument("--quick-twins", action="store_true", help="twins of the quick workloads (faster to measure)")
+    parser.add_argument("--repeats", type=int, default=3, help="seeds averaged per twin grid point (tune's default: 3)")
     parser.add_argument("--methods", default="dqn,random,tpe")
     parser.add_argument("--tpe-max", type=int, default=2000, help="largest budget given to TPE (its time grows with trials)")
     args = parser.parse_args()
@@ -133,7 +134,8 @@ def main() -> int:
     for name in args.components.split(","):
         space = BUILTIN_SPACES[name]
         started = time.perf_counter()
-        twin, cached = load_or_measure_twin(space, make_workload(name, quick=args.quick_twins), seed=0)
+        options = {"link_mbps": 100.0} if name == "hde" else {}
+        twin, cached = load_or_measure_twin(space, make_workload(name, quick=args.quick_twins, **options), seed=0, repeats=args.repeats)
         default_fraction = fraction(twin, twin.baseline_index())
         print(f"\n{name}: {twin.grid_shape} grid = {int(np.prod(twin.grid_shape))} configurations, "
               f"twin {'cached' if cached else f'measured in {time.perf_counter() - started:.0f} s'}; default = {default_fraction:.3f} of optimum")
