@@ -412,6 +412,31 @@ def test_example_run_names_the_example_profiles():
     assert set(run["spec"]["profiles"]) == profiles == {"hde", "pba", "acp"}
 
 
+# Examples for any service (not the DWCP components): a subfolder, so `kubectl apply -f examples/` (the
+# quickstart) applies only the DWCP profiles and run.
+GENERIC = EXAMPLES / "generic"
+
+
+@pytest.mark.parametrize("path", sorted(GENERIC.glob("*.yaml")), ids=lambda p: p.name)
+def test_generic_examples_validate_against_the_crd_and_the_model(path):
+    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    assert docs
+    for doc in docs:
+        assert doc["apiVersion"] == "autotune.dwcp.io/v1alpha1"
+        assert schema_errors(doc, _schema_for_kind(doc["kind"])) == []
+        model = SPEC_MODELS[doc["kind"]].model_validate(doc["spec"])
+        if doc["kind"] == "ParameterProfile":
+            assert model.target is not None and model.twin is None  # any service: no built-in twin, online learning
+            assert all(m.query and "{{variant}}" in m.query and "{{window}}" in m.query for m in model.metrics)
+
+
+def test_generic_run_names_the_generic_profile():
+    profiles = {d["metadata"]["name"] for p in GENERIC.glob("*.yaml") for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
+                if d and d["kind"] == "ParameterProfile"}
+    runs = [d for p in GENERIC.glob("*.yaml") for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d and d["kind"] == "OptimizationRun"]
+    assert profiles == {"web"} and [r["spec"]["profiles"] for r in runs] == [["web"]]
+
+
 def _hde_doc() -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / "hde-profile.yaml").read_text(encoding="utf-8"))
 

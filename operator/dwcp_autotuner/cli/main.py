@@ -23,9 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keeps the runtime parameters of distributed services tuned (DQN agent + canary rollouts).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    from . import operator_cmd, tune
+    from . import component_cmd, operator_cmd, tune
 
     tune.add_parser(sub)
+    component_cmd.add_parser(sub)
     operator_cmd.add_parser(sub)
     return parser
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -142,6 +143,11 @@ class AcpWorkload:
         }
 
     def run(self, config: Mapping[str, ConfigValue], seed: int) -> dict[str, float]:
+        return self.simulate(config, seed).metrics()
+
+    def simulate(self, config: Mapping[str, ConfigValue], seed: int) -> AcpTotals:
+        """One simulated period: the per-request latencies and the counts behind `run()`'s metrics
+        (a live component exports these as counters and a histogram; see `AcpTotals`)."""
         require(config, PARAMS, self.name)
         timeout = float(as_int(config, "timeout_ms", 1))
         batch = as_int(config, "batch_size", 1)
@@ -199,15 +205,48 @@ class AcpWorkload:
         latency = np.where(np.isnan(commit), horizon - arrivals, commit - arrivals)[measured]
         latency = np.minimum(latency, self.client_timeout_s * 1e3)  # the client gives up
         n_committed = int(np.count_nonzero(~np.isnan(commit)))
-        per_request = max(n_committed, 1)
-        p50, p95 = np.percentile(latency, [50, 95]) if len(latency) else (horizon, horizon)
+        return AcpTotals(
+            latencies_ms=latency,
+            horizon_ms=horizon,
+            sim_seconds=self.sim_seconds,
+            attempts=started,
+            committed_rounds=committed_rounds,
+            committed_requests=n_committed,
+            messages=messages,
+            wire_bytes=wire_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class AcpTotals:
+    """What one simulated period produced; `metrics()` turns it into the workload's metrics.
+
+    latencies_ms: arrival → execution of each request that arrived in the first 80 % of the period
+    (capped at the client timeout; a request still pending at the end counts with its wait so far);
+    attempts / committed_rounds: consensus attempts started / committed (view changes are failed
+    attempts); committed_requests: requests executed; messages / wire_bytes: everything sent.
+    """
+
+    latencies_ms: np.ndarray
+    horizon_ms: float
+    sim_seconds: float
+    attempts: int
+    committed_rounds: int
+    committed_requests: int
+    messages: float
+    wire_bytes: float
+
+    def metrics(self) -> dict[str, float]:
+        latency = self.latencies_ms
+        per_request = max(self.committed_requests, 1)
+        p50, p95 = np.percentile(latency, [50, 95]) if len(latency) else (self.horizon_ms, self.horizon_ms)
         return {
             "consensus_p50_ms": float(p50),
             "consensus_p95_ms": float(p95),
-            "success_rate": float(committed_rounds / max(started, 1)),
-            "throughput_rps": float(n_committed / self.sim_seconds),
-            "messages_per_request": float(messages / per_request),
-            "network_kb_per_request": float(wire_bytes / 1e3 / per_request),
+            "success_rate": float(self.committed_rounds / max(self.attempts, 1)),
+            "throughput_rps": float(self.committed_requests / self.sim_seconds),
+            "messages_per_request": float(self.messages / per_request),
+            "network_kb_per_request": float(self.wire_bytes / 1e3 / per_request),
         }
 
 

@@ -33,6 +33,7 @@ import functools
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -78,6 +79,11 @@ class PbaWorkload:
         }
 
     def run(self, config: Mapping[str, ConfigValue], seed: int) -> dict[str, float]:
+        return self.evaluate(config, seed).metrics()
+
+    def evaluate(self, config: Mapping[str, ConfigValue], seed: int) -> PbaTotals:
+        """One trace planned with `config`: the sums behind `run()`'s metrics (a live component
+        exports these as counters; see `PbaTotals`)."""
         require(config, PARAMS, self.name)
         window = as_int(config, "prediction_window", 2)
         quantile = as_float(config, "confidence_threshold", 0.0, 1.0)
@@ -90,23 +96,60 @@ class PbaWorkload:
 
         t0 = time.perf_counter()
         point, allocation = predict(demand, starts, window, update, quantile, self.trend_damping)
-        latency_ms = (time.perf_counter() - t0) * 1e3 / len(starts)
+        compute_seconds = time.perf_counter() - t0
 
         per_second_point = np.repeat(point, update)[: len(horizon)]
         per_second_alloc = np.repeat(allocation, update)[: len(horizon)]
         per_second_alloc = np.maximum(per_second_alloc, 0.0)
 
-        mape = float(np.mean(np.abs(horizon - per_second_point) / horizon))
+        abs_error = float(np.sum(np.abs(horizon - per_second_point) / horizon))
         over = np.maximum(per_second_alloc - horizon, 0.0).sum()
         under = np.maximum(horizon - per_second_alloc, 0.0).sum()
         # Every reallocation reprograms the rate limiter, which drops what it carries meanwhile.
         served_at_updates = np.minimum(horizon[::update], per_second_alloc[::update])
-        under += self.reconfig_loss_ms / 1e3 * served_at_updates.sum()
+        dropped = self.reconfig_loss_ms / 1e3 * served_at_updates.sum()
+        return PbaTotals(
+            seconds=len(horizon),
+            abs_error=abs_error,
+            demand=float(horizon.sum()),
+            allocated=float(per_second_alloc.sum()),
+            unused=float(over),
+            over_allocation=float(under),
+            reconfiguration_dropped=float(dropped),
+            predictions=len(starts),
+            compute_seconds=compute_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class PbaTotals:
+    """Sums over one planned trace (demand and allocations in Mbit: Mbit/s × 1 s); `metrics()` gives
+    the workload's metrics.
+
+    abs_error: Σ over seconds of |demand − point prediction| / demand; unused: Σ (allocated −
+    demand)⁺; over_allocation: Σ (demand − allocated)⁺; reconfiguration_dropped: traffic dropped
+    while the rate limiter is reprogrammed; predictions / compute_seconds: how many predictions were
+    made and the time they took.
+    """
+
+    seconds: int
+    abs_error: float
+    demand: float
+    allocated: float
+    unused: float
+    over_allocation: float
+    reconfiguration_dropped: float
+    predictions: int
+    compute_seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        mape = self.abs_error / self.seconds
+        under = self.over_allocation + self.reconfiguration_dropped
         return {
             "accuracy": float(min(max(1.0 - mape, 0.0), 1.0)),
-            "waste_pct": float(100.0 * over / max(per_second_alloc.sum(), 1e-9)),
-            "violation_pct": float(100.0 * under / horizon.sum()),
-            "prediction_latency_ms": float(latency_ms),
+            "waste_pct": float(100.0 * self.unused / max(self.allocated, 1e-9)),
+            "violation_pct": float(100.0 * under / self.demand),
+            "prediction_latency_ms": float(self.compute_seconds * 1e3 / self.predictions),
         }
 
 
