@@ -309,3 +309,44 @@ def test_a_status_lost_after_a_weight_write_gives_the_step_a_full_interval(tmp_p
     assert [e[1] for e in h.events.events].count("StepAdvanced") == 1  # posted by the resuming call
     h.run_until({"Succeeded"})
     assert [r.verdict for r in h.status.history] == ["Promoted"]
+
+
+# --- the stable baseline at 100 %, and soft constraints in the analysis ----------------------------------
+def test_at_full_weight_the_stable_samples_come_from_the_step_before(tmp_path):
+    """A real component routes nothing to stable at 100 %: the stable series stop. The last step still
+    compares the canary with the stable configuration, measured in the interval before the step."""
+    h = Harness(tmp_path)
+    full_since: list[float] = []
+    rng = np.random.default_rng(1)
+
+    def stable(t: float) -> float | None:
+        if full_since and t > full_since[0]:
+            return None  # no stable traffic at 100 %
+        return 100.0 * (1 + 0.01 * rng.standard_normal())
+
+    h.metrics.register('svc_throughput{variant="stable"}', stable)
+    for _ in range(30):
+        h.tick()
+        if not full_since and h.configmap().get(CANARY_WEIGHT_KEY) == "100":
+            full_since.append(h.now.timestamp())
+        if h.status.phase in ("Succeeded", "RolledBack"):
+            break
+    assert full_since, "the canary never reached 100 %"
+    assert h.status.phase == "Succeeded", h.status.message
+    record = h.status.history[-1]
+    assert record.verdict == "Promoted" and record.improvement_pct == pytest.approx(10.0, abs=1.5)
+
+
+def test_the_analysis_scores_soft_constraint_penalties_like_the_agent(tmp_path):
+    """The canary's objective is 10 % better but it breaks a soft constraint whose penalty outweighs
+    that: the score (objective − penalties, what the agent and the twin maximise) is worse."""
+    h = Harness(tmp_path)
+    h.profile = ParameterProfileSpec.model_validate({
+        **h.profile.model_dump(by_alias=True, exclude_none=True),
+        "constraints": [{"metric": "errors", "max": 1.0, "penalty": 100.0}],
+    })
+    h.errors = {"stable": 0.5, "canary": 1.5}  # canary: 50 % over the limit → penalty 50 of a ~110 objective
+    status = h.run_until(("Succeeded", "RolledBack"))
+    assert status.phase == "RolledBack"
+    assert status.history[-1].verdict == "RolledBack" and status.history[-1].reason == "CanaryWorse"
+    assert json.loads(h.configmap()["config.json"]) == STABLE

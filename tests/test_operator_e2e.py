@@ -582,9 +582,12 @@ def test_invalid_resources_are_rejected_or_reported_and_the_operator_survives(cl
     assert "batch: 10 is outside [1, 5]" in condition(cluster.profile_status(ns, "bounds"), "Ready")["message"]
 
     for name, needle in (("orphan", "not found"), ("blocked", "InvalidQuery")):
-        wait_for(lambda: condition(cluster.run_status(ns, name), "Ready").get("reason") == "ProfileNotReady", 30,
-                 f"run {name} Ready=False ProfileNotReady", on_timeout=lambda: cluster.debug(ns, name))
-        assert needle in condition(cluster.run_status(ns, name), "Ready")["message"]
+        # The run may first say "not validated yet"; it must settle on the profile's own reason.
+        wait_for(
+            lambda: condition(cluster.run_status(ns, name), "Ready").get("reason") == "ProfileNotReady"
+            and needle in condition(cluster.run_status(ns, name), "Ready").get("message", ""),
+            30, f"run {name} Ready=False ProfileNotReady mentioning {needle}", on_timeout=lambda: cluster.debug(ns, name),
+        )
         assert cluster.run_status(ns, name)["phase"] == "Pending"
     failed = cluster.kubectl.wait(ns, "optimizationrun/badsteps", "jsonpath={.status.phase}=Failed", timeout=30)
     assert failed.returncode == 0, failed.stderr + cluster.debug(ns, "badsteps")

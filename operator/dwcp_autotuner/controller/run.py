@@ -55,6 +55,7 @@ from ..ports.base import (
     Unavailable,
     digest,
 )
+from . import continuous
 from .analysis import analyse_step, mean
 from .conditions import now_iso, set_condition
 
@@ -126,6 +127,8 @@ def reconcile(ctx: RunContext, ports: Ports) -> RunStatus:
     status = ctx.status.model_copy(deep=True)
     status.observed_generation = ctx.generation
     if status.phase in TERMINAL_PHASES:
+        if ctx.spec.continuous.enabled and status.phase != "Failed":
+            return continuous.watch(ctx, ports, status)  # may start a new cycle (controller/continuous.py)
         return status
     if status.started_at is None:
         status.started_at = now_iso(ctx.now)
@@ -133,7 +136,7 @@ def reconcile(ctx: RunContext, ports: Ports) -> RunStatus:
     if status.phase == "Proposing" and status.current is None:
         stop = _budget_left(ctx, status)
         if stop:  # a run whose budget is spent finishes even if a profile became unusable meanwhile
-            return _finish(ctx, status, stop)
+            return _finish(ctx, status, stop, ports)
 
     problems = {name: p for name, p in ctx.profiles.items() if isinstance(p, str)}
     if problems and status.current is None:
@@ -176,16 +179,20 @@ def _pretrain(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
         return _conditions(ctx, status, progressing=("True", "Pretraining", status.message))
     status.phase = "Proposing"
     status.message = "Pretrained." if status.training else "No twin to pretrain on; learning online."
+    for name in ctx.spec.profiles:
+        continuous.sync_learning(ports, status, name, ctx.profiles[name])
+    status.conditions = continuous.warm_start_condition(ctx, status)
     return _conditions(ctx, status, progressing=("True", "Pretrained", status.message))
 
 
 def _budget_left(ctx: RunContext, status: RunStatus) -> str | None:
     """None while the run may propose again; otherwise why it stops."""
     budget = ctx.spec.budget
-    if status.proposals >= budget.max_proposals:
+    limit = (ctx.spec.continuous.proposals_per_cycle if status.cycle else None) or budget.max_proposals
+    if status.proposals - status.cycle_proposals_start >= limit:  # per cycle (continuous runs re-optimize in cycles)
         return "BudgetExhausted"
-    if budget.deadline_seconds is not None and status.started_at:
-        started = dt.datetime.fromisoformat(status.started_at.replace("Z", "+00:00"))
+    if budget.deadline_seconds is not None and (status.cycle_started_at or status.started_at):
+        started = dt.datetime.fromisoformat((status.cycle_started_at or status.started_at).replace("Z", "+00:00"))
         if (ctx.now - started).total_seconds() >= budget.deadline_seconds:
             return "DeadlineReached"
     if budget.target_improvement_pct is not None and (status.improvement_pct or 0.0) >= budget.target_improvement_pct:
@@ -193,7 +200,9 @@ def _budget_left(ctx: RunContext, status: RunStatus) -> str | None:
     return None
 
 
-def _finish(ctx: RunContext, status: RunStatus, reason: str) -> RunStatus:
+def _finish(ctx: RunContext, status: RunStatus, reason: str, ports: Ports | None = None) -> RunStatus:
+    if ports is not None:
+        continuous.on_finish(ctx, ports, status)
     promoted = sum(1 for h in status.history if h.verdict == "Promoted")
     recommended = sum(1 for h in status.history if h.verdict == "Recommended")
     if ctx.spec.mode == "Recommend" or promoted:
@@ -217,7 +226,7 @@ def _finish(ctx: RunContext, status: RunStatus, reason: str) -> RunStatus:
 def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
     stop = _budget_left(ctx, status)
     if stop:
-        return _finish(ctx, status, stop)
+        return _finish(ctx, status, stop, ports)
     name = ctx.spec.profiles[status.proposals % len(ctx.spec.profiles)]
     profile = ctx.profiles[name]
     assert not isinstance(profile, str)
@@ -238,7 +247,11 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
     if isinstance(stable, str):
         return _degraded(ctx, status, "InvalidStableConfig", stable)
 
-    proposal = ports.proposer.propose(name, profile, stable)
+    hold = continuous.before_proposal(ctx, ports, status, name, profile)  # freeze windows, fine-tuning, exploration
+    if hold is not None:
+        status.message = hold[1]
+        return _conditions(ctx, status, progressing=("True", hold[0], hold[1]))
+    proposal = continuous.propose(ctx, ports, status, name, profile, stable)  # skips configurations in their rollback cooldown
     number = status.proposals + 1
     if proposal is None or canonical_json(proposal.config) == canonical_json(stable):
         status.proposals = number
@@ -288,7 +301,9 @@ def _start_canary(ctx: RunContext, ports: Ports, status: RunStatus, profile: Par
             "profile": current.profile,
             "run": ctx.name,
         },
-        owner=ctx.owner,
+        # Kubernetes ignores (and garbage-collects for) an owner in another namespace, so a revision
+        # of a ConfigMap outside the run's namespace is left unowned rather than silently deleted.
+        owner=ctx.owner if snapshot.ref.namespace == ctx.namespace else None,
         labels={"autotune.dwcp.io/run": ctx.name, "autotune.dwcp.io/profile": current.profile},
     )
     weight = ctx.spec.rollout.steps[0]
@@ -386,7 +401,9 @@ def _roll_out(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
     since = max(started, _parse_time(current.last_analysis_at) or started)
     if (ctx.now - since).total_seconds() < ctx.spec.rollout.analysis_interval_seconds:
         return status
-    result = analyse_step(profile, ports.metrics, ctx.spec.rollout, started, ctx.now)
+    # At 100 % the stable variant gets no work: its samples come from the interval before this step.
+    baseline_start = started - dt.timedelta(seconds=ctx.spec.rollout.analysis_interval_seconds) if current.canary_weight >= 100 else started
+    result = analyse_step(profile, ports.metrics, ctx.spec.rollout, started, ctx.now, baseline_start=baseline_start)
     current.last_analysis_at = now_iso(ctx.now)
     verdict = result.verdict
     current.means = VariantMeans(stable=mean(result.objective.baseline), canary=mean(result.objective.candidate))
@@ -474,6 +491,8 @@ def _after_promotion(ctx: RunContext, ports: Ports, status: RunStatus, profile: 
     ))
     ports.events.emit("Normal", "Promoted", message)
     ports.proposer.learn(current.profile, profile, current.stable_config, current.config, (improvement or 0.0) / 100.0)
+    continuous.on_promotion(ctx, status, current, profile)
+    continuous.sync_learning(ports, status, current.profile, profile)
     status.current = None
     status.phase = "Proposing"
     status.message = message
@@ -510,8 +529,10 @@ def _after_rollback(ctx: RunContext, ports: Ports, status: RunStatus, profile: P
         message=text, p_value=current.p_value, revision=current.revision, finished_at=now_iso(ctx.now),
     ))
     ports.events.emit("Warning", "RolledBack", text)
+    continuous.on_rollback(ctx, status, current, reason)
     if profile is not None:
         ports.proposer.learn(current.profile, profile, current.stable_config, current.config, -0.05)
+        continuous.sync_learning(ports, status, current.profile, profile)
     status.current = None
     status.phase = "Proposing"
     status.message = text

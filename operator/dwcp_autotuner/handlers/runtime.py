@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from ..cli.errors import format_validation_error
 from ..controller.agents import AgentPool
+from ..controller.persistence import ModelStore
 from ..controller.profiles import parse_profile, validate_profile
 from ..controller.run import TERMINAL_PHASES, Ports, RunContext, fail, reconcile
 from ..models.profile import ParameterProfileSpec, ProfileStatus
@@ -105,6 +106,7 @@ class OperatorRuntime:
         self.configs: ConfigStore = KubernetesConfigStore(self.core)
         self.metrics = metrics or OperatorMetrics()
         self._pools: dict[str, AgentPool] = {}
+        self._profile_uids: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid: stored models are owned by their profile
         self._prometheus: dict[str, PrometheusMetrics] = {}
         self._lock = threading.Lock()
 
@@ -141,11 +143,16 @@ class OperatorRuntime:
                 self._prometheus[url] = PrometheusMetrics(url)
             return self._prometheus[url]
 
-    def pool(self, uid: str, spec: OptimizationRunSpec) -> AgentPool:
+    def pool(self, uid: str, spec: OptimizationRunSpec, namespace: str = "default", run: str | None = None) -> AgentPool:
         with self._lock:
             if uid not in self._pools:
-                self._pools[uid] = AgentPool(spec.agent, cache_dir=self.config.cache_dir, quick_twins=self.config.quick_twins)
+                models = ModelStore(self.configs, namespace, owner_of=lambda profile: self._profile_owner(namespace, profile), run=run)
+                self._pools[uid] = AgentPool(spec.agent, cache_dir=self.config.cache_dir, quick_twins=self.config.quick_twins, models=models)
             return self._pools[uid]
+
+    def _profile_owner(self, namespace: str, profile: str) -> OwnerRef | None:
+        uid = self._profile_uids.get((namespace, profile))
+        return None if uid is None else OwnerRef(API_VERSION, "ParameterProfile", profile, uid)
 
     def forget(self, uid: str) -> None:
         with self._lock:
@@ -193,6 +200,8 @@ class OperatorRuntime:
             except Exception as error:  # noqa: BLE001 — connection errors
                 profiles[name] = f"cannot read it ({error})"
                 continue
+            if (obj.get("metadata") or {}).get("uid"):
+                self._profile_uids[(namespace, name)] = obj["metadata"]["uid"]
             profile = parse_profile(obj.get("spec") or {})
             if require_ready and not isinstance(profile, str):
                 problem = _not_ready(obj)
@@ -218,8 +227,9 @@ class OperatorRuntime:
         meta = body.get("metadata", {})
         uid, generation = meta.get("uid", ""), meta.get("generation")
         status = _parse_status(RunStatus, body.get("status")) or RunStatus()
-        if status.phase in TERMINAL_PHASES and status.observed_generation == generation:
-            return status  # finished; nothing to do until the spec changes
+        watching = bool(((body.get("spec") or {}).get("continuous") or {}).get("enabled"))
+        if status.phase in TERMINAL_PHASES and status.observed_generation == generation and not (watching and status.phase != "Failed"):
+            return status  # finished; nothing to do until the spec changes (a continuous run keeps watching)
         latest = {"status": status}
 
         def persist(new: RunStatus) -> None:
@@ -253,7 +263,7 @@ class OperatorRuntime:
             configs=self.configs,
             metrics=self.prometheus(spec.prometheus_url),
             events=counting,
-            proposer=self.pool(uid, spec),
+            proposer=self.pool(uid, spec, namespace, name),
             persist=persist,
             clock=_now,
         )
@@ -267,7 +277,7 @@ class OperatorRuntime:
             return latest["status"]
         if new_status != status:
             persist(new_status)
-        if new_status.phase in TERMINAL_PHASES:
+        if new_status.phase in TERMINAL_PHASES and not spec.continuous.enabled:
             self.forget(uid)  # a finished run proposes nothing more: free its agents
         self._export(namespace, name, new_status)
         self.metrics.reconcile_latency.labels("run").observe(time.perf_counter() - started)

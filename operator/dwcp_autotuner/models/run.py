@@ -16,7 +16,7 @@ from .base import CamelModel
 
 Mode = Literal["Apply", "Recommend"]
 Phase = Literal["Pending", "Pretraining", "Proposing", "RollingOut", "Succeeded", "RolledBack", "Failed"]
-ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degraded"]
+ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degraded", "WarmStarted"]
 
 
 class RunAgentSettings(AgentSettings):
@@ -25,7 +25,14 @@ class RunAgentSettings(AgentSettings):
     episodes: int = Field(200, ge=1, description="Pretraining episodes on the profile's twin (when it has one).")
     steps_per_episode: int = Field(100, ge=1, description="Steps per pretraining episode.")
     warm_start: str | None = Field(
-        None, description="Name of a ConfigMap in the run's namespace holding a stored model to start from."
+        None, description="Name of a ConfigMap in the run's namespace holding a stored model to start from "
+        "(default: the profile's own stored model, `<profile>-model`, when there is one)."
+    )
+    persist_model: bool = Field(True, description="Store the model in `<profile>-model` ConfigMaps after every learning step.")
+    fine_tune_interval_seconds: int = Field(86400, ge=60, description="Fine-tune the policy on the collected samples this often.")
+    fine_tune_updates: int = Field(200, ge=1, description="Gradient updates of one fine-tuning.")
+    fine_tune_min_gain_pct: float = Field(
+        1.0, ge=0, description="A fine-tuned policy replaces the deployed one only when better by more than this (twin score or held-out samples)."
     )
 
 
@@ -61,6 +68,25 @@ class RolloutSettings(CamelModel):
         return steps
 
 
+class ExplorationSettings(CamelModel):
+    rejected_cooldown_seconds: int = Field(86400, ge=0, description="A rolled-back configuration is not proposed again for this long.")
+    stagnation_proposals: int = Field(3, ge=1, description="After this many proposals in a row without a promotion, exploration is raised.")
+    boost_seconds: int = Field(21600, ge=1, description="How long raised exploration lasts.")
+    boost_epsilon: float = Field(0.5, gt=0, le=1, description="Exploration rate while raised.")
+    pause_on_guard_breach: bool = Field(True, description="No new proposal while a guard of the stable configuration breaches (continuous runs).")
+
+
+class ContinuousSettings(CamelModel):
+    enabled: bool = Field(False, description="Keep watching after the run finished and re-optimize on a trigger.")
+    check_interval_seconds: int = Field(3600, ge=1, description="How often the triggers are evaluated.")
+    window_seconds: int = Field(3600, ge=1, description="Length of the recent window (and of the reference window after a promotion).")
+    degradation_pct: float = Field(5.0, gt=0, description="Re-optimize when the stable objective is worse than at promotion by more than this.")
+    shift_significance: float = Field(0.001, gt=0, lt=0.5, description="p-value of the two-sample Kolmogorov-Smirnov test that flags a workload shift.")
+    workload_metrics: list[str] = Field(default_factory=list, description="Metrics tested for a workload shift (default: the profile's metrics outside the objective).")
+    schedule_seconds: int | None = Field(2592000, ge=60, description="Re-optimize at least this often (default 30 days); null: never on a schedule.")
+    proposals_per_cycle: int | None = Field(None, ge=1, description="Proposals of each re-optimization (default: budget.maxProposals).")
+
+
 class OptimizationRunSpec(CamelModel):
     profiles: list[str] = Field(min_length=1, description="Names of ParameterProfiles (same namespace) to tune, one proposal at a time in turn.")
     mode: Mode = Field("Apply", description="Apply: canary-roll proposals out. Recommend: only write recommendations to status.")
@@ -68,6 +94,12 @@ class OptimizationRunSpec(CamelModel):
     budget: Budget = Field(default_factory=Budget, description="When the run stops.")
     rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Canary steps and analysis.")
     prometheus_url: str | None = Field(None, description="Prometheus base URL; overrides the operator's default.")
+    freeze_windows: list[Annotated[str, Field(pattern=r"^(\d{2}:\d{2}-\d{2}:\d{2}|\S+/\S+)$")]] = Field(
+        default_factory=list,
+        description="No new proposal inside these windows: daily `HH:MM-HH:MM` (UTC) or `START/END` (RFC3339).",
+    )
+    exploration: ExplorationSettings = Field(default_factory=ExplorationSettings, description="Safe exploration.")
+    continuous: ContinuousSettings = Field(default_factory=ContinuousSettings, description="Continuous re-optimization.")
 
     @model_validator(mode="after")
     def _unique_profiles(self) -> OptimizationRunSpec:
@@ -146,6 +178,47 @@ class TrainingStatus(CamelModel):
     message: str | None = None
 
 
+class LearningStatus(CamelModel):
+    """What the agent of one profile learned from production."""
+
+    model: str | None = Field(None, description="ConfigMap holding the stored model.")
+    warm_start: str | None = Field(None, description="Loaded, None, Incompatible or Unreadable.")
+    warm_start_message: str | None = None
+    samples: int = Field(0, description="Production verdicts turned into transitions.")
+    gradient_updates: int = 0
+    model_updates: int = Field(0, description="Fine-tunings run.")
+    deployed_updates: int = Field(0, description="Fine-tunings that beat the deployed policy and replaced it.")
+    last_fine_tune_at: str | None = None
+    last_fine_tune: str | None = Field(None, description="Outcome of the last fine-tuning.")
+    saved_at: str | None = None
+    exploration_boosted_until: str | None = Field(None, description="Raised exploration (no improvement for a while) until then.")
+
+
+class RejectedConfig(CamelModel):
+    profile: str
+    config: dict[str, int | float | str]
+    at: str = Field(description="When it was rolled back.")
+    reason: str = ""
+
+
+class Baseline(CamelModel):
+    """The stable configuration of a profile as the continuous watch compares against it."""
+
+    config_digest: str | None = None
+    profile_hash: str | None = None
+    objective: float | None = Field(None, description="Mean objective of the reference window.")
+    window_start: str | None = None
+    window_end: str | None = None
+
+
+class TriggerRecord(CamelModel):
+    cycle: int
+    profile: str | None = None
+    kind: Literal["Degradation", "WorkloadShift", "ProfileChanged", "TargetChanged", "Schedule"]
+    evidence: str
+    at: str
+
+
 class RunStatus(CamelModel):
     phase: Phase = "Pending"
     observed_generation: int | None = None
@@ -157,7 +230,17 @@ class RunStatus(CamelModel):
     recommendations: list[Recommendation] = Field(default_factory=list)
     improvement_pct: float | None = Field(None, description="Total improvement of the objective from promoted proposals.")
     training: dict[str, TrainingStatus] = Field(default_factory=dict, description="Pretraining statistics per profile.")
+    learning: dict[str, LearningStatus] = Field(default_factory=dict, description="Learning from production per profile.")
+    rejected: list[RejectedConfig] = Field(default_factory=list, description="Rolled-back configurations (bounded), not proposed again within the cooldown.")
+    cycle: int = Field(0, description="Re-optimization cycle (0: the first optimization).")
+    cycle_started_at: str | None = None
+    cycle_proposals_start: int = Field(0, description="`proposals` when the current cycle began.")
+    baselines: dict[str, Baseline] = Field(default_factory=dict, description="Per profile: what the continuous watch compares with.")
+    last_check_at: str | None = None
+    triggers: list[TriggerRecord] = Field(default_factory=list, description="Re-optimization triggers, newest last (bounded).")
     message: str | None = None
 
 
 HISTORY_LIMIT = 20
+REJECTED_LIMIT = 100
+TRIGGER_LIMIT = 20

@@ -113,6 +113,21 @@ class ConfigStore(Protocol):
     def read_revision(self, namespace: str, name: str) -> Mapping[str, str]:
         """The data of a revision ConfigMap; raises NotFound."""
 
+    def put_binary(
+        self,
+        namespace: str,
+        name: str,
+        binary_data: Mapping[str, bytes],
+        *,
+        data: Mapping[str, str] | None = None,
+        owner: OwnerRef | None,
+        labels: Mapping[str, str],
+    ) -> None:
+        """Create or replace a (mutable) ConfigMap holding `binary_data` in binaryData (and `data`); last write wins."""
+
+    def get_binary(self, namespace: str, name: str) -> tuple[Mapping[str, str], Mapping[str, bytes]]:
+        """A ConfigMap's data and decoded binaryData; raises NotFound or Unavailable."""
+
 
 @dataclass(frozen=True)
 class Sample:

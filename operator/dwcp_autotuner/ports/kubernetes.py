@@ -21,6 +21,7 @@ Quirks of the official client (`kubernetes` ≥ 29, checked against 37) handled 
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime as dt
 import json
@@ -225,6 +226,54 @@ class KubernetesConfigStore:
     def read_revision(self, namespace: str, name: str) -> Mapping[str, str]:
         cm = self._get(namespace, name, what=f"read revision ConfigMap {namespace}/{name}")
         return _data(cm)
+
+    def put_binary(
+        self,
+        namespace: str,
+        name: str,
+        binary_data: Mapping[str, bytes],
+        *,
+        data: Mapping[str, str] | None = None,
+        owner: OwnerRef | None,
+        labels: Mapping[str, str],
+    ) -> None:
+        """Create the ConfigMap, or overwrite its keys (merge patch, unconditional: the newest model wins) if it exists."""
+        owner_refs = None
+        if owner is not None:
+            owner_refs = [k8s.V1OwnerReference(api_version=owner.api_version, kind=owner.kind, name=owner.name,
+                                               uid=owner.uid, controller=False, block_owner_deletion=False)]
+        body = k8s.V1ConfigMap(
+            api_version="v1",
+            kind="ConfigMap",
+            metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels) or None, owner_references=owner_refs),
+            data=dict(data or {}) or None,
+            binary_data={k: base64.b64encode(bytes(v)).decode("ascii") for k, v in binary_data.items()} or None,
+        )
+        what = f"write model ConfigMap {namespace}/{name}"
+        try:
+            try:
+                self.api.create_namespaced_config_map(namespace, body, field_manager=self.field_manager,
+                                                      _request_timeout=self.timeout_seconds)
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            # Exists: a merge patch of the same keys (the operator's RBAC has `patch`, not `update`).
+            patch = {"metadata": {"labels": dict(labels)}, "data": body.data or {}, "binaryData": body.binary_data or {}}
+            self.api.patch_namespaced_config_map(name, namespace, patch, field_manager=self.field_manager,
+                                                 _content_type="application/merge-patch+json",
+                                                 _request_timeout=self.timeout_seconds)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{what}: not found") from None
+            raise _unavailable(what, exc) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise _unavailable(what, exc) from None
+
+    def get_binary(self, namespace: str, name: str) -> tuple[Mapping[str, str], Mapping[str, bytes]]:
+        cm = self._get(namespace, name, what=f"read model ConfigMap {namespace}/{name}")
+        raw = getattr(cm, "binary_data", None) or {}
+        return _data(cm), {k: base64.b64decode(v) for k, v in raw.items()}
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ processes sharing the directory; within one process a `threading.Lock` does.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -125,6 +126,38 @@ class FileConfigStore:
         if doc is None:
             raise NotFound(f"revision {namespace}/{name} not found")
         return dict(doc.get("data") or {})
+
+    def put_binary(
+        self,
+        namespace: str,
+        name: str,
+        binary_data: Mapping[str, bytes],
+        *,
+        data: Mapping[str, str] | None = None,
+        owner: OwnerRef | None,
+        labels: Mapping[str, str],
+    ) -> None:
+        """Create or replace a ConfigMap with `binaryData` (stored base64, as the Kubernetes API does)."""
+        with self._locked(namespace):
+            current = self._load(namespace, name)
+            if current is not None and current.get("immutable"):
+                raise Conflict(f"ConfigMap {namespace}/{name} is immutable")
+            doc: dict[str, Any] = {
+                "resourceVersion": _next_rv(current),
+                "data": _str_map(data or {}),
+                "binaryData": {str(k): base64.b64encode(bytes(v)).decode("ascii") for k, v in binary_data.items()},
+                "labels": dict(labels),
+            }
+            if owner is not None:
+                doc["owner"] = asdict(owner)
+            self._store(namespace, name, doc)
+
+    def get_binary(self, namespace: str, name: str) -> tuple[Mapping[str, str], Mapping[str, bytes]]:
+        doc = self._load(namespace, name)
+        if doc is None:
+            raise NotFound(f"ConfigMap {namespace}/{name} not found")
+        binary = {k: base64.b64decode(v) for k, v in (doc.get("binaryData") or {}).items()}
+        return dict(doc.get("data") or {}), binary
 
     # -- internals ------------------------------------------------------------------------------
 
