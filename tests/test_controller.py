@@ -350,3 +350,23 @@ def test_the_analysis_scores_soft_constraint_penalties_like_the_agent(tmp_path):
     assert status.phase == "RolledBack"
     assert status.history[-1].verdict == "RolledBack" and status.history[-1].reason == "CanaryWorse"
     assert json.loads(h.configmap()["config.json"]) == STABLE
+
+
+def test_sample_seconds_sets_the_sample_spacing_and_the_query_window():
+    """With a 30 s scrape interval, rate() over the default 6 s window is empty: sampleSeconds fixes both."""
+    from dwcp_autotuner.controller.analysis import analyse_step
+    from dwcp_autotuner.models.run import RolloutSettings
+
+    spec = ParameterProfileSpec.model_validate({
+        **profile().dump(),
+        "metrics": [{"name": "throughput", "query": 'rate(svc_bytes{variant="{{variant}}"}[{{window}}])'}, {"name": "errors"}],
+    })
+    metrics = InProcessMetrics()
+    start = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+    for rollout, window, samples in ((RolloutSettings(analysis_interval_seconds=60, min_samples=5), "6s", 11),
+                                      (RolloutSettings(analysis_interval_seconds=600, min_samples=5, sample_seconds=60), "60s", 11)):
+        for variant in ("stable", "canary"):
+            metrics.register(f'rate(svc_bytes{{variant="{variant}"}}[{window}])', lambda t: 100.0)
+        result = analyse_step(spec, metrics, rollout, start, start + dt.timedelta(seconds=rollout.analysis_interval_seconds))
+        assert len(result.objective.baseline) == samples, (window, result.objective)
+        assert metrics.calls[-1].endswith(f"[{window}])")

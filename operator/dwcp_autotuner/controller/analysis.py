@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models.profile import ParameterProfileSpec
-from ..models.run import RolloutSettings
+from ..models.run import RolloutSettings, sample_seconds
 from ..ports.base import MetricsSource, Unavailable, render_query
 from ..rollout.statistics import AnalysisSettings, GuardLimit, MetricSamples, Verdict, analyse, check_guards
 
@@ -111,7 +111,7 @@ def analyse_step(
 ) -> StepAnalysis:
     settings = analysis_settings(rollout)
     # Aim for about twice the minimum samples in one analysis interval, never finer than 1 s.
-    step_seconds = max(1.0, rollout.analysis_interval_seconds / max(2 * rollout.min_samples, 1))
+    step_seconds = sample_seconds(rollout)
     try:
         objective, guards = collect(profile, source, start, end, step_seconds, baseline_start=baseline_start)
     except Unavailable as error:

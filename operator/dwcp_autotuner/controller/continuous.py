@@ -37,7 +37,17 @@ import numpy as np
 from scipy import stats
 
 from ..models.profile import ParameterProfileSpec
-from ..models.run import REJECTED_LIMIT, TRIGGER_LIMIT, Baseline, LearningStatus, ProposalStatus, RejectedConfig, RunStatus, TriggerRecord
+from ..models.run import (
+    REJECTED_LIMIT,
+    TRIGGER_LIMIT,
+    Baseline,
+    LearningStatus,
+    ProposalStatus,
+    RejectedConfig,
+    RunStatus,
+    TriggerRecord,
+    sample_seconds,
+)
 from ..ports.base import MetricsSource, NotFound, Unavailable, digest, render_query
 from .conditions import now_iso
 
@@ -129,7 +139,7 @@ def guard_breaching(ctx: RunContext, ports: Ports, status: RunStatus, name: str,
 
     queries = {m.name: m.query for m in profile.metrics}
     window = ctx.spec.continuous.window_seconds
-    step = max(1.0, ctx.spec.rollout.analysis_interval_seconds / max(2 * ctx.spec.rollout.min_samples, 1))
+    step = sample_seconds(ctx.spec.rollout)
     settings = analysis_settings(ctx.spec.rollout)
     for guard in profile.guards:
         template = queries.get(guard.metric) or ""

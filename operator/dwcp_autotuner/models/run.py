@@ -49,6 +49,12 @@ class RolloutSettings(CamelModel):
         default_factory=lambda: [5, 25, 50, 100], min_length=1, description="Canary weights in percent (1-100), increasing, ending at 100."
     )
     analysis_interval_seconds: float = Field(60.0, ge=0.1, description="Seconds the canary runs at each step before it is analysed.")
+    sample_seconds: float | None = Field(
+        None, ge=1,
+        description="Spacing of the metric samples in an analysis, and the range `{{window}}` renders to in the queries. "
+        "Keep it at least twice Prometheus's scrape interval, or rate() returns nothing. "
+        "Default: analysisIntervalSeconds / (2 × minSamples), at least 1.",
+    )
     min_samples: int = Field(5, ge=2, description="Samples per variant an analysis needs.")
     significance: float = Field(0.001, gt=0, lt=0.5, description="p-value the objective must beat to promote.")
     min_improvement_pct: float = Field(0.0, ge=0, description="Minimum relative improvement of the objective to promote.")
@@ -85,6 +91,13 @@ class ContinuousSettings(CamelModel):
     workload_metrics: list[str] = Field(default_factory=list, description="Metrics tested for a workload shift (default: the profile's metrics outside the objective).")
     schedule_seconds: int | None = Field(2592000, ge=60, description="Re-optimize at least this often (default 30 days); null: never on a schedule.")
     proposals_per_cycle: int | None = Field(None, ge=1, description="Proposals of each re-optimization (default: budget.maxProposals).")
+
+
+def sample_seconds(rollout: RolloutSettings) -> float:
+    """Sample spacing (and `{{window}}`) of an analysis: the setting, else about two samples per needed sample."""
+    if rollout.sample_seconds is not None:
+        return rollout.sample_seconds
+    return max(1.0, rollout.analysis_interval_seconds / max(2 * rollout.min_samples, 1))
 
 
 class OptimizationRunSpec(CamelModel):
