@@ -201,6 +201,18 @@ class Cluster:
     def run_status(self, namespace: str, name: str) -> dict:
         return self.run(namespace, name).get("status") or {}
 
+    def delete_run(self, namespace: str, name: str, timeout: float = 90) -> None:
+        """Delete a run and wait until its finalizer let it go.
+
+        Polls the stored object rather than relying on `kubectl delete --timeout` (a watch), which timed out
+        once under CI load; on a timeout it shows what held the object.
+        """
+        self.kubectl("delete", "-n", namespace, f"optimizationrun/{name}", "--wait=false")
+        wait_for(
+            lambda: not self.run(namespace, name), timeout, f"run {name} deleted",
+            on_timeout=lambda: json.dumps((self.run(namespace, name) or {}).get("metadata", {}), indent=1) + "\n" + self.debug(namespace, name),
+        )
+
     def profile_status(self, namespace: str, name: str) -> dict:
         return (self.emulator.get_object("parameterprofiles", name, namespace, group=GROUP) or {}).get("status") or {}
 
@@ -503,7 +515,7 @@ def test_prometheus_outage_never_promotes_and_rolls_back_or_holds(cluster: Clust
         cluster.prometheus.start()
 
     # Deleting the held run removes its canary keys and leaves the stable bytes alone.
-    cluster.kubectl("delete", "-n", ns, "optimizationrun/hold", "--timeout=30s")
+    cluster.delete_run(ns, "hold")
     data = cluster.data(ns, "cm-b")
     assert data["config.json"] == STABLE_BYTES and not set(CANARY_KEYS) & set(data)
 
@@ -532,7 +544,7 @@ def test_a_human_edit_during_the_rollout_pauses_the_run_and_is_never_overwritten
     assert cluster.event_count(ns, "tune", "Promoted") == 0
 
     # Abandoning the run removes only the canary keys.
-    cluster.kubectl("delete", "-n", ns, "optimizationrun/tune", "--timeout=30s")
+    cluster.delete_run(ns, "tune")
     data = cluster.data(ns, "svc-config")
     assert data["config.json"] == human and not set(CANARY_KEYS) & set(data)
 
@@ -701,4 +713,4 @@ def test_pretraining_runs_in_the_background_and_reports_progress(cluster: Cluste
     assert len([e for e in episodes if 0 < e < 400]) >= 3 and episodes == sorted(episodes), episodes
 
     # Deleting the run stops its pretraining.
-    cluster.kubectl("delete", "-n", ns, "optimizationrun/pretrain", "--timeout=30s")
+    cluster.delete_run(ns, "pretrain")
