@@ -231,12 +231,9 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
     profile = ctx.profiles[name]
     assert not isinstance(profile, str)
     ref = _ref(ctx, profile)
-    try:
-        snapshot = ports.configs.read(ref)
-    except NotFound:
-        return _degraded(ctx, status, "TargetNotFound", f"ConfigMap {ref.namespace}/{ref.name} not found; waiting for it.")
-    except Unavailable as error:
-        return _degraded(ctx, status, "KubernetesUnavailable", str(error))
+    snapshot = _read_target(ctx, ports, status, ref, "not found; waiting for it.")
+    if isinstance(snapshot, RunStatus):
+        return snapshot
     if snapshot.canary is not None:
         return _degraded(
             ctx, status, "ForeignCanary",
@@ -332,12 +329,9 @@ def _roll_out(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
     if isinstance(profile, str):
         return _rollback(ctx, ports, status, None, "ProfileNotReady", f"profile {current.profile}: {profile}")
     ref = _ref(ctx, profile)
-    try:
-        snapshot = ports.configs.read(ref)
-    except NotFound:
-        return _degraded(ctx, status, "TargetNotFound", f"ConfigMap {ref.namespace}/{ref.name} disappeared during the rollout.")
-    except Unavailable as error:
-        return _degraded(ctx, status, "KubernetesUnavailable", str(error))
+    snapshot = _read_target(ctx, ports, status, ref, "disappeared during the rollout.")
+    if isinstance(snapshot, RunStatus):
+        return snapshot
 
     candidate = canonical_json(current.config)
     ours = snapshot.canary_revision == current.revision and snapshot.canary == candidate
@@ -543,6 +537,16 @@ def _after_rollback(ctx: RunContext, ports: Ports, status: RunStatus, profile: P
 def _ref(ctx: RunContext, profile: ParameterProfileSpec) -> ConfigRef:
     assert profile.target is not None
     return ConfigRef(namespace=profile.target.namespace or ctx.namespace, name=profile.target.name, key=profile.target.key)
+
+
+def _read_target(ctx: RunContext, ports: Ports, status: RunStatus, ref: ConfigRef, missing: str) -> ConfigSnapshot | RunStatus:
+    """The target ConfigMap, or the Degraded status that says why it cannot be read now."""
+    try:
+        return ports.configs.read(ref)
+    except NotFound:
+        return _degraded(ctx, status, "TargetNotFound", f"ConfigMap {ref.namespace}/{ref.name} {missing}")
+    except Unavailable as error:
+        return _degraded(ctx, status, "KubernetesUnavailable", str(error))
 
 
 def _parse_stable(profile: ParameterProfileSpec, snapshot: ConfigSnapshot) -> dict | str:
