@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.tools import find_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "dwcp-autotuner"
 CRD_DIR = ROOT / "crds"
@@ -36,14 +38,7 @@ DOCS = ROOT / "docs"
 PACKAGE = ROOT / "operator" / "dwcp_autotuner"
 KUBERNETES_VERSION = "1.35"
 RELEASE, NAMESPACE = "dwcp-autotuner", "dwcp"
-
-
-def _tool(name: str) -> str | None:
-    local = ROOT / ".tools" / "bin" / name
-    return str(local) if local.is_file() and os.access(local, os.X_OK) else shutil.which(name)
-
-
-HELM, KUBECTL = _tool("helm"), _tool("kubectl")
+HELM, KUBECTL = find_tool("helm"), find_tool("kubectl")
 needs_helm = pytest.mark.skipif(HELM is None, reason="helm not found (neither .tools/bin/helm nor on PATH; "
                                                      "scripts/setup-dev.sh installs it)")
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not found (neither .tools/bin/kubectl nor on "

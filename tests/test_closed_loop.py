@@ -26,14 +26,11 @@ import json
 import math
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
@@ -43,6 +40,7 @@ from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.ports.base import CANARY_KEYS, render_query
 from tests.kube import running_emulator
 from tests.support.prometheus import free_port, prometheus_available, running_prometheus
+from tests.support.tools import find_tool, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GROUP = "autotune.dwcp.io"
@@ -59,14 +57,7 @@ ANALYSIS_SAMPLES = ROLLOUT["analysisIntervalSeconds"] / STEP_SECONDS
 DRIFT = 0.10  # on the log scale: ±10 % between the run's measurement and the windows' (see the check)
 
 
-def find_kubectl() -> str | None:
-    for candidate in (REPO / ".tools" / "bin" / "kubectl", REPO / ".tools" / "kubectl" / "kubectl"):
-        if candidate.exists():
-            return str(candidate)
-    return shutil.which("kubectl")
-
-
-KUBECTL = find_kubectl()
+KUBECTL = find_tool("kubectl")
 
 pytestmark = [
     pytest.mark.slow,
@@ -74,17 +65,6 @@ pytestmark = [
     pytest.mark.skipif(KUBECTL is None, reason="no kubectl (run .ci/install-k8s-tools.sh)"),
     pytest.mark.skipif(not prometheus_available(), reason="no Prometheus binary (apt-get install prometheus)"),
 ]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2, debug: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{debug() if debug else ''}")
-        time.sleep(interval)
 
 
 class Processes:
@@ -225,7 +205,7 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
             for name in (*COMPONENTS, "web"):
                 ready = lambda n=name: any(c.get("type") == "Ready" and c.get("status") == "True" for c in  # noqa: E731
                                            ((emulator.get_object("parameterprofiles", n, NAMESPACE, group=GROUP) or {}).get("status") or {}).get("conditions") or [])
-                wait_for(ready, 90, f"profile {name} Ready", debug=debug)
+                wait_for(ready, 90, f"profile {name} Ready", on_timeout=debug)
             processes.check_alive()
 
             # Before: the start configuration, every unit stable.
@@ -243,7 +223,7 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
                 current = (emulator.get_object("optimizationruns", "tune", NAMESPACE, group=GROUP) or {}).get("status") or {}
                 return current if current.get("phase") in ("Succeeded", "RolledBack", "Failed") else None
 
-            status = wait_for(finished, 600, "the run to finish", interval=1.0, debug=debug)
+            status = wait_for(finished, 600, "the run to finish", interval=1.0, on_timeout=debug)
             run_seconds = time.monotonic() - applied
             assert status["phase"] == "Succeeded", debug()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +33,8 @@ from dwcp_autotuner.models.run import (
     TrainingStatus,
     VariantMeans,
 )
+from tests.kube import running_emulator
+from tests.support.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = ROOT / "crds"
@@ -564,11 +565,6 @@ def test_status_written_by_the_operator_passes_the_status_schema():
 
 
 # --- the real kubectl ----------------------------------------------------------------------------------
-def _kubectl() -> str | None:
-    local = ROOT / ".tools" / "bin" / "kubectl"
-    return str(local) if local.is_file() and os.access(local, os.X_OK) else shutil.which("kubectl")
-
-
 def _offline_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["HOME"] = str(tmp_path)  # no ~/.kube/config: nothing here may reach a real cluster
@@ -576,7 +572,7 @@ def _offline_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_kubectl_parses_crds_and_examples(tmp_path):
-    kubectl = _kubectl()
+    kubectl = find_tool("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not found (neither .tools/bin/kubectl nor on PATH)")
     # `annotate --local` decodes every document offline (no API server, no discovery).
@@ -595,18 +591,23 @@ def test_kubectl_parses_crds_and_examples(tmp_path):
 
 
 def test_kubectl_apply_dry_run_client(tmp_path):
-    kubectl = _kubectl()
+    """`kubectl apply --dry-run=client` of the CRDs and examples, with discovery served by the emulator.
+
+    A client dry run needs an API server only for discovery and the current objects; the emulator answers
+    both, so nothing here reaches a real cluster and nothing is stored.
+    """
+    kubectl = find_tool("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not found (neither .tools/bin/kubectl nor on PATH)")
-    env = dict(os.environ)
-    if "KUBECONFIG" not in env and not (Path.home() / ".kube" / "config").is_file():
-        pytest.skip("no kubeconfig: `kubectl apply --dry-run=client` needs an API server for discovery")
-    result = subprocess.run(
-        [kubectl, "apply", "--dry-run=client", "--validate=false", "-f", str(CRD_DIR), "--request-timeout=10s"],
-        capture_output=True, text=True, timeout=120, env=env,
-    )
-    unreachable = ("connection refused", "no such host", "i/o timeout", "Unable to connect", "couldn't get current server")
-    if result.returncode != 0 and any(s in result.stderr for s in unreachable):
-        pytest.skip(f"no reachable API server: {result.stderr.strip().splitlines()[-1]}")
-    assert result.returncode == 0, result.stderr
-    assert PROFILE_CRD in result.stdout and RUN_CRD in result.stdout and "dry run" in result.stdout
+    with running_emulator([CRD_DIR]) as (emulator, _url, kubeconfig):
+        result = subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache"), "apply",
+             "--dry-run=client", "--validate=false", "-f", str(CRD_DIR), "-f", str(EXAMPLES), "--request-timeout=10s"],
+            capture_output=True, text=True, timeout=120, env=_offline_env(tmp_path),
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"customresourcedefinition.apiextensions.k8s.io/{PROFILE_CRD}" in result.stdout
+        assert "parameterprofile.autotune.dwcp.io/hde created (dry run)" in result.stdout
+        assert "optimizationrun.autotune.dwcp.io/dwcp-tune created (dry run)" in result.stdout
+        # A dry run stores nothing.
+        assert emulator.list_objects("parameterprofiles", "default", group="autotune.dwcp.io") == []

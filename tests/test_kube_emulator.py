@@ -8,12 +8,11 @@ import asyncio
 import base64
 import json
 import pathlib
-import shutil
 import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -22,6 +21,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.kube import KubeEmulator, running_emulator
+from tests.support.tools import find_tool, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GROUP = 'example.dwcp.io'
@@ -88,17 +88,6 @@ WIDGET_CRD = {
         }],
     },
 }
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f'condition not met within {timeout}s: {predicate}')
-        time.sleep(interval)
 
 
 @pytest.fixture()
@@ -500,11 +489,11 @@ def test_kopf_operator(cluster: tuple[KubeEmulator, str, pathlib.Path], api: kub
             obj = custom.get_namespaced_custom_object(GROUP, 'v1', 'default', 'widgets', 'w1')
             return obj if obj.get('status', {}).get('phase') == 'Ready' else None
 
-        obj = wait_for(handled, timeout=15)
+        obj = wait_for(handled, 15, 'the handler to mark w1 Ready')
         assert obj['status']['size'] == 3
         assert 'kopf.zalando.org/KopfFinalizerMarker' in obj['metadata']['finalizers']
         events = wait_for(lambda: [e for e in emulator.list_objects('events', 'default')
-                                   if e.get('involvedObject', {}).get('name') == 'w1'], timeout=10)
+                                   if e.get('involvedObject', {}).get('name') == 'w1'], 10, 'an event for w1')
         assert events[0]['reason'] == 'Tuned' and events[0]['message'] == 'the widget is ready'
 
         custom.delete_namespaced_custom_object(GROUP, 'v1', 'default', 'widgets', 'w1')
@@ -516,7 +505,7 @@ def test_kopf_operator(cluster: tuple[KubeEmulator, str, pathlib.Path], api: kub
                 return e.status == 404
             return False
 
-        wait_for(gone, timeout=15)
+        wait_for(gone, 15, 'w1 to be deleted')
         assert deleted == ['w1']
         if peering:
             peer = emulator.get_object('kopfpeerings', 'default', 'default', group='kopf.dev')
@@ -532,16 +521,9 @@ def test_kopf_operator(cluster: tuple[KubeEmulator, str, pathlib.Path], api: kub
 # (e) Real kubectl: apply a CRD & a CR, get, wait for a condition.
 # ----------------------------------------------------------------------------------------------
 
-def find_kubectl() -> str | None:
-    local = REPO / '.tools' / 'kubectl' / 'kubectl'
-    if local.is_file():
-        return str(local)
-    return shutil.which('kubectl')
-
-
-@pytest.mark.skipif(find_kubectl() is None, reason='no kubectl binary (neither .tools/kubectl/kubectl nor on PATH)')
+@pytest.mark.skipif(find_tool('kubectl') is None, reason='no kubectl binary (neither .tools/bin/kubectl nor on PATH)')
 def test_kubectl(tmp_path: pathlib.Path) -> None:
-    kubectl = find_kubectl()
+    kubectl = find_tool('kubectl')
     assert kubectl is not None
     with running_emulator() as (emulator, url, kubeconfig):
         def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,6 +35,7 @@ from dwcp_autotuner.models.builtin import BUILTIN_SPACES
 from dwcp_autotuner.ports.base import CANARY_KEYS, CANARY_WEIGHT_KEY
 from tests.kube import running_emulator
 from tests.support.prometheus import VariantExporter, free_port, prometheus_available, running_prometheus
+from tests.support.tools import find_tool, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GROUP = "autotune.dwcp.io"
@@ -46,14 +46,7 @@ ROLLOUT = {"analysisIntervalSeconds": 3, "minSamples": 4}
 TICK = 0.5
 
 
-def find_kubectl() -> str | None:
-    for candidate in (REPO / ".tools" / "bin" / "kubectl", REPO / ".tools" / "kubectl" / "kubectl"):
-        if candidate.exists():
-            return str(candidate)
-    return shutil.which("kubectl")
-
-
-KUBECTL = find_kubectl()
+KUBECTL = find_tool("kubectl")
 
 pytestmark = [
     pytest.mark.slow,
@@ -63,18 +56,6 @@ pytestmark = [
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1, on_timeout: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = on_timeout() if on_timeout else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{extra}")
-        time.sleep(interval)
-
-
 def condition(status: dict | None, type_: str) -> dict:
     return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), {})
 

@@ -33,21 +33,11 @@ from dwcp_autotuner.sdk import (
     space_from_profile,
 )
 from tests.support.prometheus import free_port
+from tests.support.tools import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PBA_DEFAULT = PBA.default_config()
 PBA_TUNED = {"prediction_window": 20, "confidence_threshold": 0.85, "update_frequency": 5}
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

@@ -1,1 +1,1 @@
-"""Reusable test fixtures (a metrics exporter, a real Prometheus)."""
+"""Reusable test fixtures (a metrics exporter, a real Prometheus) and helpers (tools, waiting)."""
