@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -334,3 +335,52 @@ def test_no_exploration_while_a_guard_of_the_stable_configuration_breaches(tmp_p
     assert world.status.proposals == 1 and CANARY_KEY not in world.store.read(ConfigRef(NS, "svc-config")).data
     times["fixed_from"] = world.now.timestamp()  # recovered: exploration resumes
     world.run_until(lambda s: s.proposals == 2)
+
+
+def test_a_workload_shift_on_a_non_objective_metric_triggers_a_new_cycle_with_its_evidence(tmp_path):
+    """The objective holds, but the workload metric (errors, outside the objective) moves: the KS test fires."""
+    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]), spec={
+        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": ROLLOUT,
+        "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120, "shiftSignificance": 0.001},
+    })
+    shift_at = {"t": math.inf}
+
+    def errors(t) -> float:
+        level = 1.5 if float(t) >= shift_at["t"] else 1.0  # t: epoch seconds
+        return level + 0.05 * world.rng.standard_normal()
+
+    for variant in ("stable", "canary"):
+        world.metrics.register(f'svc_errors{{variant="{variant}"}}', errors)
+    world.run_until(lambda s: s.phase == "Succeeded")
+    for _ in range(8):  # the same workload: KS does not fire on noise
+        world.tick()
+    assert world.status.phase == "Succeeded" and not world.status.triggers
+
+    shift_at["t"] = world.now.timestamp()
+    world.run_until(lambda s: s.triggers, limit=10)
+    trigger = world.status.triggers[0]
+    assert trigger.kind == "WorkloadShift" and trigger.profile == "svc" and trigger.cycle == 1
+    # The evidence names the metric and the test, with both windows' means.
+    assert trigger.evidence.startswith("errors: Kolmogorov-Smirnov D=") and "< 0.001" in trigger.evidence
+    means = [float(m) for m in re.findall(r"mean ([0-9.]+)", trigger.evidence)]
+    assert len(means) == 2 and means[0] == pytest.approx(1.0, abs=0.05) and means[1] == pytest.approx(1.5, abs=0.05)
+    assert world.status.phase == "Proposing" and condition(world.status, "Progressing").reason == "Reoptimizing"
+
+
+def test_the_schedule_trigger_fires_only_after_its_period(tmp_path):
+    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]), spec={
+        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": ROLLOUT,
+        "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120, "scheduleSeconds": 1800},
+    })
+    world.run_until(lambda s: s.phase == "Succeeded")
+    started = dt.datetime.fromisoformat(world.status.started_at.replace("Z", "+00:00"))
+    while (world.now - started).total_seconds() < 1800 - 61:
+        world.tick()
+        assert not world.status.triggers, f"fired {(world.now - started).total_seconds():.0f} s after the start"
+    world.run_until(lambda s: s.triggers, limit=5)
+    trigger = world.status.triggers[0]
+    assert trigger.kind == "Schedule" and trigger.evidence.startswith("1800 s since the cycle began")
+    assert (world.now - started).total_seconds() >= 1800
+    # The next period counts from the new cycle, not from the run's start.
+    assert world.status.cycle_started_at is not None
+    assert dt.datetime.fromisoformat(world.status.cycle_started_at.replace("Z", "+00:00")) == world.now
