@@ -86,3 +86,4 @@ def test_profile_that_is_not_yaml_or_missing(tmp_path):
 
 def test_operator_flags_are_checked_before_connecting():
     assert "--tick-seconds: must be greater than 0" in one_line_error(cli("operator", "--tick-seconds", "0"))
+    assert "--min-sample-seconds: must be at least 1" in one_line_error(cli("operator", "--min-sample-seconds", "0.5"))

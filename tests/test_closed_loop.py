@@ -195,6 +195,8 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
             cache = tmp_path / "cache"
             processes.start("operator", [
                 "operator", "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE, "--tick-seconds", "0.5",
+                # Prometheus scrapes every second here: the sample floor may be 1 s (60 s in production).
+                "--min-sample-seconds", "1",
                 "--profile-recheck-seconds", "5", "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
                 "--prometheus-url", prom.url, "--cache-dir", str(cache),
             ], env={"DWCP_AUTOTUNER_CACHE": str(cache)})

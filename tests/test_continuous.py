@@ -22,6 +22,7 @@ from dwcp_autotuner.agent.protocol import Transition
 from dwcp_autotuner.controller.agents import AgentPool
 from dwcp_autotuner.controller.continuous import frozen
 from dwcp_autotuner.controller.persistence import ModelStore, model_configmap_name
+from dwcp_autotuner.controller.profiles import validate_profile
 from dwcp_autotuner.controller.run import Ports, Proposal, RunContext, canonical_json, reconcile
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import OptimizationRunSpec, RunAgentSettings, RunStatus
@@ -150,6 +151,39 @@ def test_a_changed_parameter_space_refuses_the_stored_model_with_a_condition(tmp
     warm = condition(world.status, "WarmStarted")
     assert warm.status == "False" and warm.reason == "ModelIncompatible" and old.space_hash() in warm.message
     assert world.status.learning["svc"].warm_start == "Incompatible"
+
+
+def test_the_profile_says_whether_its_stored_model_fits_before_a_run_starts(tmp_path):
+    """ModelCompatible on the ParameterProfile: absent without a model, True when it fits, False when the space changed."""
+    store = FileConfigStore(tmp_path)
+    store.put(NS, "svc-config", {"config.json": canonical_json(STABLE)})
+    models = ModelStore(store, NS, run="run1")
+    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+
+    def check(profile: ParameterProfileSpec, previous=None):
+        return validate_profile(profile.dump(), NS, configs=store, metrics=None, generation=2, now=now, previous=previous, name="svc")
+
+    profile = make_profile()
+    assert [c.type for c in check(profile).conditions] == ["Ready"]  # no model stored yet
+    models.save("svc", make_checkpoint(DQNAgent(2, 5), profile_hash=profile.space_hash()), now=now)
+    fits = check(profile)
+    model = next(c for c in fits.conditions if c.type == "ModelCompatible")
+    assert (model.status, model.reason) == ("True", "ModelCompatible") and "by run run1" in model.message
+    assert condition(fits, "Ready").status == "True"
+
+    widened = make_profile(batch_max=64)  # the user edits a bound: the space changes
+    changed = check(widened, previous=fits)
+    model = next(c for c in changed.conditions if c.type == "ModelCompatible")
+    assert (model.status, model.reason) == ("False", "ModelIncompatible")
+    assert profile.space_hash() in model.message and widened.space_hash() in model.message
+    assert condition(changed, "Ready").status == "True"  # the profile itself is fine: only the model is not reused
+
+    # A mangled manifest is reported, and deleting the model removes the condition.
+    store.put_binary(NS, "svc-model", {"model.zst": b"x"}, data={"manifest.json": "{"}, owner=None, labels={})
+    unreadable = check(profile, previous=changed)
+    assert next(c for c in unreadable.conditions if c.type == "ModelCompatible").reason == "ModelUnreadable"
+    store.path(NS, "svc-model").unlink()
+    assert [c.type for c in check(profile, previous=unreadable).conditions] == ["Ready"]
 
 
 def test_an_operator_restart_keeps_the_learning_state(tmp_path):

@@ -370,3 +370,31 @@ def test_sample_seconds_sets_the_sample_spacing_and_the_query_window():
         result = analyse_step(spec, metrics, rollout, start, start + dt.timedelta(seconds=rollout.analysis_interval_seconds))
         assert len(result.objective.baseline) == samples, (window, result.objective)
         assert metrics.calls[-1].endswith(f"[{window}])")
+
+
+def test_the_default_sample_spacing_is_floored_and_an_interval_too_short_for_min_samples_is_refused():
+    """The operator floors the default spacing at --min-sample-seconds and refuses rollouts that can never conclude."""
+    from dwcp_autotuner.models.run import OptimizationRunSpec, resolve_sampling
+
+    def spec(**rollout) -> OptimizationRunSpec:
+        return OptimizationRunSpec.model_validate({"profiles": ["svc"], "rollout": rollout})
+
+    # Defaults: 600 s at the 60 s floor hold 11 samples >= 5.
+    resolved, problem = resolve_sampling(spec(), 60)
+    assert problem is None and resolved.rollout.sample_seconds == 60
+    # Without the floor the old default (interval / 2 minSamples) is kept.
+    resolved, problem = resolve_sampling(spec(analysisIntervalSeconds=600, minSamples=5), 1)
+    assert problem is None and resolved.rollout.sample_seconds == 60
+    resolved, problem = resolve_sampling(spec(analysisIntervalSeconds=100, minSamples=5), 1)
+    assert problem is None and resolved.rollout.sample_seconds == 10
+    # 60 s at a 60 s floor: 2 samples < 5. The message gives the numbers and the way out.
+    _, problem = resolve_sampling(spec(analysisIntervalSeconds=60), 60)
+    assert problem is not None and "holds only 2 sample(s)" in problem and "--min-sample-seconds (60)" in problem
+    assert "raise analysisIntervalSeconds to at least 240" in problem
+    # An explicit sampleSeconds is not floored, and is named when it is the cause.
+    resolved, problem = resolve_sampling(spec(analysisIntervalSeconds=60, sampleSeconds=10), 60)
+    assert problem is None and resolved.rollout.sample_seconds == 10
+    _, problem = resolve_sampling(spec(analysisIntervalSeconds=60, sampleSeconds=30, minSamples=5), 1)
+    assert problem is not None and "spec.rollout.sampleSeconds" in problem
+    # The boundary: a range query includes both ends, so 4 × 15 s hold exactly 5 samples.
+    assert resolve_sampling(spec(analysisIntervalSeconds=60, sampleSeconds=15, minSamples=5), 1)[1] is None

@@ -13,6 +13,8 @@ sees ("the canary is 10 % better") and check what the operator does with it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import pathlib
@@ -94,6 +96,7 @@ class Operator:
                 sys.executable, "-m", "dwcp_autotuner.cli.main", "operator",
                 "--kubeconfig", str(self.kubeconfig), "--all-namespaces",
                 "--tick-seconds", str(TICK), "--profile-recheck-seconds", "5",
+                "--min-sample-seconds", "1",  # Prometheus scrapes every second here (60 s in production)
                 "--metrics-port", str(self.metrics_port), "--liveness", self.liveness_url,
                 "--prometheus-url", self.prometheus_url, "--cache-dir", str(self.workdir / "cache"),
             ],
@@ -390,6 +393,22 @@ def test_better_canary_steps_through_the_weights_and_is_promoted(cluster: Cluste
     assert cluster.operator_metric("dwcp_autotuner_promotions_total", namespace=ns, run="tune") == 1
     assert cluster.operator_metric("dwcp_autotuner_proposals_total", namespace=ns, run="tune", profile="svc") == 1
 
+    # The agent learnt from the verdict: its model went through the Kubernetes API into a ConfigMap owned by the
+    # profile (so it is garbage-collected with it), whole (sha256 of the stored bytes = the manifest's), and the
+    # profile's next check says the model fits its parameter space.
+    stored = wait_for(lambda: cluster.configmap(ns, "svc-model").get("binaryData"), 15, "the stored model",
+                      on_timeout=lambda: cluster.debug(ns, "tune"))
+    model_cm = cluster.configmap(ns, "svc-model")
+    profile_uid = cluster.emulator.get_object("parameterprofiles", "svc", ns, group=GROUP)["metadata"]["uid"]
+    [owner] = model_cm["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("ParameterProfile", "svc", profile_uid)
+    manifest = json.loads(model_cm["data"]["manifest.json"])
+    assert manifest["run"] == "tune" and manifest["parts"] == 1
+    assert hashlib.sha256(base64.b64decode(stored["model.zst"])).hexdigest() == manifest["sha256"]
+    fits = wait_for(lambda: condition(cluster.profile_status(ns, "svc"), "ModelCompatible"), 15,
+                    "ModelCompatible on the profile", on_timeout=lambda: json.dumps(cluster.profile_status(ns, "svc")))
+    assert fits["status"] == "True" and fits["reason"] == "ModelCompatible", fits
+
 
 # --- 2. rollback ---------------------------------------------------------------------------------
 def test_worse_canary_is_rolled_back_to_the_exact_stable_bytes(cluster: Cluster, ns: str) -> None:
@@ -558,6 +577,8 @@ def test_invalid_resources_are_rejected_or_reported_and_the_operator_survives(cl
         run("orphan", ["does-not-exist"]),
         run("blocked", ["badquery"]),
         run("badsteps", ["badquery"], rollout={"steps": [50, 25, 100]}),
+        # Valid field by field, but 3 s at 2 s spacing hold 2 samples, never the 4 an analysis needs.
+        run("starved", ["badquery"], rollout={"analysisIntervalSeconds": 3, "sampleSeconds": 2, "minSamples": 4}),
     )
     expected = {
         "badquery": "InvalidQuery",
@@ -586,6 +607,10 @@ def test_invalid_resources_are_rejected_or_reported_and_the_operator_survives(cl
     assert failed.returncode == 0, failed.stderr + cluster.debug(ns, "badsteps")
     ready = condition(cluster.run_status(ns, "badsteps"), "Ready")
     assert ready["reason"] == "InvalidSpec" and "spec.rollout.steps" in ready["message"]
+    failed = cluster.kubectl.wait(ns, "optimizationrun/starved", "jsonpath={.status.phase}=Failed", timeout=30)
+    assert failed.returncode == 0, failed.stderr + cluster.debug(ns, "starved")
+    ready = condition(cluster.run_status(ns, "starved"), "Ready")
+    assert ready["reason"] == "InvalidSpec" and "holds only 2 sample(s)" in ready["message"], ready
 
     time.sleep(4 * TICK)  # a few more ticks over all of it
     assert not set(CANARY_KEYS) & set(cluster.data(ns, "svc-config"))

@@ -16,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
     p.add_argument("--peering", metavar="NAME", help="Kopf peering name for HA (replicas elect one active operator); default: standalone")
     p.add_argument("--prometheus-url", default="http://prometheus-operated.monitoring.svc:9090", help="default Prometheus for runs without spec.prometheusUrl")
+    p.add_argument("--min-sample-seconds", type=float, default=60.0,
+                   help="floor of a run's default rollout.sampleSeconds; keep it >= 2x Prometheus' scrape interval (default 60)")
     p.add_argument("--tick-seconds", type=float, default=5.0, help="how often each run is reconciled (default 5)")
     p.add_argument("--profile-recheck-seconds", type=float, default=30.0, help="how often profiles are re-validated (default 30)")
     p.add_argument("--metrics-port", type=int, default=9090, help="port of the operator's own /metrics (0 disables; default 9090)")
@@ -29,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.tick_seconds <= 0:
         raise CliError(f"--tick-seconds: must be greater than 0 (got {args.tick_seconds})")
+    if args.min_sample_seconds < 1:
+        raise CliError(f"--min-sample-seconds: must be at least 1 (got {args.min_sample_seconds})")
     if args.profile_recheck_seconds <= 0:
         raise CliError(f"--profile-recheck-seconds: must be greater than 0 (got {args.profile_recheck_seconds})")
     if not 0 <= args.metrics_port <= 65535:
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         tick_seconds=args.tick_seconds,
         profile_recheck_seconds=args.profile_recheck_seconds,
         prometheus_url=args.prometheus_url,
+        min_sample_seconds=args.min_sample_seconds,
         metrics_port=args.metrics_port,
         liveness=args.liveness or None,
         cache_dir=args.cache_dir,

@@ -69,6 +69,29 @@ class Manifest:
             raise CheckpointError(f"model manifest lacks or mangles {error}") from None
 
 
+def stored_model_state(configs: ConfigStore, namespace: str, profile_name: str, space_hash: str) -> tuple[bool, str, str] | None:
+    """Whether the profile's stored model fits its current parameter space: (fits, reason, message), None when none is stored.
+
+    Reads only the manifest (and part 0, which comes with it), so it is cheap enough for the profile's
+    periodic re-check: the profile says *before* the next run whether its warm start will load.
+    """
+    name = model_configmap_name(profile_name)
+    try:
+        data, _ = configs.get_binary(namespace, name)
+        manifest = Manifest.parse(data.get(MANIFEST_KEY))
+    except NotFound:
+        return None
+    except CheckpointError as error:
+        return False, "ModelUnreadable", f"ConfigMap {namespace}/{name}: {error}; the next run starts without it and replaces it."
+    saved = f"saved {manifest.saved_at or 'at an unknown time'}" + (f" by run {manifest.run}" if manifest.run else "")
+    if manifest.profile_hash != space_hash:
+        return False, "ModelIncompatible", (
+            f"the model in ConfigMap {namespace}/{name} ({saved}) was trained for parameter space {manifest.profile_hash}; "
+            f"the profile's space is now {space_hash}: the next run starts without it and replaces it."
+        )
+    return True, "ModelCompatible", f"ConfigMap {namespace}/{name} ({saved}, {manifest.size} bytes in {manifest.parts} part(s)) fits the parameter space."
+
+
 class ModelStore:
     """Save and load checkpoints through a ConfigStore's binary ConfigMaps."""
 

@@ -4,6 +4,11 @@ Reasons (Ready=False): InvalidSpec (a rule of the models, e.g. min >= max or an 
 MissingTarget, TargetNotFound, InvalidStableConfig (the ConfigMap's current values break the
 bounds), MissingQuery, InvalidQuery (Prometheus rejects the PromQL), MetricsUnavailable.
 Ready=True reason: Valid.
+
+A second condition, ModelCompatible, appears once the profile has a stored model (a run saved one):
+True/ModelCompatible, or False with ModelIncompatible (the parameter space changed since) or
+ModelUnreadable. It is evaluated even when the profile is not Ready, so a user who edits the
+parameters sees at once that the learned model will not be reused.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from ..cli.errors import format_validation_error
 from ..models.profile import ParameterProfileSpec, ProfileStatus
 from ..ports.base import ConfigRef, ConfigStore, MetricsSource, NotFound, Unavailable, render_query
 from .conditions import set_condition
+from .persistence import stored_model_state
 
 
 def parse_profile(spec: Mapping) -> ParameterProfileSpec | str:
@@ -40,7 +46,9 @@ def validate_profile(
     generation: int | None,
     now: dt.datetime,
     previous: ProfileStatus | None = None,
+    name: str | None = None,
 ) -> ProfileStatus:
+    """The profile's status: Ready with a reason, plus ModelCompatible when `name` is given and a model is stored."""
     status = (previous or ProfileStatus()).model_copy(deep=True)
     status.observed_generation = generation
 
@@ -55,6 +63,8 @@ def validate_profile(
         return ready(False, reason, profile)
     status.parameters = len(profile.parameters)
     status.twin = profile.twin
+    if name is not None:
+        _model_condition(status, profile, name, namespace, configs, now=now, generation=generation)
     assert profile.target is not None
     ref = ConfigRef(profile.target.namespace or namespace, profile.target.name, profile.target.key)
     try:
@@ -87,3 +97,17 @@ def validate_profile(
             if problem:
                 return ready(False, "InvalidQuery", f"spec.metrics[{metric.name}].query: Prometheus rejects it: {problem}")
     return ready(True, "Valid", f"{len(profile.parameters)} parameters, target {ref.namespace}/{ref.name} key {ref.key}.")
+
+
+def _model_condition(status: ProfileStatus, profile: ParameterProfileSpec, name: str, namespace: str, configs: ConfigStore,
+                     *, now: dt.datetime, generation: int | None) -> None:
+    """ModelCompatible from the stored model's manifest; left out while no model is stored (or it cannot be read now)."""
+    try:
+        state = stored_model_state(configs, namespace, name, profile.space_hash())
+    except Unavailable:
+        return  # keep what the last check said; Ready reports the API problem
+    if state is None:
+        status.conditions = [c for c in status.conditions if c.type != "ModelCompatible"]
+        return
+    fits, reason, message = state
+    status.conditions = set_condition(status.conditions, "ModelCompatible", fits, reason, message, now=now, generation=generation)

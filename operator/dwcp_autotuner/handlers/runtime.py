@@ -26,7 +26,7 @@ from ..controller.persistence import ModelStore
 from ..controller.profiles import parse_profile, validate_profile
 from ..controller.run import TERMINAL_PHASES, Ports, RunContext, fail, reconcile
 from ..models.profile import ParameterProfileSpec, ProfileStatus
-from ..models.run import OptimizationRunSpec, RunStatus
+from ..models.run import OptimizationRunSpec, RunStatus, resolve_sampling
 from ..ports.base import CANARY_KEYS, ConfigRef, ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
 from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents
 from ..ports.prometheus import PrometheusMetrics
@@ -47,6 +47,8 @@ class OperatorConfig:
     tick_seconds: float = 5.0
     profile_recheck_seconds: float = 30.0
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # Floor of the default sample spacing: twice kube-prometheus-stack's 30 s scrape interval.
+    min_sample_seconds: float = 60.0
     metrics_port: int = 9090  # the operator's own /metrics; 0 disables
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     cache_dir: Path | None = None
@@ -176,7 +178,7 @@ class OperatorRuntime:
         metrics = None if isinstance(parsed, str) else self.prometheus(url)
         status = validate_profile(
             spec, meta.get("namespace", "default"), configs=self.configs, metrics=metrics,
-            generation=meta.get("generation"), now=_now(), previous=previous,
+            generation=meta.get("generation"), now=_now(), previous=previous, name=meta.get("name"),
         )
         self.metrics.reconcile_latency.labels("profile").observe(time.perf_counter() - started)
         return status.model_dump(mode="json", by_alias=True)
@@ -238,11 +240,14 @@ class OperatorRuntime:
 
         try:
             spec = OptimizationRunSpec.model_validate(body.get("spec") or {})
+            spec, problem = resolve_sampling(spec, self.config.min_sample_seconds)
         except ValidationError as error:
+            problem = format_validation_error(error, "spec")
+        if problem is not None:
             if status.phase == "Failed" and status.observed_generation == generation:
                 return status
             ctx = RunContext(name, namespace, uid, generation, OptimizationRunSpec(profiles=["-"]), status, {}, _now())
-            status = fail(ctx, status, "InvalidSpec", format_validation_error(error, "spec"))
+            status = fail(ctx, status, "InvalidSpec", problem)
             persist(status)
             return status
         if status.phase == "Failed" and status.observed_generation != generation:

@@ -57,7 +57,9 @@ class ProfileStatus(CamelModel):
 
     observed_generation: int | None = Field(None, description="The metadata.generation this status describes.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready: the spec is valid and the target ConfigMap holds a configuration inside the bounds."
+        default_factory=list,
+        description="Ready: the spec is valid and the target ConfigMap holds a configuration inside the bounds. "
+        "ModelCompatible (once a model is stored): whether the stored model fits the current parameter space.",
     )
     parameters: int | None = Field(None, ge=0, description="Number of tunable parameters in the spec.")
     twin: str | None = Field(None, description="Built-in twin the agent pretrains on for this profile; empty when it has none.")

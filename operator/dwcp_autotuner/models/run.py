@@ -16,7 +16,7 @@ from .base import CamelModel
 
 Mode = Literal["Apply", "Recommend"]
 Phase = Literal["Pending", "Pretraining", "Proposing", "RollingOut", "Succeeded", "RolledBack", "Failed"]
-ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degraded", "WarmStarted"]
+ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degraded", "WarmStarted", "ModelCompatible"]
 
 
 class RunAgentSettings(AgentSettings):
@@ -48,12 +48,17 @@ class RolloutSettings(CamelModel):
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [5, 25, 50, 100], min_length=1, description="Canary weights in percent (1-100), increasing, ending at 100."
     )
-    analysis_interval_seconds: float = Field(60.0, ge=0.1, description="Seconds the canary runs at each step before it is analysed.")
+    analysis_interval_seconds: float = Field(
+        600.0, ge=0.1,
+        description="Seconds the canary runs at each step before it is analysed. It must hold minSamples samples "
+        "at the sample spacing (sampleSeconds): the run fails with InvalidSpec when it cannot.",
+    )
     sample_seconds: float | None = Field(
         None, ge=1,
         description="Spacing of the metric samples in an analysis, and the range `{{window}}` renders to in the queries. "
         "Keep it at least twice Prometheus's scrape interval, or rate() returns nothing. "
-        "Default: analysisIntervalSeconds / (2 × minSamples), at least 1.",
+        "Default: analysisIntervalSeconds / (2 × minSamples), but never below the operator's --min-sample-seconds "
+        "(chart value minSampleSeconds, default 60: twice a 30 s scrape).",
     )
     min_samples: int = Field(5, ge=2, description="Samples per variant an analysis needs.")
     significance: float = Field(0.001, gt=0, lt=0.5, description="p-value the objective must beat to promote.")
@@ -93,11 +98,44 @@ class ContinuousSettings(CamelModel):
     proposals_per_cycle: int | None = Field(None, ge=1, description="Proposals of each re-optimization (default: budget.maxProposals).")
 
 
-def sample_seconds(rollout: RolloutSettings) -> float:
-    """Sample spacing (and `{{window}}`) of an analysis: the setting, else about two samples per needed sample."""
+def sample_seconds(rollout: RolloutSettings, min_sample_seconds: float = 1.0) -> float:
+    """Sample spacing (and `{{window}}`) of an analysis: the setting, else about two samples per needed sample.
+
+    The default is floored at `min_sample_seconds` (the operator's `--min-sample-seconds`): finer samples
+    than Prometheus scrapes are repeats of one scrape, and a `rate()` over less than two scrapes is empty,
+    so an unfloored default (6 s for a 60 s interval) would make every analysis inconclusive. An explicit
+    `sampleSeconds` is taken as given: the user knows their scrape interval.
+    """
     if rollout.sample_seconds is not None:
         return rollout.sample_seconds
-    return max(1.0, rollout.analysis_interval_seconds / max(2 * rollout.min_samples, 1))
+    return max(1.0, min_sample_seconds, rollout.analysis_interval_seconds / max(2 * rollout.min_samples, 1))
+
+
+def samples_per_analysis(rollout: RolloutSettings) -> int:
+    """Samples of each variant one analysis interval yields (a range query includes both ends)."""
+    return int(rollout.analysis_interval_seconds // sample_seconds(rollout)) + 1
+
+
+def resolve_sampling(spec: OptimizationRunSpec, min_sample_seconds: float) -> tuple[OptimizationRunSpec, str | None]:
+    """The spec with `rollout.sampleSeconds` filled in, and why it cannot work (None when it can).
+
+    A rollout whose analysis interval holds fewer than `minSamples` samples can never promote: every
+    analysis would be inconclusive and every canary rolled back. That is a mistake in the spec (or in
+    the operator's floor), so it is reported at once, naming the numbers and the ways out.
+    """
+    rollout = spec.rollout
+    spacing = sample_seconds(rollout, min_sample_seconds)
+    resolved = spec.model_copy(update={"rollout": rollout.model_copy(update={"sample_seconds": spacing})})
+    samples = samples_per_analysis(resolved.rollout)
+    if samples >= rollout.min_samples:
+        return resolved, None
+    source = "spec.rollout.sampleSeconds" if rollout.sample_seconds is not None else f"the operator's --min-sample-seconds ({min_sample_seconds:g})"
+    needed = (rollout.min_samples - 1) * spacing
+    return resolved, (
+        f"spec.rollout: an analysis interval of {rollout.analysis_interval_seconds:g} s holds only {samples} sample(s) per variant "
+        f"at {spacing:g} s spacing (from {source}), but minSamples is {rollout.min_samples}: raise analysisIntervalSeconds to at "
+        f"least {needed:g}, lower minSamples, or set sampleSeconds if Prometheus scrapes more often than every {spacing / 2:g} s"
+    )
 
 
 class OptimizationRunSpec(CamelModel):
