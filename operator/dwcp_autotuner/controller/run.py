@@ -373,13 +373,7 @@ def _roll_out(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
             # The weight was written but the status after it was lost. When is unknown, so the step
             # starts now: it gets a full analysis interval, and its window never reaches back into
             # the previous step (whose start is still in the status).
-            current.pending_action = None
-            current.canary_weight = expected_weight
-            current.step_started_at = _write_time(ctx, ports)
-            current.last_analysis_at = None
-            status.message = f"Proposal {current.number} for {current.profile}: canary at {expected_weight} % (step {current.step_index + 1}/{len(ctx.spec.rollout.steps)}; resumed)."
-            ports.events.emit("Normal", "StepAdvanced", f"{current.profile}: canary {current.revision} at {expected_weight} %")
-            return _conditions(ctx, status, progressing=("True", "StepAdvanced", status.message))
+            return _weight_written(ctx, ports, status, expected_weight, resumed=True)
         return _set_weight(ctx, ports, status, snapshot, expected_weight)
     if snapshot.canary_weight != current.canary_weight:
         return _drift(ctx, status, ref, f"the canary weight was changed to {snapshot.canary_weight}")
@@ -443,11 +437,19 @@ def _set_weight(ctx: RunContext, ports: Ports, status: RunStatus, snapshot: Conf
         ports.configs.write(snapshot.ref, expected_resource_version=snapshot.resource_version, set_keys={CANARY_WEIGHT_KEY: str(weight)})
     except Conflict:
         return status  # re-read and re-check drift on the next call; the pending action stays
+    return _weight_written(ctx, ports, status, weight)
+
+
+def _weight_written(ctx: RunContext, ports: Ports, status: RunStatus, weight: int, *, resumed: bool = False) -> RunStatus:
+    """The canary weight is in the ConfigMap: the step starts now and gets a full analysis interval."""
+    current = status.current
+    assert current is not None
     current.pending_action = None
     current.canary_weight = weight
     current.step_started_at = _write_time(ctx, ports)
     current.last_analysis_at = None
-    status.message = f"Proposal {current.number} for {current.profile}: canary at {weight} % (step {current.step_index + 1}/{len(ctx.spec.rollout.steps)})."
+    step = f"step {current.step_index + 1}/{len(ctx.spec.rollout.steps)}" + ("; resumed" if resumed else "")
+    status.message = f"Proposal {current.number} for {current.profile}: canary at {weight} % ({step})."
     ports.events.emit("Normal", "StepAdvanced", f"{current.profile}: canary {current.revision} at {weight} %")
     return _conditions(ctx, status, progressing=("True", "StepAdvanced", status.message))
 
