@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwcp_autotuner.agent import AgentSettings, DQNAgent, Environment, EpisodeStats, epsilon_at
+from dwcp_autotuner.env.grid import GridBowl
 
 ORIGINAL_SECONDS = 14.7 * 3600  # 52,920 s ...
 ORIGINAL_STEPS = 500_000  # ... for 1000 episodes x 500 steps
@@ -43,41 +44,9 @@ ORIGINAL_STEPS = 500_000  # ... for 1000 episodes x 500 steps
 # --- environments -----------------------------------------------------------------------------
 
 
-class SyntheticGridEnv:
-    """A grid walk on a bowl: 9 parameters with 21 levels each, 19 actions (no-op, +/-1 each).
-
-    Observation: positions normalised to [0, 1]. Reward: minus the grid (L1) distance to a fixed
-    interior optimum, normalised by the grid width. Costs a few microseconds per step, so the
-    timing is the agent's.
-    """
-
-    def __init__(self, parameters: int = 9, levels: int = 21, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.parameters, self.levels = parameters, levels
-        self.optimum = rng.integers(levels // 4, levels - levels // 4, size=parameters)
-        self.observation_size = parameters
-        self.action_count = 1 + 2 * parameters
-        self.position = np.zeros(parameters, dtype=np.int64)
-
-    def _observe(self) -> np.ndarray:
-        return (self.position / (self.levels - 1)).astype(np.float32)
-
-    def distance(self) -> int:
-        return int(np.abs(self.position - self.optimum).sum())
-
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        self.position[:] = np.random.default_rng(seed).integers(0, self.levels, self.parameters)
-        return self._observe()
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
-        if action:
-            j, down = divmod(action - 1, 2)
-            self.position[j] = min(max(self.position[j] + (-1 if down else 1), 0), self.levels - 1)
-        return self._observe(), -self.distance() / (self.levels - 1), False
-
-
 def make_synthetic_env(args: argparse.Namespace) -> Environment:
-    return SyntheticGridEnv(parameters=args.parameters, levels=args.levels, seed=args.seed)
+    # 9 parameters x 21 levels by default: the DWCP action layout (19 actions) on a bowl costing microseconds a step.
+    return GridBowl.random_interior(args.parameters, args.levels, args.seed)
 
 
 def make_dwcp_env(args: argparse.Namespace) -> Environment:
@@ -185,7 +154,7 @@ def time_naive(env: Environment, settings: AgentSettings, steps: int, train_freq
 # --- main ---------------------------------------------------------------------------------------
 
 
-def greedy_distances(env: SyntheticGridEnv, agent: DQNAgent, starts: range, steps: int) -> list[int]:
+def greedy_distances(env: GridBowl, agent: DQNAgent, starts: range, steps: int) -> list[int]:
     distances = []
     for seed in starts:
         obs = env.reset(seed=seed)
@@ -266,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         f"learning: mean return first 10 episodes {figures['mean_return_first_10']:.2f}, "
         f"last 10 {figures['mean_return_last_10']:.2f}"
     )
-    if isinstance(env, SyntheticGridEnv):
-        distances = greedy_distances(env, agent, range(10_000, 10_050), steps=env.parameters * env.levels)
+    if isinstance(env, GridBowl):
+        distances = greedy_distances(env, agent, range(10_000, 10_050), steps=env.dims * env.levels)
         figures["greedy_distance_mean"] = float(np.mean(distances))
         figures["greedy_at_optimum"] = sum(d == 0 for d in distances) / len(distances)
         print(

@@ -28,39 +28,7 @@ from dwcp_autotuner.agent import (
     td_target,
     to_bytes,
 )
-
-
-class GridBowl:
-    """Synthetic task: walk a grid one step per action towards the interior optimum of a bowl.
-
-    Action 0 is a no-op; action 1 + 2j moves parameter j up, 2 + 2j down (clipped at the edges).
-    Observation: positions normalised to [0, 1]. Reward: minus the grid (L1) distance to the
-    optimum, normalised by the grid width, so the best policy walks straight there and stays. (A
-    squared distance flattens near the optimum; the last step then needs far longer training.)
-    """
-
-    def __init__(self, dims: int = 3, levels: int = 9, optimum: tuple[int, ...] | None = None) -> None:
-        self.dims, self.levels = dims, levels
-        self.optimum = np.array(optimum if optimum is not None else [levels // 2 + (j % 3) - 1 for j in range(dims)])
-        self.observation_size = dims
-        self.action_count = 1 + 2 * dims
-        self.position = np.zeros(dims, dtype=np.int64)
-
-    def _observe(self) -> np.ndarray:
-        return (self.position / (self.levels - 1)).astype(np.float32)
-
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        self.position[:] = np.random.default_rng(seed).integers(0, self.levels, self.dims)
-        return self._observe()
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
-        if action:
-            j, down = divmod(action - 1, 2)
-            self.position[j] = min(max(self.position[j] + (-1 if down else 1), 0), self.levels - 1)
-        return self._observe(), -self.distance() / (self.levels - 1), False
-
-    def distance(self) -> int:
-        return int(np.abs(self.position - self.optimum).sum())
+from dwcp_autotuner.env.grid import GridBowl
 
 
 # --- schedule and settings ----------------------------------------------------------------------
