@@ -418,3 +418,64 @@ def test_the_schedule_trigger_fires_only_after_its_period(tmp_path):
     # The next period counts from the new cycle, not from the run's start.
     assert world.status.cycle_started_at is not None
     assert dt.datetime.fromisoformat(world.status.cycle_started_at.replace("Z", "+00:00")) == world.now
+
+
+# --- 3b. learning from production, for an agent pretrained on a twin ------------------------------------
+def _tiny_twin_profile(twin: str) -> ParameterProfileSpec:
+    """The built-in space of `twin`, each parameter narrowed to its default and one grid step either side."""
+    from dwcp_autotuner.models.builtin import BUILTIN_SPACES
+
+    space = BUILTIN_SPACES[twin]
+    parameters = []
+    for p in space.parameters:
+        grid, i = p.grid(), p.index_of(p.default)
+        parameters.append({**p.dump(), "min": grid[max(i - 1, 0)], "max": grid[min(i + 1, len(grid) - 1)]})
+    return ParameterProfileSpec.model_validate({
+        "target": {"name": f"{twin}-config"}, "twin": twin, "parameters": parameters,
+        "metrics": [{**m.dump(), "query": f'{twin}_{m.name}{{variant="{{{{variant}}}}"}}'} for m in space.metrics],
+        "objective": [t.dump() for t in space.objective],
+        "constraints": [c.dump() for c in space.constraints],
+    })
+
+
+def test_a_twin_pretrained_agent_learns_from_production_verdicts_and_judges_fine_tuning_on_the_twin(tmp_path):
+    profile = _tiny_twin_profile("acp")
+    store = FileConfigStore(tmp_path / "configmaps")
+    models = ModelStore(store, NS, run="run1")
+    settings = agent_settings(episodes=10, stepsPerEpisode=20, fineTuneUpdates=20, fineTuneMinGainPct=1.0)
+    pool = AgentPool(settings, cache_dir=tmp_path / "twins", quick_twins=True, models=models)
+    assert pool.pretrain("acp", profile) is not None
+    thread = pool._agents["acp"].thread
+    thread.join(timeout=300)
+    assert not thread.is_alive() and pool._agents["acp"].twin is not None, pool.pretrain("acp", profile)
+
+    stable = profile.default_config()
+    proposal = pool.propose("acp", profile, stable)
+    assert proposal is not None and proposal.reason.startswith("greedy policy on the acp twin")
+    assert proposal.expected_improvement_pct is not None and 0.0 <= proposal.confidence <= 1.0
+
+    entry = pool._agents["acp"]
+    replay_before = len(entry.agent.replay)
+    rewards = [-0.05, 0.12, -0.05]  # a rollback, a promotion, a rollback
+    for reward in rewards:
+        pool.learn("acp", profile, stable, proposal.config, reward)
+    learning = pool.learning_status("acp", profile)
+    assert learning.samples == 3
+    # The verdicts are transitions in the twin environment's own observation space (not the raw parameters),
+    # ending the episode, with the measured reward: a rollback is a penalty.
+    assert len(entry.agent.replay) == replay_before + 3
+    newest = entry.agent.replay.sample_for_checkpoint(3)
+    assert np.allclose(newest["reward"], rewards) and np.all(newest["done"])
+    # (The parameters part is exact; the metric history part is a fresh noisy twin sample each time.)
+    n = len(profile.parameters)
+    assert newest["obs"].shape[1] == entry.env.observation_size > n
+    assert np.allclose(newest["obs"][0][:n], entry.env.reset_to({"acp": dict(stable)})[:n])
+    assert np.allclose(newest["next_obs"][0][:n], entry.env.reset_to({"acp": dict(proposal.config)})[:n])
+    assert not np.allclose(newest["obs"][0][:n], newest["next_obs"][0][:n])
+
+    # Fine-tuning a twin agent is judged on the twin, and the stored model carries the production counters.
+    outcome = pool.fine_tune("acp", profile)
+    assert "twin score" in outcome and outcome.split(":")[0] in ("deployed", "kept"), outcome
+    stored = models.load(model_configmap_name("acp"), profile_hash=profile.space_hash())
+    assert stored.normalisation["kind"] == "twin" and stored.normalisation["samples"] == 3
+    assert stored.normalisation["model_updates"] == 1
