@@ -611,3 +611,16 @@ def test_kubectl_apply_dry_run_client(tmp_path):
         assert "optimizationrun.autotune.dwcp.io/dwcp-tune created (dry run)" in result.stdout
         # A dry run stores nothing.
         assert emulator.list_objects("parameterprofiles", "default", group="autotune.dwcp.io") == []
+
+
+def test_every_example_run_can_conclude_at_the_charts_default_sample_floor():
+    """An example run whose analysis interval cannot hold minSamples samples would fail with InvalidSpec."""
+    from dwcp_autotuner.models.run import resolve_sampling
+
+    floor = yaml.safe_load((ROOT / "charts" / "dwcp-autotuner" / "values.yaml").read_text(encoding="utf-8"))["minSampleSeconds"]
+    runs = [(p.name, d) for p in sorted(EXAMPLES.rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
+            if d and d.get("kind") == "OptimizationRun"]
+    assert len(runs) >= 2
+    for name, doc in runs:
+        _, problem = resolve_sampling(OptimizationRunSpec.model_validate(doc["spec"]), floor)
+        assert problem is None, f"{name}: {problem}"
