@@ -14,6 +14,29 @@ import kopf
 from .runtime import GROUP, PROFILES, RUNS, VERSION, OperatorConfig, OperatorRuntime
 
 
+def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """Kopf's settings for this operator (a plain function, so tests can run Kopf with exactly these)."""
+    settings.persistence.finalizer = f"{GROUP}/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.WARNING  # Kubernetes Events for warnings; ours are posted by the controller
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 8  # runs reconcile in threads; pretraining has its own threads
+    # A run deleted while its timer is mid-reconcile (a thread Kopf cannot interrupt) waits for the
+    # timer to exit, and Kopf re-checks only every `cancellation_polling` seconds: 60 by default, so
+    # such a deletion (and its canary clean-up) took a minute. A reconcile takes milliseconds:
+    # re-check every second.
+    settings.background.cancellation_polling = 1.0
+    if config.peering:
+        settings.peering.name = config.peering
+        settings.peering.mandatory = True
+        # Kopf pauses every operator that sees a peer of the same priority; distinct random
+        # priorities make exactly one replica active and the others stand by.
+        settings.peering.priority = random.randint(1, 32767)
+    else:
+        settings.peering.standalone = True
+
+
 def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
     config: OperatorConfig = runtime.config
     # A failed handler (e.g. the API server briefly unreachable) is retried after this long, not
@@ -22,20 +45,7 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_) -> None:
-        settings.persistence.finalizer = f"{GROUP}/cleanup"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-        settings.posting.level = logging.WARNING  # Kubernetes Events for warnings; ours are posted by the controller
-        settings.watching.server_timeout = 300
-        settings.execution.max_workers = 8  # runs reconcile in threads; pretraining has its own threads
-        if config.peering:
-            settings.peering.name = config.peering
-            settings.peering.mandatory = True
-            # Kopf pauses every operator that sees a peer of the same priority; distinct random
-            # priorities make exactly one replica active and the others stand by.
-            settings.peering.priority = random.randint(1, 32767)
-        else:
-            settings.peering.standalone = True
+        apply_settings(settings, config)
 
     @kopf.on.login(registry=registry)
     def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo:
