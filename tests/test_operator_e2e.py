@@ -434,6 +434,27 @@ def test_worse_canary_is_rolled_back_to_the_exact_stable_bytes(cluster: Cluster,
     assert cluster.operator_metric("dwcp_autotuner_rollbacks_total", namespace=ns, run="tune") == 1
 
 
+def test_a_run_edited_into_an_invalid_spec_mid_rollout_withdraws_its_canary(cluster: Cluster, ns: str) -> None:
+    """Failed must never mean "canary left out": the schema accepts decreasing steps, the model does not."""
+    metric = metric_names(cluster, "edit-invalid", stable=100.0, canary=110.0)
+    slow = {**ROLLOUT, "analysisIntervalSeconds": 60}  # the canary stays at 5 % while the spec is edited
+    cluster.kubectl.apply(ns, configmap("svc-config"), profile("svc", "svc-config", metric), run("tune", ["svc"], rollout=slow))
+    wait_for(lambda: cluster.weight(ns, "svc-config") == 5, 60, "the canary at 5 %", on_timeout=lambda: cluster.debug(ns, "tune"))
+
+    cluster.kubectl("patch", "-n", ns, "optimizationrun/tune", "--type=merge", "-p", json.dumps({"spec": {"rollout": {"steps": [50, 25, 100]}}}))
+    failed = cluster.kubectl.wait(ns, "optimizationrun/tune", "jsonpath={.status.phase}=Failed", timeout=30)
+    assert failed.returncode == 0, failed.stderr + cluster.debug(ns, "tune", "svc-config")
+    data = cluster.data(ns, "svc-config")
+    assert not set(CANARY_KEYS) & set(data), data
+    assert data["config.json"] == STABLE_BYTES and data["unrelated"] == "kept"
+    status = cluster.run_status(ns, "tune")
+    ready = condition(status, "Ready")
+    assert ready["reason"] == "InvalidSpec" and "spec.rollout.steps" in ready["message"] and "withdrawn" in ready["message"]
+    assert status.get("current") is None
+    assert [(h["verdict"], h["reason"]) for h in status["history"]] == [("RolledBack", "InvalidSpec")]
+    assert cluster.operator_metric("dwcp_autotuner_rollbacks_total", namespace=ns, run="tune") == 1
+
+
 # --- 3. SIGKILL at every step --------------------------------------------------------------------
 def test_operator_killed_at_every_step_resumes_there_and_promotes_once(cluster: Cluster, ns: str) -> None:
     metric = metric_names(cluster, "sigkill", stable=100.0, canary=110.0)

@@ -619,8 +619,19 @@ def _not_ready(ctx: RunContext, status: RunStatus, reason: str, message: str) ->
     return status
 
 
-def fail(ctx: RunContext, status: RunStatus, reason: str, message: str) -> RunStatus:
-    """Terminal failure, for what needs a human (an invalid spec)."""
+def fail(ctx: RunContext, status: RunStatus, reason: str, message: str, *, canary_withdrawn: bool = False) -> RunStatus:
+    """Terminal failure, for what needs a human (an invalid spec).
+
+    A proposal still in flight ends here; when its canary was out and has been withdrawn (by the
+    caller, which holds the ConfigMap access), the history records it as rolled back.
+    """
+    current = status.current
+    if current is not None and canary_withdrawn:
+        _record(status, ProposalRecord(
+            number=current.number, profile=current.profile, config=current.config, verdict="RolledBack", reason=reason,
+            message=message, revision=current.revision, finished_at=now_iso(ctx.now),
+        ))
+    status.current = None
     status.phase = "Failed"
     status.message = message
     status.conditions = set_condition(status.conditions, "Ready", "False", reason, message, now=ctx.now, generation=ctx.generation)

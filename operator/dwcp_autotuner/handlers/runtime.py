@@ -246,8 +246,14 @@ class OperatorRuntime:
         if problem is not None:
             if status.phase == "Failed" and status.observed_generation == generation:
                 return status
+            # A spec edited into an invalid one mid-rollout (or one that a new operator version rejects)
+            # must not leave its canary out: withdraw it first (an API failure raises: Kopf retries).
+            withdrawn = self._withdraw_canary(namespace, name, status, tolerate_unavailable=False)
+            if withdrawn:
+                problem += "; the canary that was out was withdrawn (the stable configuration is unchanged)"
+                self.metrics.rollbacks.labels(namespace, name).inc()
             ctx = RunContext(name, namespace, uid, generation, OptimizationRunSpec(profiles=["-"]), status, {}, _now())
-            status = fail(ctx, status, "InvalidSpec", problem)
+            status = fail(ctx, status, "InvalidSpec", problem, canary_withdrawn=withdrawn)
             persist(status)
             return status
         if status.phase == "Failed" and status.observed_generation != generation:
@@ -297,23 +303,37 @@ class OperatorRuntime:
     def cleanup_run(self, body: Mapping) -> None:
         """A run deleted mid-rollout takes its canary keys with it; the stable bytes are never touched."""
         meta = body.get("metadata", {})
-        namespace = meta.get("namespace", "default")
         self.forget(meta.get("uid", ""))
         status = _parse_status(RunStatus, body.get("status"))
-        if status is None or status.current is None or status.current.revision is None:
-            return
+        if status is not None:
+            self._withdraw_canary(meta.get("namespace", "default"), meta.get("name", ""), status, tolerate_unavailable=True)
+
+    def _withdraw_canary(self, namespace: str, name: str, status: RunStatus, *, tolerate_unavailable: bool) -> bool:
+        """Remove the run's canary keys, if its canary is still the one out; True when keys were removed.
+
+        Only the canary keys go, guarded by the resourceVersion of the read that saw this run's revision,
+        so a human's edit or another run's canary is never touched. A Conflict propagates (Kopf retries).
+        """
+        if status.current is None or status.current.revision is None:
+            return False
         profiles = self.load_profiles(namespace, [status.current.profile])
         profile = profiles.get(status.current.profile)
         if isinstance(profile, str) or profile is None or profile.target is None:
-            log.warning("run %s/%s deleted; cannot find its profile to remove the canary: %s", namespace, meta.get("name"), profile)
-            return
+            log.warning("run %s/%s: cannot find its profile to remove the canary: %s", namespace, name, profile)
+            return False
         ref = ConfigRef(profile.target.namespace or namespace, profile.target.name, profile.target.key)
         try:
             snapshot = self.configs.read(ref)
-        except (NotFound, Unavailable):
-            return
-        if snapshot.canary_revision == status.current.revision:
-            self.configs.write(ref, expected_resource_version=snapshot.resource_version, remove_keys=tuple(k for k in CANARY_KEYS if k in snapshot.data))
+        except NotFound:
+            return False
+        except Unavailable:
+            if tolerate_unavailable:
+                return False
+            raise
+        if snapshot.canary_revision != status.current.revision:
+            return False
+        self.configs.write(ref, expected_resource_version=snapshot.resource_version, remove_keys=tuple(k for k in CANARY_KEYS if k in snapshot.data))
+        return True
 
 
 def _not_ready(obj: Mapping) -> str | None:
