@@ -7,6 +7,7 @@ is shared by the tests of this module so it is measured once.
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -54,6 +55,10 @@ def test_quick_tune_writes_a_complete_report(tmp_path, cache_dir):
     markdown = (out / "report.md").read_text()
     assert "| timeout_ms |" in markdown and "CanaryBetter" in markdown
     assert "acp" in stdout and "report.md" in stdout
+    # stderr is a pipe here, as in a CI log: rich draws no bars there, so each phase prints plain lines.
+    assert re.search(r"^training DQN .*: started \(60 to do\)$", stderr, re.M), stderr[-2000:]
+    assert re.search(r"^training DQN .*: 60/60 after \d+ s  return ", stderr, re.M), stderr[-2000:]
+    assert re.search(r"^verify acp: .*: \d+/\d+ after \d+ s", stderr, re.M), stderr[-2000:]
 
 
 def test_ctrl_c_leaves_a_checkpoint_and_a_partial_report(tmp_path, cache_dir):

@@ -146,9 +146,14 @@ def build_options(args: argparse.Namespace):
 
 
 class RichProgress:
-    """Progress bars on stderr (stdout stays for the summary)."""
+    """Progress bars on stderr (stdout stays for the summary).
 
-    def __init__(self) -> None:
+    Rich draws no live bars when stderr is not a terminal (a CI log, a pipe, `kubectl logs`), which
+    would leave a twelve-minute run silent; there each task prints a plain line when it starts, at
+    most every `line_seconds` while it runs, and when it completes.
+    """
+
+    def __init__(self, line_seconds: float = 30.0) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -161,8 +166,12 @@ class RichProgress:
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             console=self.console,
+            disable=not self.console.is_terminal,  # the plain lines below instead of a last, bar-less frame
         )
         self.tasks: dict[str, int] = {}
+        self.plain = not self.console.is_terminal
+        self.line_seconds = line_seconds
+        self._last_line: dict[str, float] = {}
 
     def __enter__(self) -> RichProgress:
         self.bars.start()
@@ -173,15 +182,29 @@ class RichProgress:
 
     def start(self, task: str, description: str, total: int) -> None:
         self.tasks[task] = self.bars.add_task(description, total=total, info="")
+        if self.plain:
+            self._last_line[task] = time.monotonic()
+            self.console.print(f"{description}: started ({total} to do)", highlight=False, soft_wrap=True)
 
     def advance(self, task: str, completed: int, info: str = "", total: int | None = None) -> None:
         self.bars.update(self.tasks[task], completed=completed, info=info, total=total)
+        if self.plain:
+            state = self.bars.tasks[self.tasks[task]]
+            done = state.total is not None and completed >= state.total
+            if done or time.monotonic() - self._last_line.get(task, 0.0) >= self.line_seconds:
+                self._last_line[task] = time.monotonic()
+                elapsed = state.elapsed or 0.0
+                line = f"{state.description}: {completed}/{state.total:g} after {elapsed:.0f} s" + (f"  {info}" if info else "")
+                self.console.print(line, highlight=False, soft_wrap=True)
 
     def finish(self, task: str) -> None:
         pass
 
     def log(self, message: str) -> None:
-        self.bars.console.log(message)
+        if self.plain:  # no time column and source path in a log file
+            self.console.print(message, highlight=False, soft_wrap=True)
+        else:
+            self.bars.console.log(message)
 
 
 def run(args: argparse.Namespace) -> int:
