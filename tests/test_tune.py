@@ -55,6 +55,8 @@ def test_quick_tune_writes_a_complete_report(tmp_path, cache_dir):
     markdown = (out / "report.md").read_text()
     assert "| timeout_ms |" in markdown and "CanaryBetter" in markdown
     assert "acp" in stdout and "report.md" in stdout
+    # The summary is a pipe here too: every tuned value is printed whole, not cut to a terminal width.
+    assert all(f"{k}={v}" in stdout for k, v in acp["tuned"]["config"].items()), stdout
     # stderr is a pipe here, as in a CI log: rich draws no bars there, so each phase prints plain lines.
     assert re.search(r"^training DQN .*: started \(60 to do\)$", stderr, re.M), stderr[-2000:]
     assert re.search(r"^training DQN .*: 60/60 after \d+ s  return ", stderr, re.M), stderr[-2000:]

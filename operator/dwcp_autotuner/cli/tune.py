@@ -225,6 +225,8 @@ def print_summary(data: dict, output: Path, seconds: float) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # a log or a pipe has no width: never cut a configuration short
+        console = Console(width=160)
     table = Table(title=f"dwcp-autotuner tune: {data['status']} in {seconds:.0f} s")
     for column in ("component", "tuned configuration", "improvement", "p-value", "verdict", "of twin optimum"):
         table.add_column(column)
@@ -233,7 +235,7 @@ def print_summary(data: dict, output: Path, seconds: float) -> None:
         imp, frac, p = comp["improvement_pct"], comp["fraction_of_optimum"], comp["p_value"]
         table.add_row(
             name,
-            "–" if not tuned else ", ".join(f"{k}={v}" for k, v in tuned.items()),
+            "–" if not tuned else "\n".join(f"{k}={v}" for k, v in tuned.items()),
             "–" if imp is None else f"{imp:+.1f} %",
             "–" if p is None else f"{p:.2g}",
             (comp["verdict"] or {}).get("reason", "–"),
