@@ -622,8 +622,9 @@ def _not_ready(ctx: RunContext, status: RunStatus, reason: str, message: str) ->
 def fail(ctx: RunContext, status: RunStatus, reason: str, message: str, *, canary_withdrawn: bool = False) -> RunStatus:
     """Terminal failure, for what needs a human (an invalid spec).
 
-    A proposal still in flight ends here; when its canary was out and has been withdrawn (by the
-    caller, which holds the ConfigMap access), the history records it as rolled back.
+    When the proposal in flight had its canary out and the caller (which holds the ConfigMap access)
+    withdrew it, the proposal ends here and the history records it as rolled back; otherwise
+    `status.current` is kept as it was, for a human to see.
     """
     current = status.current
     if current is not None and canary_withdrawn:
@@ -631,7 +632,7 @@ def fail(ctx: RunContext, status: RunStatus, reason: str, message: str, *, canar
             number=current.number, profile=current.profile, config=current.config, verdict="RolledBack", reason=reason,
             message=message, revision=current.revision, finished_at=now_iso(ctx.now),
         ))
-    status.current = None
+        status.current = None
     status.phase = "Failed"
     status.message = message
     status.conditions = set_condition(status.conditions, "Ready", "False", reason, message, now=ctx.now, generation=ctx.generation)

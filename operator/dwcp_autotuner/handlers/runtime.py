@@ -238,6 +238,17 @@ class OperatorRuntime:
             self.patch_status(RUNS, namespace, name, new.model_dump(mode="json", by_alias=True))
             latest["status"] = new
 
+        events = KubernetesEvents(
+            self.core,
+            {"apiVersion": API_VERSION, "kind": "OptimizationRun", "name": name, "namespace": namespace, "uid": uid},
+            component="dwcp-autotuner",
+        )
+        # The controller persists a proposal (write-ahead) before it starts its canary, so the
+        # latest persisted status names the profile of a CanaryStarted event.
+        counting = CountingEvents(
+            events, self.metrics, namespace, name, lambda: latest["status"].current.profile if latest["status"].current else ""
+        )
+
         try:
             spec = OptimizationRunSpec.model_validate(body.get("spec") or {})
             spec, problem = resolve_sampling(spec, self.config.min_sample_seconds)
@@ -251,7 +262,8 @@ class OperatorRuntime:
             withdrawn = self._withdraw_canary(namespace, name, status, tolerate_unavailable=False)
             if withdrawn:
                 problem += "; the canary that was out was withdrawn (the stable configuration is unchanged)"
-                self.metrics.rollbacks.labels(namespace, name).inc()
+                assert status.current is not None
+                counting.emit("Warning", "RolledBack", f"{status.current.profile}: canary {status.current.revision} withdrawn: {problem}")
             ctx = RunContext(name, namespace, uid, generation, OptimizationRunSpec(profiles=["-"]), status, {}, _now())
             status = fail(ctx, status, "InvalidSpec", problem, canary_withdrawn=withdrawn)
             persist(status)
@@ -260,16 +272,6 @@ class OperatorRuntime:
             status = RunStatus()  # the spec was fixed: start over
         profiles = self.load_profiles(namespace, spec.profiles, require_ready=status.current is None)
         owner = OwnerRef(API_VERSION, "OptimizationRun", name, uid)
-        events = KubernetesEvents(
-            self.core,
-            {"apiVersion": API_VERSION, "kind": "OptimizationRun", "name": name, "namespace": namespace, "uid": uid},
-            component="dwcp-autotuner",
-        )
-        # The controller persists a proposal (write-ahead) before it starts its canary, so the
-        # latest persisted status names the profile of a CanaryStarted event.
-        counting = CountingEvents(
-            events, self.metrics, namespace, name, lambda: latest["status"].current.profile if latest["status"].current else ""
-        )
         ports = Ports(
             configs=self.configs,
             metrics=self.prometheus(spec.prometheus_url),
