@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..agent.checkpoint import Checkpoint, CheckpointError, CheckpointMismatch, from_bytes, to_bytes
-from ..ports.base import ConfigStore, NotFound, OwnerRef
+from ..ports.base import ConfigRef, ConfigStore, NotFound, OwnerRef
 
 PART_BYTES = 900 * 1024
 MANIFEST_KEY = "manifest.json"
@@ -72,13 +72,13 @@ class Manifest:
 def stored_model_state(configs: ConfigStore, namespace: str, profile_name: str, space_hash: str) -> tuple[bool, str, str] | None:
     """Whether the profile's stored model fits its current parameter space: (fits, reason, message), None when none is stored.
 
-    Reads only the manifest (and part 0, which comes with it), so it is cheap enough for the profile's
-    periodic re-check: the profile says *before* the next run whether its warm start will load.
+    It runs at every profile re-check, so the profile says *before* the next run whether its warm start
+    will load. A plain read: the API returns the whole first ConfigMap (part 0, at most 900 KiB), but
+    only the manifest is parsed; the model's bytes are neither decoded nor checked here.
     """
     name = model_configmap_name(profile_name)
     try:
-        data, _ = configs.get_binary(namespace, name)
-        manifest = Manifest.parse(data.get(MANIFEST_KEY))
+        manifest = Manifest.parse(configs.read(ConfigRef(namespace, name, MANIFEST_KEY)).data.get(MANIFEST_KEY))
     except NotFound:
         return None
     except CheckpointError as error:
