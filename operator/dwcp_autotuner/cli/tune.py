@@ -158,6 +158,7 @@ class RichProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.console = Console(stderr=True)
+        self.plain = not self.console.is_terminal
         self.bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -166,10 +167,9 @@ class RichProgress:
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             console=self.console,
-            disable=not self.console.is_terminal,  # the plain lines below instead of a last, bar-less frame
+            disable=self.plain,  # the plain lines below instead of a last, bar-less frame
         )
         self.tasks: dict[str, int] = {}
-        self.plain = not self.console.is_terminal
         self.line_seconds = line_seconds
         self._last_line: dict[str, float] = {}
 
