@@ -28,6 +28,7 @@ from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import OptimizationRunSpec, RunAgentSettings, RunStatus
 from dwcp_autotuner.ports.base import CANARY_KEY, ConfigRef, OwnerRef, RecordingEvents
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
+from tests.support.profiles import tiny_twin_spec
 
 NS = "tuning"
 STABLE = {"batch": 10, "timeout": 1000}
@@ -421,25 +422,8 @@ def test_the_schedule_trigger_fires_only_after_its_period(tmp_path):
 
 
 # --- 3b. learning from production, for an agent pretrained on a twin ------------------------------------
-def _tiny_twin_profile(twin: str) -> ParameterProfileSpec:
-    """The built-in space of `twin`, each parameter narrowed to its default and one grid step either side."""
-    from dwcp_autotuner.models.builtin import BUILTIN_SPACES
-
-    space = BUILTIN_SPACES[twin]
-    parameters = []
-    for p in space.parameters:
-        grid, i = p.grid(), p.index_of(p.default)
-        parameters.append({**p.dump(), "min": grid[max(i - 1, 0)], "max": grid[min(i + 1, len(grid) - 1)]})
-    return ParameterProfileSpec.model_validate({
-        "target": {"name": f"{twin}-config"}, "twin": twin, "parameters": parameters,
-        "metrics": [{**m.dump(), "query": f'{twin}_{m.name}{{variant="{{{{variant}}}}"}}'} for m in space.metrics],
-        "objective": [t.dump() for t in space.objective],
-        "constraints": [c.dump() for c in space.constraints],
-    })
-
-
 def test_a_twin_pretrained_agent_learns_from_production_verdicts_and_judges_fine_tuning_on_the_twin(tmp_path):
-    profile = _tiny_twin_profile("acp")
+    profile = ParameterProfileSpec.model_validate(tiny_twin_spec("acp", "acp-config"))
     store = FileConfigStore(tmp_path / "configmaps")
     models = ModelStore(store, NS, run="run1")
     settings = agent_settings(episodes=10, stepsPerEpisode=20, fineTuneUpdates=20, fineTuneMinGainPct=1.0)

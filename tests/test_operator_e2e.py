@@ -37,6 +37,7 @@ from dwcp_autotuner.models.builtin import BUILTIN_SPACES
 from dwcp_autotuner.ports.base import CANARY_KEYS, CANARY_WEIGHT_KEY
 from tests.kube import running_emulator
 from tests.support.prometheus import VariantExporter, free_port, prometheus_available, running_prometheus
+from tests.support.profiles import tiny_twin_spec
 from tests.support.tools import find_tool, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -453,6 +454,7 @@ def test_a_run_edited_into_an_invalid_spec_mid_rollout_withdraws_its_canary(clus
     assert status.get("current") is None
     assert [(h["verdict"], h["reason"]) for h in status["history"]] == [("RolledBack", "InvalidSpec")]
     assert cluster.operator_metric("dwcp_autotuner_rollbacks_total", namespace=ns, run="tune") == 1
+    assert cluster.event_count(ns, "tune", "RolledBack") == 1
 
 
 # --- 3. SIGKILL at every step --------------------------------------------------------------------
@@ -682,21 +684,8 @@ def test_operator_exposes_metrics_and_liveness(cluster: Cluster, ns: str) -> Non
 
 # --- pretraining does not block the operator ------------------------------------------------------------
 def tiny_twin_profile(twin: str, target: str) -> dict:
-    """The built-in space of `twin`, each parameter narrowed to its default and one grid step either side."""
-    space = BUILTIN_SPACES[twin]
-    parameters = []
-    for p in space.parameters:
-        grid, i = p.grid(), p.index_of(p.default)
-        parameters.append({**p.dump(), "min": grid[max(i - 1, 0)], "max": grid[min(i + 1, len(grid) - 1)]})
-    return {
-        "apiVersion": API_VERSION, "kind": "ParameterProfile", "metadata": {"name": twin},
-        "spec": {
-            "target": {"name": target}, "twin": twin, "parameters": parameters,
-            "metrics": [{**m.dump(), "query": f'avg(e2e_{twin}_{m.name}{{variant="{{{{variant}}}}"}})'} for m in space.metrics],
-            "objective": [t.dump() for t in space.objective],
-            "constraints": [c.dump() for c in space.constraints],
-        },
-    }
+    return {"apiVersion": API_VERSION, "kind": "ParameterProfile", "metadata": {"name": twin},
+            "spec": tiny_twin_spec(twin, target, metric_prefix="e2e_")}
 
 
 def test_pretraining_runs_in_the_background_and_reports_progress(cluster: Cluster, ns: str) -> None:
