@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry
 from dwcp_autotuner.components.hde import REGION, HdeComponent
 from dwcp_autotuner.components.service import Unit
 from dwcp_autotuner.models.builtin import HDE
-from dwcp_autotuner.ports.base import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.sdk import ConfigFollower
 from dwcp_autotuner.workloads.hde import _changed_words, _window_bounds, snapshots
 

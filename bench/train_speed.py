@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwcp_autotuner.agent import AgentSettings, DQNAgent, Environment, EpisodeStats, epsilon_at
-from dwcp_autotuner.env.grid import GridBowl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the tests' synthetic grid
+from tests.support.grid import GridBowl  # noqa: E402
 
 ORIGINAL_SECONDS = 14.7 * 3600  # 52,920 s ...
 ORIGINAL_STEPS = 500_000  # ... for 1000 episodes x 500 steps

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from dwcp_autotuner.agent.config import AgentSettings  # noqa: E402
+from dwcp_autotuner.models.agent import AgentSettings  # noqa: E402
 from dwcp_autotuner.agent.dqn import DQNAgent  # noqa: E402
 from dwcp_autotuner.env.tuning_env import Component, TuningEnv  # noqa: E402
 from dwcp_autotuner.env.twin import Twin, load_or_measure_twin  # noqa: E402

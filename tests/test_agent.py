@@ -28,7 +28,7 @@ from dwcp_autotuner.agent import (
     td_target,
     to_bytes,
 )
-from dwcp_autotuner.env.grid import GridBowl
+from tests.support.grid import GridBowl
 
 
 # --- schedule and settings ----------------------------------------------------------------------

@@ -37,7 +37,8 @@ import pytest
 import yaml
 
 from dwcp_autotuner.models.profile import ParameterProfileSpec
-from dwcp_autotuner.ports.base import CANARY_KEYS, render_query
+from dwcp_autotuner.ports.base import render_query
+from dwcp_autotuner.canary.protocol import CANARY_KEYS
 from tests.kube import running_emulator
 from tests.support.prometheus import free_port, prometheus_available, running_prometheus
 from tests.support.tools import find_tool, wait_for

@@ -7,6 +7,7 @@ runs (read from the ConfigMap), the real AgentPool (online DQN, small network) a
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 import re
@@ -16,17 +17,21 @@ import pytest
 import torch
 
 from dwcp_autotuner.agent.checkpoint import make_checkpoint
-from dwcp_autotuner.agent.config import AgentSettings
+from dwcp_autotuner.models.agent import AgentSettings
 from dwcp_autotuner.agent.dqn import DQNAgent
 from dwcp_autotuner.agent.protocol import Transition
-from dwcp_autotuner.controller.agents import AgentPool
+from dwcp_autotuner.proposers.pool import AgentPool
 from dwcp_autotuner.controller.continuous import frozen
-from dwcp_autotuner.controller.persistence import ModelStore, model_configmap_name
+from dwcp_autotuner.proposers.store import ModelStore, model_configmap_name
 from dwcp_autotuner.controller.profiles import validate_profile
-from dwcp_autotuner.controller.run import Ports, Proposal, RunContext, canonical_json, reconcile
+from dwcp_autotuner.canary.protocol import canonical_json
+from dwcp_autotuner.controller.context import Ports, RunContext
+from dwcp_autotuner.controller.run import reconcile
+from dwcp_autotuner.proposers.base import Proposal, ProposalVerdict, Proposer
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import OptimizationRunSpec, RunAgentSettings, RunStatus
-from dwcp_autotuner.ports.base import CANARY_KEY, ConfigRef, OwnerRef, RecordingEvents
+from dwcp_autotuner.ports.base import OwnerRef, RecordingEvents
+from dwcp_autotuner.canary.protocol import CANARY_KEY, ConfigRef
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
 from tests.support.profiles import tiny_twin_spec
 
@@ -47,6 +52,15 @@ def make_profile(batch_max: int = 100) -> ParameterProfileSpec:
         ],
         "objective": [{"metric": "throughput", "goal": "maximize"}],
     })
+
+
+_numbers = itertools.count(1)
+
+
+def verdict(stable, proposed, reward) -> ProposalVerdict:
+    """A verdict as the controller hands it to `learn`: each with a proposal number of its own."""
+    return ProposalVerdict(number=next(_numbers), stable=dict(stable), proposed=dict(proposed), promoted=reward > 0,
+                           reason="CanaryBetter" if reward > 0 else "CanaryWorse", reward=reward)
 
 
 def agent_settings(**extra) -> RunAgentSettings:
@@ -199,19 +213,19 @@ def test_an_operator_restart_keeps_the_learning_state(tmp_path):
         if proposal is None:  # every neighbour tried: as after a re-optimization trigger
             first.new_cycle("svc", profile)
             proposal = first.propose("svc", profile, stable)
-        first.learn("svc", profile, stable, proposal.config, 0.1 if i % 3 == 0 else -0.05)
+        first.learn("svc", profile, verdict(stable, proposal.config, 0.1 if i % 3 == 0 else -0.05))
     before = first.learning_status("svc", profile)
     assert before.samples == 9 and before.gradient_updates > 0 and before.saved_at
 
     second = AgentPool(settings, models=ModelStore(store, NS))  # a new process: only the ConfigMaps survive
     after = second.learning_status("svc", profile)
     assert after.warm_start == "Loaded" and after.samples == 9 and after.gradient_updates == before.gradient_updates
-    a, b = first._agents["svc"].agent, second._agents["svc"].agent
+    a, b = first._entries["svc"].policy.agent, second._entries["svc"].policy.agent
     obs = np.array([[0.3, 0.6], [0.5, 0.5]], dtype=np.float32)
     assert np.array_equal(a.q_values(obs), b.q_values(obs))
     # Both go on learning from the same verdict: the same update (optimizer state, replay and RNG restored).
     for pool in (first, second):
-        pool.learn("svc", profile, stable, {"batch": 20, "timeout": 1000}, 0.2)
+        pool.learn("svc", profile, verdict(stable, {"batch": 20, "timeout": 1000}, 0.2))
     assert np.array_equal(a.q_values(obs), b.q_values(obs))
     assert a.gradient_updates == b.gradient_updates
 
@@ -238,7 +252,7 @@ def test_online_recommendations_carry_a_computed_expectation_and_confidence(tmp_
 
 
 # --- 3. safe exploration -------------------------------------------------------------------------------
-class ScriptedProposer:
+class ScriptedProposer(Proposer):
     def __init__(self, configs):
         self.configs, self.asked = list(configs), []
 
@@ -252,7 +266,7 @@ class ScriptedProposer:
         self.asked.append(config)
         return Proposal(config=config)
 
-    def learn(self, name, profile, stable, proposed, reward):
+    def learn(self, name, profile, verdict):
         pass
 
 
@@ -326,6 +340,33 @@ def test_when_the_optimum_moves_the_degradation_trigger_fires_and_a_new_configur
     assert promoted[-1].config["batch"] == 10 and world.config("stable")["batch"] == 10
     # The model was stored along the way, owned by the profile.
     assert json.loads(world.store.path(NS, "svc-model").read_text())["owner"]["kind"] == "ParameterProfile"
+
+
+def test_the_degradation_trigger_compares_the_same_score_as_the_promotion_with_soft_constraint_penalties(tmp_path):
+    """The baseline recorded at promotion is the analysis score (objective − penalties); the watch must compare the
+    stable configuration's score, not its bare objective, or a penalised profile never sees a degradation."""
+    penalised = ParameterProfileSpec.model_validate(
+        {**make_profile().dump(), "constraints": [{"metric": "errors", "max": 1.0, "penalty": 20.0}]}
+    )
+    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]), optimum_batch=20, spec={
+        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": ROLLOUT,
+        "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120, "degradationPct": 5},
+    })
+    world.profile = penalised
+    for variant in ("stable", "canary"):  # both variants violate the constraint: 20 score units of penalty each
+        world.metrics.register(f'svc_errors{{variant="{variant}"}}', lambda t: 2.0 + 0.01 * world.rng.standard_normal())
+    world.run_until(lambda s: s.phase == "Succeeded")
+    assert world.status.baselines["svc"].objective == pytest.approx(100.0 - 20.0, rel=0.02)
+    for _ in range(6):
+        world.tick()
+    assert not world.status.triggers
+
+    world.optimum_batch = 40  # throughput 100 -> 90: the score drops 80 -> 70 (-12.5 %), the bare objective only -10 %
+    world.run_until(lambda s: s.triggers, limit=20)
+    trigger = world.status.triggers[0]
+    assert trigger.kind == "Degradation", trigger.evidence
+    recent = float(re.search(r"stable objective ([0-9.]+)", trigger.evidence).group(1))
+    assert recent == pytest.approx(70.0, rel=0.03)
 
 
 def test_a_changed_target_configuration_triggers_a_new_cycle(tmp_path):
@@ -429,20 +470,20 @@ def test_a_twin_pretrained_agent_learns_from_production_verdicts_and_judges_fine
     settings = agent_settings(episodes=10, stepsPerEpisode=20, fineTuneUpdates=20, fineTuneMinGainPct=1.0)
     pool = AgentPool(settings, cache_dir=tmp_path / "twins", quick_twins=True, models=models)
     assert pool.pretrain("acp", profile) is not None
-    thread = pool._agents["acp"].thread
+    thread = pool._entries["acp"].policy.thread
     thread.join(timeout=300)
-    assert not thread.is_alive() and pool._agents["acp"].twin is not None, pool.pretrain("acp", profile)
+    assert not thread.is_alive() and pool._entries["acp"].policy.twin is not None, pool.pretrain("acp", profile)
 
     stable = profile.default_config()
     proposal = pool.propose("acp", profile, stable)
     assert proposal is not None and proposal.reason.startswith("greedy policy on the acp twin")
     assert proposal.expected_improvement_pct is not None and 0.0 <= proposal.confidence <= 1.0
 
-    entry = pool._agents["acp"]
+    entry = pool._entries["acp"].policy
     replay_before = len(entry.agent.replay)
     rewards = [-0.05, 0.12, -0.05]  # a rollback, a promotion, a rollback
     for reward in rewards:
-        pool.learn("acp", profile, stable, proposal.config, reward)
+        pool.learn("acp", profile, verdict(stable, proposal.config, reward))
     learning = pool.learning_status("acp", profile)
     assert learning.samples == 3
     # The verdicts are transitions in the twin environment's own observation space (not the raw parameters),

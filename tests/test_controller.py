@@ -12,10 +12,14 @@ import json
 import numpy as np
 import pytest
 
-from dwcp_autotuner.controller.run import Ports, Proposal, RunContext, canonical_json, reconcile
+from dwcp_autotuner.canary.protocol import canonical_json
+from dwcp_autotuner.controller.context import Ports, RunContext
+from dwcp_autotuner.controller.run import reconcile
+from dwcp_autotuner.proposers.base import Proposal, Proposer
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import OptimizationRunSpec, RunStatus
-from dwcp_autotuner.ports.base import CANARY_KEY, CANARY_KEYS, CANARY_WEIGHT_KEY, ConfigRef, RecordingEvents
+from dwcp_autotuner.ports.base import RecordingEvents
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_WEIGHT_KEY, ConfigRef
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
 
 NS = "tuning"
@@ -39,7 +43,7 @@ def profile(guards=()) -> ParameterProfileSpec:
     })
 
 
-class FixedProposer:
+class FixedProposer(Proposer):
     def __init__(self, configs):
         self.configs = list(configs)
         self.learned: list[float] = []
@@ -50,8 +54,8 @@ class FixedProposer:
     def propose(self, name, profile, stable):
         return Proposal(config=self.configs.pop(0), expected_improvement_pct=5.0) if self.configs else None
 
-    def learn(self, name, profile, stable, proposed, reward):
-        self.learned.append(reward)
+    def learn(self, name, profile, verdict):
+        self.learned.append(verdict.reward)
 
 
 class Harness:
@@ -367,7 +371,8 @@ def test_sample_seconds_sets_the_sample_spacing_and_the_query_window():
                                       (RolloutSettings(analysis_interval_seconds=600, min_samples=5, sample_seconds=60), "60s", 11)):
         for variant in ("stable", "canary"):
             metrics.register(f'rate(svc_bytes{{variant="{variant}"}}[{window}])', lambda t: 100.0)
-        result = analyse_step(spec, metrics, rollout, start, start + dt.timedelta(seconds=rollout.analysis_interval_seconds))
+        result = analyse_step(spec, metrics, rollout, start, start + dt.timedelta(seconds=rollout.analysis_interval_seconds),
+                              last_step=False)
         assert len(result.objective.baseline) == samples, (window, result.objective)
         assert metrics.calls[-1].endswith(f"[{window}])")
 

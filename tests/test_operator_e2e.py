@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES
-from dwcp_autotuner.ports.base import CANARY_KEYS, CANARY_WEIGHT_KEY
+from dwcp_autotuner.canary.protocol import CANARY_KEYS, CANARY_WEIGHT_KEY
 from tests.kube import running_emulator
 from tests.support.prometheus import VariantExporter, free_port, prometheus_available, running_prometheus
 from tests.support.profiles import tiny_twin_spec

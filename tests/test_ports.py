@@ -16,16 +16,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from dwcp_autotuner.ports.base import (
-    CANARY_KEY,
-    CANARY_REVISION_KEY,
-    CANARY_WEIGHT_KEY,
-    ConfigRef,
-    Conflict,
-    NotFound,
-    OwnerRef,
-    Unavailable,
-)
+from dwcp_autotuner.ports.base import Conflict, NotFound, OwnerRef, Unavailable
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY, ConfigRef
 from dwcp_autotuner.ports.kubernetes import KubernetesConfigStore, KubernetesEvents
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
 from dwcp_autotuner.ports.prometheus import PrometheusMetrics, QueryRejected, _parse_client_error

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from dwcp_autotuner.components import ServiceLoop, make_component
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES, HDE, PBA
 from dwcp_autotuner.models.space import TuningSpace
-from dwcp_autotuner.ports.base import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.sdk import (
     ConfigFollower,
     DirectorySource,

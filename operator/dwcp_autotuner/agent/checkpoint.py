@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import AgentSettings
+from ..models.agent import AgentSettings
 from .dqn import DQNAgent
 
 FORMAT = "dwcp-autotuner/dqn-checkpoint"

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import AgentSettings
+from ..models.agent import AgentSettings
 from .network import QNetwork
 from .protocol import Environment, Transition
 from .replay import ReplayBuffer, empty_batch

@@ -99,7 +99,7 @@ def resolve_spaces(components_flag: str, profile_files: list[Path]) -> dict[str,
 
 
 def build_options(args: argparse.Namespace):
-    from ..agent.config import AgentSettings
+    from ..models.agent import AgentSettings
     from ..rollout.statistics import AnalysisSettings
     from ..tuning.presets import DEFAULT, QUICK
 

@@ -1,12 +1,13 @@
-"""Canary analysis of one rollout step: per-variant measurements from the metrics source → a verdict.
+"""Canary analysis of one rollout step: per-variant measurements from the metrics source → one verdict.
 
-The objective is computed per timestamp from the profile's metric queries (both variants are
-queried over the same window, which begins when the step began, so steps never share samples),
-then judged by the shared canary statistics. Guards are judged on their own metric's samples.
+The score is computed per timestamp from the profile's metric queries (both variants are queried over
+the same window, which begins when the step began, so steps never share samples) with the profile's
+one score function, `TuningSpace.score` (the weighted objective minus the soft-constraint penalties of
+constraints whose metric has a query; relative constraints, `maxIncreasePct`, are judged against the
+stable variant's means), and judged by the shared canary statistics together with the guards, each
+guard once. The verdict is all the rollout reads (`rollout/decision.py`): at an intermediate step it
+asks "not worse, guards held, enough data?", at the last step "significantly better?".
 
-"Objective" here is the profile's score: the weighted objective minus the soft-constraint penalties
-(constraints whose metric has a query), the quantity the agent, the twin and `tune`'s verification
-maximise; relative constraints (`maxIncreasePct`) are judged against the stable variant's means.
 At a weight of 100 % the stable variant gets no work, so the caller passes `baseline_start` to reach
 back into the previous step for the stable samples.
 """
@@ -18,32 +19,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..models.analysis import AnalysisSettings
 from ..models.profile import ParameterProfileSpec
-from ..models.run import RolloutSettings, sample_seconds
+from ..models.run import RolloutSettings, VariantMeasurement, sample_seconds
 from ..ports.base import MetricsSource, Unavailable, render_query
-from ..rollout.statistics import AnalysisSettings, GuardLimit, MetricSamples, Verdict, analyse, check_guards
+from ..rollout.statistics import GuardLimit, MetricSamples, Verdict, analyse, unavailable_verdict
 
 
 @dataclass
 class StepAnalysis:
     verdict: Verdict
-    guards_verdict: Verdict | None  # None: every guard held
-    objective: MetricSamples
-    unavailable: str | None = None  # the metrics backend could not be reached
-
-
-def analysis_settings(rollout: RolloutSettings) -> AnalysisSettings:
-    return AnalysisSettings(
-        test=rollout.test,
-        significance=rollout.significance,
-        min_samples=rollout.min_samples,
-        min_improvement_pct=rollout.min_improvement_pct,
-    )
+    objective: MetricSamples  # the score samples of both variants
+    stable: VariantMeasurement
+    canary: VariantMeasurement
 
 
 def _series(source: MetricsSource, template: str, variant: str, start: dt.datetime, end: dt.datetime, step: float) -> dict[float, float]:
     query = render_query(template, variant, step)
     return {s.timestamp: s.value for s in source.samples(query, start, end, step)}
+
+
+def score_series(profile: ParameterProfileSpec, series: dict[str, dict[float, float]],
+                 baseline: dict[str, float] | None) -> list[float]:
+    """The profile's score at every timestamp where all its scored metrics have a sample."""
+    scored = sorted({t.metric for t in profile.objective} | {c.metric for c in profile.constraints if c.metric in series})
+    common = set.intersection(*(set(series[m]) for m in scored)) if scored else set()
+    return [profile.score({m: series[m][ts] for m in scored}, baseline) for ts in sorted(common)]
 
 
 def collect(
@@ -54,50 +55,40 @@ def collect(
     step_seconds: float,
     *,
     baseline_start: dt.datetime | None = None,
-) -> tuple[MetricSamples, list[tuple[GuardLimit, MetricSamples]]]:
+) -> tuple[MetricSamples, list[tuple[GuardLimit, MetricSamples]], dict[str, dict[str, dict[float, float]]]]:
     """Query every metric the score and guards need, for both variants; raises Unavailable.
 
-    The stable variant is queried from `baseline_start` (default: `start`), the canary from `start`."""
+    The stable variant is queried from `baseline_start` (default: `start`), the canary from `start`.
+    Returns the score samples, the guards' samples and every metric's series per variant."""
     queries = {m.name: m.query for m in profile.metrics}
     needed = {t.metric for t in profile.objective} | {g.metric for g in profile.guards}
     missing = sorted(m for m in needed if not queries.get(m))
     if missing:
         raise Unavailable(f"metric(s) {', '.join(missing)} have no query")
-    constraints = [c for c in profile.constraints if queries.get(c.metric)]
-    needed |= {c.metric for c in constraints}
+    needed |= {c.metric for c in profile.constraints if queries.get(c.metric)}
     windows = {"stable": (baseline_start or start, end), "canary": (start, end)}
-    data: dict[str, dict[str, dict[float, float]]] = {
-        variant: {m: _series(source, queries[m], variant, *windows[variant], step_seconds) for m in sorted(needed)}
+    data = {
+        variant: {m: _series(source, queries[m] or "", variant, *windows[variant], step_seconds) for m in sorted(needed)}
         for variant in ("stable", "canary")
     }
-    scored = sorted({t.metric for t in profile.objective} | {c.metric for c in constraints})
-    stable_means = {m: mean(list(data["stable"][m].values())) for m in scored}
+    stable_means = {m: mean(list(values.values())) for m, values in data["stable"].items()}
     baseline = None if any(v is None for v in stable_means.values()) else stable_means
-
-    def objective_samples(variant: str) -> list[float]:
-        series = data[variant]
-        common = set.intersection(*(set(series[m]) for m in scored)) if scored else set()
-        values = []
-        for ts in sorted(common):
-            metrics = {m: series[m][ts] for m in scored}
-            penalty = sum(c.penalty * c.violation(metrics[c.metric], None if baseline is None else baseline[c.metric]) for c in constraints)
-            values.append(profile.objective_value(metrics) - penalty)
-        return values
-
-    objective = MetricSamples(metric="objective", goal="maximize", baseline=objective_samples("stable"), candidate=objective_samples("canary"))
+    objective = MetricSamples(
+        metric="objective", goal="maximize",
+        baseline=score_series(profile, data["stable"], baseline), candidate=score_series(profile, data["canary"], baseline),
+    )
     guards = [
         (
-            GuardLimit(metric=g.metric, goal=g.goal, max_degradation_pct=g.max_degradation_pct),
+            g,
             MetricSamples(
-                metric=g.metric,
-                goal=g.goal,
+                metric=g.metric, goal=g.goal,
                 baseline=[v for _, v in sorted(data["stable"][g.metric].items())],
                 candidate=[v for _, v in sorted(data["canary"][g.metric].items())],
             ),
         )
         for g in profile.guards
     ]
-    return objective, guards
+    return objective, guards, data
 
 
 def analyse_step(
@@ -107,26 +98,32 @@ def analyse_step(
     start: dt.datetime,
     end: dt.datetime,
     *,
+    last_step: bool,
     baseline_start: dt.datetime | None = None,
 ) -> StepAnalysis:
-    settings = analysis_settings(rollout)
-    # Aim for about twice the minimum samples in one analysis interval, never finer than 1 s.
-    step_seconds = sample_seconds(rollout)
+    settings = AnalysisSettings.model_validate(rollout.model_dump(include=set(AnalysisSettings.model_fields)))
     try:
-        objective, guards = collect(profile, source, start, end, step_seconds, baseline_start=baseline_start)
+        objective, guards, data = collect(profile, source, start, end, sample_seconds(rollout), baseline_start=baseline_start)
     except Unavailable as error:
         empty = MetricSamples(metric="objective", goal="maximize")
-        verdict = analyse(empty, settings=settings)
-        return StepAnalysis(
-            verdict=verdict.model_copy(update={"message": f"Metrics unavailable: {error}"}),
-            guards_verdict=None,
-            objective=empty,
-            unavailable=str(error),
-        )
+        return StepAnalysis(unavailable_verdict(str(error)), empty, VariantMeasurement(), VariantMeasurement())
+    verdict = analyse(objective, guards, settings, require="better" if last_step else "not_worse")
     return StepAnalysis(
-        verdict=analyse(objective, guards, settings),
-        guards_verdict=check_guards(guards, settings) if guards else None,
+        verdict=verdict,
         objective=objective,
+        stable=_measurement(objective.baseline, data["stable"]),
+        canary=_measurement(objective.candidate, data["canary"]),
+    )
+
+
+def _measurement(scores: list[float], series: dict[str, dict[float, float]]) -> VariantMeasurement:
+    finite = [v for v in scores if np.isfinite(v)]
+    metrics = {m: round(v, 6) for m, values in series.items() if (v := mean(list(values.values()))) is not None}
+    return VariantMeasurement(
+        score=None if not finite else round(float(np.mean(finite)), 6),
+        score_std=None if len(finite) < 2 else round(float(np.std(finite, ddof=1)), 6),
+        n=len(finite),
+        metrics=metrics,
     )
 
 

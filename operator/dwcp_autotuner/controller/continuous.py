@@ -31,11 +31,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
+from ..canary.protocol import canonical_json, target_ref
+from ..models.analysis import AnalysisSettings
 from ..models.profile import ParameterProfileSpec
 from ..models.run import (
     REJECTED_LIMIT,
@@ -48,15 +49,14 @@ from ..models.run import (
     TriggerRecord,
     sample_seconds,
 )
-from ..ports.base import MetricsSource, NotFound, Unavailable, digest, render_query
-from .conditions import now_iso
-
-if TYPE_CHECKING:
-    from .run import Ports, Proposal, RunContext
-
-
-def _parse(text: str | None) -> dt.datetime | None:
-    return None if not text else dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+from ..ports.base import MetricsSource, NotFound, Unavailable, render_query
+from ..proposers.base import NoProposal, Proposal
+from ..rollout.statistics import MetricSamples, evaluate_guard
+from .analysis import score_series
+from .conditions import now_iso, set_condition
+from .context import Ports, RunContext
+from .context import parse_time as _parse
+from .transitions import Transition
 
 
 def profile_digest(profile: ParameterProfileSpec) -> str:
@@ -84,11 +84,10 @@ def frozen(windows: list[str], now: dt.datetime) -> str | None:
 
 # --- hooks of the state machine ---------------------------------------------------------------------
 def sync_learning(ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec) -> LearningStatus | None:
-    """Copy the proposer's learning counters into the status (a proposer without them is left alone)."""
-    report = getattr(ports.proposer, "learning_status", None)
-    if report is None:
+    """Copy the proposer's learning counters into the status (a proposer that reports none is left alone)."""
+    learning = ports.proposer.learning_status(name, profile)
+    if learning is None:
         return None
-    learning = report(name, profile)
     previous = status.learning.get(name)
     if previous is not None:  # the controller's own fields survive a proposer that restarted
         learning.last_fine_tune_at = learning.last_fine_tune_at or previous.last_fine_tune_at
@@ -97,25 +96,25 @@ def sync_learning(ports: Ports, status: RunStatus, name: str, profile: Parameter
     return learning
 
 
-def before_proposal(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec) -> tuple[str, str] | None:
-    """Fine-tuning when due, exploration boost, freeze windows. Returns (reason, message) to hold, else None."""
+def before_proposal(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec) -> Transition | None:
+    """Fine-tuning when due, exploration boost, freeze windows. Returns the transition that holds, else None."""
     window = frozen(ctx.spec.freeze_windows, ctx.now)
     if window:
-        return "Frozen", f"Inside the freeze window {window}: no new proposal until it ends."
+        return Transition("Frozen", f"Inside the freeze window {window}: no new proposal until it ends.")
     breach = guard_breaching(ctx, ports, status, name, profile)
     if breach:
-        return "GuardBreaching", breach
+        return Transition("GuardBreaching", breach)
     learning = sync_learning(ports, status, name, profile)
     if learning is not None:
         last = _parse(learning.last_fine_tune_at)
-        tune = getattr(ports.proposer, "fine_tune", None)
         if last is None:
             learning.last_fine_tune_at = now_iso(ctx.now)  # the interval counts from the first proposal
-        elif tune is not None and (ctx.now - last).total_seconds() >= ctx.spec.agent.fine_tune_interval_seconds:
-            outcome = tune(name, profile)
+        elif (ctx.now - last).total_seconds() >= ctx.spec.agent.fine_tune_interval_seconds:
+            outcome = ports.proposer.fine_tune(name, profile)
             sync_learning(ports, status, name, profile)
             status.learning[name].last_fine_tune_at = now_iso(ctx.now)
-            ports.events.emit("Normal", "FineTuned", f"{name}: {outcome}")
+            if outcome is not None:
+                ports.events.emit("Normal", "FineTuned", f"{name}: {outcome}")
         _exploration(ctx, ports, status, name, profile)
     return None
 
@@ -134,13 +133,10 @@ def guard_breaching(ctx: RunContext, ports: Ports, status: RunStatus, name: str,
     start, end = (_parse(base.window_start), _parse(base.window_end)) if base else (None, None)
     if start is None or end is None:
         return None
-    from ..rollout.statistics import GuardLimit, MetricSamples, evaluate_guard
-    from .analysis import analysis_settings
-
     queries = {m.name: m.query for m in profile.metrics}
     window = ctx.spec.continuous.window_seconds
     step = sample_seconds(ctx.spec.rollout)
-    settings = analysis_settings(ctx.spec.rollout)
+    settings = AnalysisSettings.model_validate(ctx.spec.rollout.model_dump(include=set(AnalysisSettings.model_fields)))
     for guard in profile.guards:
         template = queries.get(guard.metric) or ""
         try:
@@ -148,11 +144,7 @@ def guard_breaching(ctx: RunContext, ports: Ports, status: RunStatus, name: str,
             recent = [v.value for v in ports.metrics.samples(render_query(template, "stable", step), ctx.now - dt.timedelta(seconds=window), ctx.now, step)]
         except Unavailable:
             continue
-        check = evaluate_guard(
-            GuardLimit(metric=guard.metric, goal=guard.goal, max_degradation_pct=guard.max_degradation_pct),
-            MetricSamples(metric=guard.metric, goal=guard.goal, baseline=reference, candidate=recent),
-            settings,
-        )
+        check = evaluate_guard(guard, MetricSamples(metric=guard.metric, goal=guard.goal, baseline=reference, candidate=recent), settings)
         if check.breached:
             return f"Guard {guard.metric} of the stable configuration breaches against its value at promotion: {check.message} No exploration until it recovers."
     return None
@@ -161,12 +153,10 @@ def guard_breaching(ctx: RunContext, ports: Ports, status: RunStatus, name: str,
 def _exploration(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec) -> None:
     settings = ctx.spec.exploration
     learning = status.learning[name]
-    setter = getattr(ports.proposer, "set_exploration", None)
     until = _parse(learning.exploration_boosted_until)
     if until is not None and ctx.now >= until:
         learning.exploration_boosted_until = None
-        if setter is not None:
-            setter(name, profile, 0.0)
+        ports.proposer.set_exploration(name, profile, 0.0)
         until = None
     recent = [h for h in status.history if h.profile == name][-settings.stagnation_proposals:]
     stagnating = len(recent) == settings.stagnation_proposals and all(h.verdict != "Promoted" for h in recent)
@@ -179,14 +169,12 @@ def _exploration(ctx: RunContext, ports: Ports, status: RunStatus, name: str, pr
             "Normal", "ExplorationRaised",
             f"{name}: {settings.stagnation_proposals} proposals without a promotion; exploration at {settings.boost_epsilon:.2f} until {now_iso(until)}",
         )
-    if until is not None and setter is not None:
-        setter(name, profile, settings.boost_epsilon)
+    if until is not None:
+        ports.proposer.set_exploration(name, profile, settings.boost_epsilon)
 
 
 def blocked(ctx: RunContext, status: RunStatus, name: str, config: Mapping[str, object]) -> RejectedConfig | None:
     """The rejection that keeps `config` from being proposed now, if any."""
-    from .run import canonical_json
-
     key = canonical_json(config)
     cooldown = dt.timedelta(seconds=ctx.spec.exploration.rejected_cooldown_seconds)
     for rejected in reversed(status.rejected):
@@ -197,11 +185,12 @@ def blocked(ctx: RunContext, status: RunStatus, name: str, config: Mapping[str, 
     return None
 
 
-def propose(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec, stable: Mapping[str, object]) -> Proposal | None:
+def propose(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec,
+            stable: Mapping[str, object]) -> Proposal | NoProposal | None:
     """The proposer's proposal, skipping configurations rolled back within the cooldown (asks again, a bounded number of times)."""
     for _ in range(32):
         proposal = ports.proposer.propose(name, profile, stable)
-        if proposal is None or blocked(ctx, status, name, proposal.config) is None:
+        if not isinstance(proposal, Proposal) or blocked(ctx, status, name, proposal.config) is None:
             return proposal
     return None
 
@@ -210,13 +199,14 @@ def on_rollback(ctx: RunContext, status: RunStatus, current: ProposalStatus, rea
     status.rejected = (status.rejected + [RejectedConfig(profile=current.profile, config=current.config, at=now_iso(ctx.now), reason=reason)])[-REJECTED_LIMIT:]
 
 
-def on_promotion(ctx: RunContext, status: RunStatus, current: ProposalStatus, profile: ParameterProfileSpec) -> None:
-    from .run import canonical_json
-
+def on_promotion(ctx: RunContext, status: RunStatus, current: ProposalStatus, profile: ParameterProfileSpec,
+                 stable_digest: str | None) -> None:
+    last = current.steps[-1] if current.steps else None
     status.baselines[current.profile] = Baseline(
-        config_digest=digest(canonical_json(current.config)),
+        config_digest=stable_digest,
         profile_hash=profile_digest(profile),
         objective=current.means.canary,
+        reference_metrics=dict(last.stable.metrics) if last is not None else {},
         window_start=current.step_started_at,
         window_end=now_iso(ctx.now),
     )
@@ -235,10 +225,8 @@ def on_finish(ctx: RunContext, ports: Ports, status: RunStatus) -> None:
 
 
 def _stable_digest(ctx: RunContext, ports: Ports, profile: ParameterProfileSpec) -> str | None:
-    from .run import _ref
-
     try:
-        return ports.configs.read(_ref(ctx, profile)).stable_digest()
+        return ports.configs.read(target_ref(profile.target, ctx.namespace)).stable_digest()
     except (NotFound, Unavailable):
         return None
 
@@ -248,19 +236,21 @@ def _series(source: MetricsSource, template: str, start: dt.datetime, end: dt.da
     return {s.timestamp: s.value for s in source.samples(render_query(template, "stable", step), start, end, step)}
 
 
-def _objective(profile: ParameterProfileSpec, source: MetricsSource, start: dt.datetime, end: dt.datetime, step: float) -> list[float]:
+def _score(profile: ParameterProfileSpec, source: MetricsSource, start: dt.datetime, end: dt.datetime, step: float,
+           reference: dict[str, float]) -> list[float]:
+    """The stable variant's score samples, by the same function (and relative-constraint reference) as at promotion."""
     queries = {m.name: m.query for m in profile.metrics}
-    series = {t.metric: _series(source, queries[t.metric] or "", start, end, step) for t in profile.objective}
-    common = sorted(set.intersection(*(set(s) for s in series.values()))) if series else []
-    return [profile.objective_value({m: series[m][ts] for m in series}) for ts in common]
+    scored = {t.metric for t in profile.objective} | {c.metric for c in profile.constraints if queries.get(c.metric)}
+    series = {m: _series(source, queries[m] or "", start, end, step) for m in sorted(scored)}
+    return score_series(profile, series, reference or None)
 
 
-def watch(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
+def watch(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:
     """A finished continuous run: evaluate the triggers every check interval; start a new cycle when one fires."""
     settings = ctx.spec.continuous
     last = _parse(status.last_check_at)
     if last is not None and (ctx.now - last).total_seconds() < settings.check_interval_seconds:
-        return status
+        return None
     status.last_check_at = now_iso(ctx.now)
     for name in ctx.spec.profiles:
         profile = ctx.profiles.get(name)
@@ -273,7 +263,7 @@ def watch(ctx: RunContext, ports: Ports, status: RunStatus) -> RunStatus:
             continue
         if fired is not None:
             return _new_cycle(ctx, ports, status, name, *fired)
-    return status
+    return None
 
 
 def _check(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec) -> tuple[str, str] | None:
@@ -287,7 +277,7 @@ def _check(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile:
     window = dt.timedelta(seconds=settings.window_seconds)
     step = max(1.0, settings.window_seconds / 60)
     recent_start = ctx.now - window
-    recent = _objective(profile, ports.metrics, recent_start, ctx.now, step)
+    recent = _score(profile, ports.metrics, recent_start, ctx.now, step, base.reference_metrics)
     if base.objective is None:
         if recent:  # no promotion to compare with: this window is the reference
             base.objective, base.window_start, base.window_end = float(np.mean(recent)), now_iso(recent_start), now_iso(ctx.now)
@@ -328,9 +318,7 @@ def _schedule(ctx: RunContext, status: RunStatus) -> tuple[str, str] | None:
     return None
 
 
-def _new_cycle(ctx: RunContext, ports: Ports, status: RunStatus, name: str, kind: str, evidence: str) -> RunStatus:
-    from .run import _conditions
-
+def _new_cycle(ctx: RunContext, ports: Ports, status: RunStatus, name: str, kind: str, evidence: str) -> Transition:
     status.cycle += 1
     status.cycle_started_at = now_iso(ctx.now)
     status.cycle_proposals_start = status.proposals
@@ -338,20 +326,14 @@ def _new_cycle(ctx: RunContext, ports: Ports, status: RunStatus, name: str, kind
     # The next baseline is the next promotion, or a fresh reference when nothing is promoted.
     for profile_name in ctx.spec.profiles:
         status.baselines.pop(profile_name, None)
-        reset = getattr(ports.proposer, "new_cycle", None)
         profile = ctx.profiles.get(profile_name)
-        if reset is not None and not isinstance(profile, str) and profile is not None:
-            reset(profile_name, profile)
-    status.phase = "Proposing"
-    status.message = f"Re-optimizing (cycle {status.cycle}, {kind} of {name}): {evidence}"
-    ports.events.emit("Normal", "Reoptimizing", status.message)
-    return _conditions(ctx, status, progressing=("True", "Reoptimizing", status.message))
+        if isinstance(profile, ParameterProfileSpec):
+            ports.proposer.new_cycle(profile_name, profile)
+    return Transition("Reoptimizing", f"Re-optimizing (cycle {status.cycle}, {kind} of {name}): {evidence}")
 
 
 def warm_start_condition(ctx: RunContext, status: RunStatus) -> list:
     """WarmStarted: whether the agents started from stored models (False with why when not)."""
-    from .conditions import set_condition
-
     states = {name: status.learning[name] for name in ctx.spec.profiles if name in status.learning and status.learning[name].warm_start}
     if not states:
         return status.conditions

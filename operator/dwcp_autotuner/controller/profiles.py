@@ -19,11 +19,12 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from ..cli.errors import format_validation_error
+from ..models.errors import format_validation_error
 from ..models.profile import ParameterProfileSpec, ProfileStatus
-from ..ports.base import ConfigRef, ConfigStore, MetricsSource, NotFound, Unavailable, render_query
+from ..ports.base import ConfigStore, MetricsSource, NotFound, Unavailable, render_query
+from ..canary.protocol import ConfigRef
 from .conditions import set_condition
-from .persistence import stored_model_state
+from ..proposers.store import stored_model_state
 
 
 def parse_profile(spec: Mapping) -> ParameterProfileSpec | str:

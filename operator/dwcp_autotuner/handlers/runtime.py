@@ -20,22 +20,24 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from ..cli.errors import format_validation_error
-from ..controller.agents import AgentPool
-from ..controller.persistence import ModelStore
+from ..canary.protocol import target_ref, withdraw
+from ..controller.context import Ports, RunContext
 from ..controller.profiles import parse_profile, validate_profile
-from ..controller.run import TERMINAL_PHASES, Ports, RunContext, fail, reconcile
+from ..controller.run import RunRef, reconcile, reconcile_invalid, settled
+from ..controller.target import config_ref
+from ..models.base import API_VERSION, GROUP, VERSION
+from ..models.errors import format_validation_error
 from ..models.profile import ParameterProfileSpec, ProfileStatus
-from ..models.run import OptimizationRunSpec, RunStatus, resolve_sampling
-from ..ports.base import CANARY_KEYS, ConfigRef, ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
+from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, RunStatus, TargetRef, resolve_sampling
+from ..ports.base import ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
 from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents
 from ..ports.prometheus import PrometheusMetrics
+from ..proposers.pool import AgentPool
+from ..proposers.store import ModelStore
 
 log = logging.getLogger(__name__)
 
-GROUP = "autotune.dwcp.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+__all__ = ["API_VERSION", "GROUP", "PROFILES", "RUNS", "VERSION", "OperatorConfig", "OperatorRuntime"]
 PROFILES = "parameterprofiles"
 RUNS = "optimizationruns"
 
@@ -78,14 +80,14 @@ class CountingEvents:
     def __init__(self, inner: EventSink, metrics: OperatorMetrics, namespace: str, run: str, profile_of: callable) -> None:
         self.inner, self.metrics, self.namespace, self.run, self.profile_of = inner, metrics, namespace, run, profile_of
 
-    def emit(self, kind, reason, message) -> None:
+    def emit(self, kind, reason, message, key=None) -> None:
         if reason == "CanaryStarted":
             self.metrics.proposals.labels(self.namespace, self.run, self.profile_of()).inc()
         elif reason == "Promoted":
             self.metrics.promotions.labels(self.namespace, self.run).inc()
         elif reason == "RolledBack":
             self.metrics.rollbacks.labels(self.namespace, self.run).inc()
-        self.inner.emit(kind, reason, message)
+        self.inner.emit(kind, reason, message, key=key)
 
 
 def make_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
@@ -229,8 +231,8 @@ class OperatorRuntime:
         meta = body.get("metadata", {})
         uid, generation = meta.get("uid", ""), meta.get("generation")
         status = _parse_status(RunStatus, body.get("status")) or RunStatus()
-        watching = bool(((body.get("spec") or {}).get("continuous") or {}).get("enabled"))
-        if status.phase in TERMINAL_PHASES and status.observed_generation == generation and not (watching and status.phase != "Failed"):
+        raw_spec = body.get("spec") or {}
+        if settled(status, generation, bool((raw_spec.get("continuous") or {}).get("enabled"))):
             return status  # finished; nothing to do until the spec changes (a continuous run keeps watching)
         latest = {"status": status}
 
@@ -250,26 +252,17 @@ class OperatorRuntime:
         )
 
         try:
-            spec = OptimizationRunSpec.model_validate(body.get("spec") or {})
+            spec = OptimizationRunSpec.model_validate(raw_spec)
             spec, problem = resolve_sampling(spec, self.config.min_sample_seconds)
         except ValidationError as error:
             problem = format_validation_error(error, "spec")
         if problem is not None:
-            if status.phase == "Failed" and status.observed_generation == generation:
-                return status
-            # A spec edited into an invalid one mid-rollout (or one that a new operator version rejects)
-            # must not leave its canary out: withdraw it first (an API failure raises: Kopf retries).
-            withdrawn = self._withdraw_canary(namespace, name, status, tolerate_unavailable=False)
-            if withdrawn:
-                problem += "; the canary that was out was withdrawn (the stable configuration is unchanged)"
-                assert status.current is not None
-                counting.emit("Warning", "RolledBack", f"{status.current.profile}: canary {status.current.revision} withdrawn: {problem}")
-            ctx = RunContext(name, namespace, uid, generation, OptimizationRunSpec(profiles=["-"]), status, {}, _now())
-            status = fail(ctx, status, "InvalidSpec", problem, canary_withdrawn=withdrawn)
-            persist(status)
-            return status
-        if status.phase == "Failed" and status.observed_generation != generation:
-            status = RunStatus()  # the spec was fixed: start over
+            # (an API failure while withdrawing a canary raises: Kopf retries the tick)
+            new_status = reconcile_invalid(RunRef(name, namespace, uid, generation, _now()), self.configs, counting,
+                                           self._with_target(namespace, status), problem)
+            if new_status != status:
+                persist(new_status)
+            return new_status
         profiles = self.load_profiles(namespace, spec.profiles, require_ready=status.current is None)
         owner = OwnerRef(API_VERSION, "OptimizationRun", name, uid)
         ports = Ports(
@@ -307,35 +300,27 @@ class OperatorRuntime:
         meta = body.get("metadata", {})
         self.forget(meta.get("uid", ""))
         status = _parse_status(RunStatus, body.get("status"))
-        if status is not None:
-            self._withdraw_canary(meta.get("namespace", "default"), meta.get("name", ""), status, tolerate_unavailable=True)
-
-    def _withdraw_canary(self, namespace: str, name: str, status: RunStatus, *, tolerate_unavailable: bool) -> bool:
-        """Remove the run's canary keys, if its canary is still the one out; True when keys were removed.
-
-        Only the canary keys go, guarded by the resourceVersion of the read that saw this run's revision,
-        so a human's edit or another run's canary is never touched. A Conflict propagates (Kopf retries).
-        """
-        if status.current is None or status.current.revision is None:
-            return False
-        profiles = self.load_profiles(namespace, [status.current.profile])
-        profile = profiles.get(status.current.profile)
-        if isinstance(profile, str) or profile is None or profile.target is None:
-            log.warning("run %s/%s: cannot find its profile to remove the canary: %s", namespace, name, profile)
-            return False
-        ref = ConfigRef(profile.target.namespace or namespace, profile.target.name, profile.target.key)
+        namespace = meta.get("namespace", "default")
+        status = None if status is None else self._with_target(namespace, status)
+        if status is None or status.current is None or status.current.target is None or status.current.revision is None:
+            return
         try:
-            snapshot = self.configs.read(ref)
-        except NotFound:
-            return False
-        except Unavailable:
-            if tolerate_unavailable:
-                return False
-            raise
-        if snapshot.canary_revision != status.current.revision:
-            return False
-        self.configs.write(ref, expected_resource_version=snapshot.resource_version, remove_keys=tuple(k for k in CANARY_KEYS if k in snapshot.data))
-        return True
+            withdraw(self.configs, config_ref(status.current.target), status.current.revision)
+        except (NotFound, Unavailable) as error:
+            log.warning("run %s/%s: could not withdraw its canary: %s", namespace, meta.get("name", ""), error)
+
+    def _with_target(self, namespace: str, status: RunStatus) -> RunStatus:
+        """The status with `current.target` filled in from the profile where an older operator did not record it."""
+        current = status.current
+        if current is None or current.target is not None:
+            return status
+        profile = self.load_profiles(namespace, [current.profile]).get(current.profile)
+        if not isinstance(profile, ParameterProfileSpec) or profile.target is None:
+            return status
+        ref = target_ref(profile.target, namespace)
+        status = status.model_copy(deep=True)
+        status.current.target = TargetRef(namespace=ref.namespace, name=ref.name, key=ref.key)
+        return status
 
 
 def _not_ready(obj: Mapping) -> str | None:

@@ -9,6 +9,11 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+#: The API group and version of both custom resources (the CRDs, the operator and the CLI share them).
+GROUP = "autotune.dwcp.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
 
 class CamelModel(BaseModel):
     model_config = ConfigDict(

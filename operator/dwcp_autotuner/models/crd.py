@@ -63,11 +63,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from .base import GROUP, VERSION
 from .profile import ParameterProfileSpec, ProfileStatus
 from .run import OptimizationRunSpec, RunStatus
 
-GROUP = "autotune.dwcp.io"
-VERSION = "v1alpha1"
 CATEGORY = "autotune"
 
 HEADER = """\

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from .analysis import GuardLimit
 from .base import CamelModel
 from .run import Condition
 from .space import TuningSpace
@@ -25,19 +26,11 @@ class ConfigMapTarget(CamelModel):
                      description="Key holding the stable configuration as a JSON object.")
 
 
-class GuardMetric(CamelModel):
-    """A metric the canary must not make worse; a breach rolls the canary back at once."""
-
-    metric: str = Field(description="Name of a metric in `metrics`.")
-    goal: Literal["maximize", "minimize"] = Field(description="Whether larger or smaller values are better.")
-    max_degradation_pct: float = Field(0.0, ge=0, description="Tolerated degradation of the canary's mean, in percent.")
-
-
 class ParameterProfileSpec(TuningSpace):
     """The spec of a ParameterProfile custom resource; also accepted by `dwcp-autotuner tune --profile`."""
 
     target: ConfigMapTarget | None = Field(None, description="The ConfigMap to tune (required by the operator).")
-    guards: list[GuardMetric] = Field(default_factory=list, description="Metrics that must not get worse during a rollout.")
+    guards: list[GuardLimit] = Field(default_factory=list, description="Metrics that must not get worse during a rollout.")
     twin: TwinName | None = Field(None, description="Built-in workload whose measured twin pretrains the agent (hde, pba, acp).")
 
     @model_validator(mode="after")

@@ -7,15 +7,32 @@ lives here and in the ConfigMaps, never only in the operator's process.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..agent.config import AgentSettings
+from .agent import AgentSettings
+from .analysis import AnalysisSettings
 from .base import CamelModel
 
 Mode = Literal["Apply", "Recommend"]
-Phase = Literal["Pending", "Pretraining", "Proposing", "RollingOut", "Succeeded", "RolledBack", "Failed"]
+
+
+class Phase(StrEnum):
+    """Where a run is (`status.phase`). Every change of phase goes through `controller/transitions.py`."""
+
+    PENDING = "Pending"
+    PRETRAINING = "Pretraining"
+    PROPOSING = "Proposing"
+    ROLLING_OUT = "RollingOut"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
+
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degraded", "WarmStarted", "ModelCompatible"]
 
 
@@ -44,7 +61,9 @@ class Budget(CamelModel):
     )
 
 
-class RolloutSettings(CamelModel):
+class RolloutSettings(AnalysisSettings):
+    """Canary steps and their analysis (the analysis limits are `AnalysisSettings`' fields)."""
+
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [5, 25, 50, 100], min_length=1, description="Canary weights in percent (1-100), increasing, ending at 100."
     )
@@ -60,10 +79,6 @@ class RolloutSettings(CamelModel):
         "Default: analysisIntervalSeconds / (2 × minSamples), but never below the operator's --min-sample-seconds "
         "(chart value minSampleSeconds, default 60: twice a 30 s scrape).",
     )
-    min_samples: int = Field(5, ge=2, description="Samples per variant an analysis needs.")
-    significance: float = Field(0.001, gt=0, lt=0.5, description="p-value the objective must beat to promote.")
-    min_improvement_pct: float = Field(0.0, ge=0, description="Minimum relative improvement of the objective to promote.")
-    test: Literal["welch", "mannwhitney", "both"] = Field("welch", description="Statistical test of the canary analysis.")
     max_inconclusive: int = Field(3, ge=1, description="Inconclusive analyses (no data, too few samples, not significant) tolerated before on_inconclusive applies.")
     on_inconclusive: Literal["Rollback", "Hold"] = Field("Rollback", description="Rollback: restore the stable config. Hold: keep the canary where it is and wait for a human.")
 
@@ -174,6 +189,36 @@ class VariantMeans(CamelModel):
     canary: float | None = None
 
 
+class TargetRef(CamelModel):
+    """Where a proposal's canary is: the ConfigMap and key it was written to (whatever happens to the profile later)."""
+
+    namespace: str
+    name: str
+    key: str = "config.json"
+
+
+class VariantMeasurement(CamelModel):
+    """One variant's samples in one analysis: the score's mean, spread and count, and each metric's mean."""
+
+    score: float | None = Field(None, description="Mean score (objective minus soft-constraint penalties).")
+    score_std: float | None = Field(None, description="Standard deviation of the score samples (ddof=1).")
+    n: int = Field(0, description="Score samples.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Mean of each queried metric.")
+
+
+class StepRecord(CamelModel):
+    """The last analysis of one canary step: what the decision was made on."""
+
+    index: int = Field(description="0-based step index into rollout.steps.")
+    weight: int
+    analysed_at: str
+    verdict: str = Field(description="Successful, Failed or Inconclusive.")
+    reason: str
+    p_value: float | None = None
+    stable: VariantMeasurement = Field(default_factory=VariantMeasurement)
+    canary: VariantMeasurement = Field(default_factory=VariantMeasurement)
+
+
 class ProposalStatus(CamelModel):
     """The proposal being rolled out (or just decided)."""
 
@@ -182,6 +227,7 @@ class ProposalStatus(CamelModel):
     config: dict[str, int | float | str]
     stable_config: dict[str, int | float | str] = Field(description="The stable configuration the canary is compared with.")
     revision: str | None = Field(None, description="Immutable revision ConfigMap holding this proposal.")
+    target: TargetRef | None = Field(None, description="The ConfigMap key the canary is written to (withdrawn from there).")
     step_index: int = 0
     canary_weight: int = 0
     step_started_at: str | None = Field(None, description="When the current step's weight was written.")
@@ -195,7 +241,9 @@ class ProposalStatus(CamelModel):
         None, description="Written before the ConfigMap is changed, cleared after: a restart finishes or verifies it."
     )
     pending_reason: str | None = Field(None, description="Why the pending action was decided (e.g. GuardBreached).")
+    promote_digest: str | None = Field(None, description="sha256 of the stable key as a pending promotion writes it.")
     expected_improvement_pct: float | None = None
+    steps: list[StepRecord] = Field(default_factory=list, description="The last analysis of each step so far.")
 
 
 class ProposalRecord(CamelModel):
@@ -208,6 +256,8 @@ class ProposalRecord(CamelModel):
     improvement_pct: float | None = None
     p_value: float | None = None
     revision: str | None = None
+    stable_config: dict[str, int | float | str] | None = Field(None, description="The configuration it was compared with.")
+    steps: list[StepRecord] = Field(default_factory=list, description="The last analysis of each step.")
     finished_at: str
 
 
@@ -257,7 +307,9 @@ class Baseline(CamelModel):
 
     config_digest: str | None = None
     profile_hash: str | None = None
-    objective: float | None = Field(None, description="Mean objective of the reference window.")
+    objective: float | None = Field(None, description="Mean score (objective minus penalties) of the reference window.")
+    reference_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Metric means the score's relative constraints were judged against at promotion.")
     window_start: str | None = None
     window_end: str | None = None
 
@@ -271,7 +323,7 @@ class TriggerRecord(CamelModel):
 
 
 class RunStatus(CamelModel):
-    phase: Phase = "Pending"
+    phase: Phase = Phase.PENDING
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     started_at: str | None = None

@@ -21,6 +21,8 @@ from pydantic import Field, StrictFloat, StrictInt, StrictStr, model_validator
 from .base import CamelModel
 
 ParamValue = int | float | str
+#: Whether larger or smaller values of a metric are better (objective terms, guards, statistics).
+Goal = Literal["maximize", "minimize"]
 # Strict on input: YAML `true` must not silently become the number 1.
 StrictParamValue = StrictInt | StrictFloat | StrictStr
 
@@ -165,26 +167,45 @@ class Parameter(CamelModel):
         return (number - self.min) / (self.max - self.min)
 
     def coerce(self, raw: object) -> ParamValue:
-        """Parse a value from a config file or ConfigMap and check it against the hard bounds."""
+        """Parse a value from a config file or ConfigMap and check it against the hard bounds; raises ValueRefused."""
         if self.type == "choice":
             for choice in self.grid():
                 if choice == raw or str(choice) == str(raw):
                     return choice
-            raise ValueError(f"{self.name}: {raw!r} is not one of {list(self.grid())}")
+            raise ValueRefused("out_of_bounds", f"{self.name}: {raw!r} is not one of {list(self.grid())}")
+        # A JSON/YAML `true` is not the number 1, and a list or object is no number at all.
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise ValueRefused("invalid_value", f"{self.name}: {_json(raw)} is not a number")
         try:
-            number = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name}: {raw!r} is not a number") from None
+            number = float(raw)
+        except ValueError:
+            raise ValueRefused("invalid_value", f"{self.name}: {_json(raw)} is not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"{self.name}: {raw!r} is not a finite number")
+            raise ValueRefused("invalid_value", f"{self.name}: {_json(raw)} is not a finite number")
         assert self.min is not None and self.max is not None
         if not self.min <= number <= self.max:
-            raise ValueError(f"{self.name}: {_fmt(number)} is outside [{_fmt(self.min)}, {_fmt(self.max)}]")
+            raise ValueRefused("out_of_bounds", f"{self.name}: {_fmt(number)} is outside [{_fmt(self.min)}, {_fmt(self.max)}]")
         if self.type == "int":
             if number != int(number):
-                raise ValueError(f"{self.name}: {raw!r} is not a whole number")
+                raise ValueRefused("invalid_value", f"{self.name}: {_json(raw)} is not a whole number")
             return int(number)
         return number
+
+
+class ValueRefused(ValueError):
+    """A value that breaks a parameter's rules; `reason` names the rule (`invalid_value` or `out_of_bounds`)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _json(value: object) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 class MetricSpec(CamelModel):
@@ -203,7 +224,7 @@ class ObjectiveTerm(CamelModel):
     """One weighted metric of the objective: term = ±weight × value / scale (+ when maximized)."""
 
     metric: str = Field(description="Name of a metric in `metrics`.")
-    goal: Literal["maximize", "minimize"] = Field(description="Whether larger or smaller values are better.")
+    goal: Goal = Field(description="Whether larger or smaller values are better.")
     weight: float = Field(1.0, gt=0, description="Relative importance of the term.")
     scale: float = Field(1.0, gt=0, description="Typical magnitude of the metric, so that terms of different units add up.")
 
@@ -305,14 +326,23 @@ class TuningSpace(CamelModel):
         return total
 
     def penalty(self, metrics: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> float:
-        """Sum of soft-constraint penalties; relative constraints need the baseline's metrics."""
-        return sum(
-            c.penalty * c.violation(float(metrics[c.metric]), None if baseline is None else float(baseline[c.metric]))
-            for c in self.constraints
-        )
+        """Sum of soft-constraint penalties; relative constraints need the baseline's metrics.
+
+        A constraint whose metric is not in `metrics` is not measured (a profile metric without a query)
+        and costs nothing; one whose baseline lacks the metric is judged on its absolute limits only."""
+        total = 0.0
+        for c in self.constraints:
+            if c.metric not in metrics:
+                continue
+            reference = None if baseline is None or c.metric not in baseline else float(baseline[c.metric])
+            total += c.penalty * c.violation(float(metrics[c.metric]), reference)
+        return total
 
     def score(self, metrics: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> float:
-        """The quantity that tuning maximizes: objective minus soft-constraint penalties."""
+        """The quantity that tuning maximizes: objective minus soft-constraint penalties.
+
+        The one score of the project: the canary analysis, the continuous watch, the twins' grids and
+        `tune`'s verification all compute it here (the environment's vectorised copy is tested equal)."""
         return self.objective_value(metrics) - self.penalty(metrics, baseline)
 
     def space_hash(self) -> str:

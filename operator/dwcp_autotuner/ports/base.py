@@ -3,27 +3,18 @@
 The same controller runs in the operator (Kubernetes ConfigMaps + Prometheus) and locally (files +
 in-process metrics); only the adapters differ.
 
-The canary protocol lives in the target ConfigMap, beside the stable configuration:
-- `<key>` (e.g. `config.json`): the stable configuration, a JSON object — never rewritten except by a promotion;
-- `autotune.dwcp.io.canary`: the candidate configuration (JSON object), present only during a rollout;
-- `autotune.dwcp.io.canary-weight`: the share of work (integer percent, 0–100) routed to the candidate;
-- `autotune.dwcp.io.canary-revision`: the name of the immutable revision ConfigMap the candidate came from.
-A component hashes each unit of work's key against the weight to pick a variant and labels its
-metrics `variant="stable"|"canary"`.
+The canary protocol's keys and the ConfigMap reads (`ConfigRef`, `ConfigSnapshot`) are in
+`canary/protocol.py`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-CANARY_KEY = "autotune.dwcp.io.canary"
-CANARY_WEIGHT_KEY = "autotune.dwcp.io.canary-weight"
-CANARY_REVISION_KEY = "autotune.dwcp.io.canary-revision"
-CANARY_KEYS = (CANARY_KEY, CANARY_WEIGHT_KEY, CANARY_REVISION_KEY)
+from ..canary.protocol import ConfigRef, ConfigSnapshot
 
 Variant = Literal["stable", "canary"]
 
@@ -38,49 +29,6 @@ class Conflict(Exception):
 
 class Unavailable(Exception):
     """The backend (Kubernetes API, Prometheus) could not be reached or answered with an error."""
-
-
-@dataclass(frozen=True)
-class ConfigRef:
-    namespace: str
-    name: str
-    key: str = "config.json"
-
-
-@dataclass(frozen=True)
-class ConfigSnapshot:
-    """A read of the target ConfigMap: its data and the resourceVersion any write must be guarded by."""
-
-    ref: ConfigRef
-    resource_version: str
-    data: Mapping[str, str]
-
-    @property
-    def stable(self) -> str | None:
-        return self.data.get(self.ref.key)
-
-    @property
-    def canary(self) -> str | None:
-        return self.data.get(CANARY_KEY)
-
-    @property
-    def canary_weight(self) -> int | None:
-        raw = self.data.get(CANARY_WEIGHT_KEY)
-        try:
-            return None if raw is None else int(raw)
-        except ValueError:
-            return None
-
-    @property
-    def canary_revision(self) -> str | None:
-        return self.data.get(CANARY_REVISION_KEY)
-
-    def stable_digest(self) -> str | None:
-        return digest(self.stable)
-
-
-def digest(text: str | None) -> str | None:
-    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -144,8 +92,11 @@ class MetricsSource(Protocol):
 
 
 class EventSink(Protocol):
-    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        """Record a Kubernetes Event (or a log line) about the resource being reconciled."""
+    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> None:
+        """Record a Kubernetes Event (or a log line) about the resource being reconciled.
+
+        `key` names the action the Event reports (e.g. "3/Promoted"): a sink records one Event per key, so
+        a transition retried after a failed status write is not reported twice."""
 
 
 def render_query(template: str, variant: Variant, window_seconds: float) -> str:
@@ -159,6 +110,11 @@ class RecordingEvents:
     """An EventSink that keeps events in memory (local runs and tests)."""
 
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
 
-    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> None:
+        if key is not None:
+            if key in self.keys:
+                return
+            self.keys.add(key)
         self.events.append((kind, reason, message))

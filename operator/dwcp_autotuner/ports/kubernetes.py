@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import collections
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -38,7 +39,8 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from .base import ConfigRef, ConfigSnapshot, Conflict, NotFound, OwnerRef, Unavailable
+from ..canary.protocol import ConfigRef, ConfigSnapshot
+from .base import Conflict, NotFound, OwnerRef, Unavailable
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -329,20 +331,20 @@ class KubernetesEvents:
         self._recent: collections.OrderedDict[tuple[str, str, str], tuple[str, int, float]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> None:
         try:
-            self._emit(kind, reason, message)
+            self._emit(kind, reason, message, key)
         except Exception as exc:  # noqa: BLE001 — events must never break a reconciliation
             _LOGGER.warning("could not record event %s/%s about %s %s: %s", kind, reason,
                             self.involved_object.get("kind"), self.involved_object.get("name"), exc)
 
-    def _emit(self, kind: str, reason: str, message: str) -> None:
+    def _emit(self, kind: str, reason: str, message: str, action: str | None = None) -> None:
         message = message if len(message) <= 1024 else message[:1021] + "..."
         reason = reason[:128]
         key = (kind, reason, message)
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         with self._lock:
-            recent = self._recent.get(key)
+            recent = None if action is not None else self._recent.get(key)
             if recent is not None and time.monotonic() - recent[2] > self.aggregate_seconds:
                 recent = None
         if recent is not None:
@@ -360,7 +362,7 @@ class KubernetesEvents:
             except ApiException as exc:
                 if exc.status != 404:  # 404: the event expired (TTL) — create a new one
                     raise
-        name = self._new_name()
+        name = self._new_name() if action is None else self._action_name(action)
         ref = {k: v for k, v in self.involved_object.items()
                if k in ("apiVersion", "kind", "name", "namespace", "uid", "resourceVersion", "fieldPath")}
         body = k8s.CoreV1Event(
@@ -386,7 +388,12 @@ class KubernetesEvents:
             first_timestamp=now,
             last_timestamp=now,
         )
-        self.api.create_namespaced_event(self.namespace, body, _request_timeout=self.timeout_seconds)
+        try:
+            self.api.create_namespaced_event(self.namespace, body, _request_timeout=self.timeout_seconds)
+        except ApiException as exc:
+            if action is not None and exc.status == 409:
+                return  # this action's Event exists: it was reported before a retried transition
+            raise
         self._remember(key, name, 1)
 
     def _remember(self, key: tuple[str, str, str], name: str, count: int) -> None:
@@ -395,6 +402,12 @@ class KubernetesEvents:
             self._recent.move_to_end(key)
             while len(self._recent) > 256:
                 self._recent.popitem(last=False)
+
+    def _action_name(self, action: str) -> str:
+        """One name per (object, action): a second create of the same action's Event is refused (409)."""
+        base = str(self.involved_object["name"])[:200]
+        tag = hashlib.sha256(f"{self.involved_object.get('uid', '')}/{action}".encode()).hexdigest()[:16]
+        return f"{base}.{tag}"
 
     def _new_name(self) -> str:
         base = str(self.involved_object["name"])[:200]

@@ -29,7 +29,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .base import ConfigRef, ConfigSnapshot, Conflict, NotFound, OwnerRef, Sample, Unavailable
+from ..canary.protocol import ConfigRef, ConfigSnapshot
+from .base import Conflict, NotFound, OwnerRef, Sample, Unavailable
 
 try:  # POSIX only; on other platforms the in-process lock is all there is
     import fcntl

@@ -39,7 +39,9 @@ import numpy as np
 from pydantic import Field, field_validator
 from scipy import special, stats
 
-from dwcp_autotuner.models.base import CamelModel
+from ..models.analysis import AnalysisSettings, GuardLimit, TestKind
+from ..models.base import CamelModel
+from ..models.space import Goal
 
 __all__ = [
     "AnalysisSettings",
@@ -56,13 +58,12 @@ __all__ = [
     "Verdict",
     "analyse",
     "check_guards",
+    "unavailable_verdict",
     "compare",
     "evaluate_guard",
     "guard_ok",
 ]
 
-Goal = Literal["maximize", "minimize"]
-TestKind = Literal["welch", "mannwhitney", "both"]
 Phase = Literal["Successful", "Failed", "Inconclusive"]
 GuardStatus = Literal["Held", "Breached", "Inconclusive"]
 Reason = Literal[
@@ -74,71 +75,11 @@ Reason = Literal[
     "TooFewSamples",
     "BelowMinimumImprovement",
     "NoData",
-    # per-guard outcomes that are not breaches
+    "MetricsUnavailable",
+    # per-guard outcomes (NotWorse is also the verdict of a step that may advance) that are not breaches
     "NotWorse",
     "WithinTolerance",
 ]
-
-
-# --------------------------------------------------------------------------- limits
-
-
-class AnalysisSettings(CamelModel):
-    """How much evidence a verdict needs. Embedded in CRD specs, hence camelCase aliases.
-
-    The defaults are deliberately strict (p < 0.001): a rollout that promotes on noise
-    costs more than one that waits for a few more samples.
-    """
-
-    test: TestKind = Field(
-        "welch",
-        description=(
-            "Welch's t-test (means, unequal variances), Mann-Whitney U (ranks, robust to "
-            "outliers and skew), or both — both must reject, the larger p is reported."
-        ),
-    )
-    significance: float = Field(
-        0.001,
-        gt=0.0,
-        lt=0.5,
-        allow_inf_nan=False,
-        description="One-sided significance level; a p-value below it counts as evidence.",
-    )
-    min_samples: int = Field(
-        5,
-        ge=2,
-        description=(
-            "Minimum finite samples per variant before any test is run. At least 2 so a "
-            "standard deviation exists. Note Mann-Whitney's exact p cannot go below "
-            "1/C(2n, n): with n=5 per variant that is ~0.004, so it cannot reject at 0.001."
-        ),
-    )
-    min_improvement_pct: float = Field(
-        0.0,
-        ge=0.0,
-        allow_inf_nan=False,
-        description=(
-            "Minimum relative improvement of the candidate mean over the baseline mean, "
-            "in percent, for a significant result to count as a success."
-        ),
-    )
-
-
-class GuardLimit(CamelModel):
-    """A metric the candidate must not make (much) worse, e.g. p99 latency or error rate."""
-
-    metric: str = Field(min_length=1)
-    goal: Goal
-    max_degradation_pct: float = Field(
-        0.0,
-        ge=0.0,
-        allow_inf_nan=False,
-        description=(
-            "Tolerated relative degradation of the candidate mean, in percent. The guard "
-            "breaches only when a one-sided test says the candidate is worse AND the "
-            "degradation exceeds this tolerance."
-        ),
-    )
 
 
 # --------------------------------------------------------------------- measurements
@@ -595,17 +536,25 @@ def analyse(
     objective: MetricSamples,
     guards: Sequence[tuple[GuardLimit, MetricSamples]] = (),
     settings: AnalysisSettings | None = None,
+    *,
+    require: Literal["better", "not_worse"] = "better",
 ) -> Verdict:
-    """Full analysis: guards first, then the objective.
+    """Full analysis: guards first, then the objective; each guard is evaluated once.
+
+    `require="better"` (the last rollout step, `tune`'s verification) succeeds only when the candidate
+    is significantly better; `require="not_worse"` (an intermediate rollout step: may the weight go
+    up?) succeeds when the objective is not significantly worse and every guard held, with enough data
+    for both.
 
     Precedence, most decisive first:
     1. any guard breached                       -> Failed / GuardBreached
     2. objective significantly worse            -> Failed / CanaryWorse
     3. objective lacks data                     -> Inconclusive / NoData | TooFewSamples
-    4. objective better but a guard lacks data  -> Inconclusive / NoData | TooFewSamples
+    4. objective passes but a guard lacks data  -> Inconclusive / NoData | TooFewSamples
        (a success must not hide an unmeasured guard)
-    5. objective better by >= min improvement   -> Successful / CanaryBetter
-    6. otherwise                                -> Inconclusive / NotSignificant | BelowMinimumImprovement
+    5. not_worse: otherwise                     -> Successful / NotWorse
+    6. better: better by >= min improvement     -> Successful / CanaryBetter
+    7. otherwise                                -> Inconclusive / NotSignificant | BelowMinimumImprovement
     """
     settings = settings or AnalysisSettings()
     checks = [evaluate_guard(limit, samples, settings) for limit, samples in guards]
@@ -622,14 +571,33 @@ def analyse(
         return Verdict(phase="Failed", reason="GuardBreached", message=guard_verdict.message, **extra)
     if obj.phase == "Failed" or not obj.enough_data:
         return Verdict(phase=obj.phase, reason=obj.reason, message=obj.message, **extra)
-    if obj.phase == "Successful" and guard_verdict is not None:
+    passes = require == "not_worse" or obj.phase == "Successful"
+    if passes and guard_verdict is not None:
+        name = "Objective" if obj.metric == "objective" else f"Objective {obj.metric}"
+        state = "is better" if obj.phase == "Successful" else "is not worse"
         return Verdict(
             phase="Inconclusive",
             reason=guard_verdict.reason,
             message=(
-                f"{'Objective' if obj.metric == 'objective' else f'Objective {obj.metric}'} is better ({_fmt_pct(obj.change_pct)}, p={_fmt_p(obj.p_value)}) "
+                f"{name} {state} ({_fmt_pct(obj.change_pct)}, p={_fmt_p(obj.p_value)}) "
                 f"but {guard_verdict.message[:1].lower()}{guard_verdict.message[1:]}"
             ),
             **extra,
         )
+    if require == "not_worse":
+        held = f"; {len(checks)} guard(s) held" if checks else ""
+        return Verdict(
+            phase="Successful",
+            reason="NotWorse",
+            message=(
+                f"Canary {obj.metric} mean {_fmt(obj.candidate.mean)} vs stable {_fmt(obj.baseline.mean)} "
+                f"({_fmt_pct(obj.change_pct)}) is not significantly worse (p={_fmt_p(obj.p_value_worse)}){held}."
+            ),
+            **extra,
+        )
     return Verdict(phase=obj.phase, reason=obj.reason, message=obj.message, **extra)
+
+
+def unavailable_verdict(message: str) -> Verdict:
+    """The verdict of an analysis whose metrics could not be queried: inconclusive, never a reason to act."""
+    return Verdict(phase="Inconclusive", reason="MetricsUnavailable", message=f"Metrics unavailable: {message}")

@@ -31,9 +31,7 @@ changes), `dwcp_sdk_canary_weight` (the weight in effect), `dwcp_sdk_parameter_v
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,8 +40,9 @@ from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from ..models.space import ParamValue, TuningSpace
-from ..ports.base import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
+from ..models.space import ParamValue, TuningSpace, ValueRefused
+from ..canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY, WeightRefused, canonical_json, stable_object
+from ..canary.protocol import parse_weight as protocol_weight
 from .routing import Variant, route
 
 log = logging.getLogger("dwcp_autotuner.sdk")
@@ -67,43 +66,19 @@ def parse_config(space: TuningSpace, text: str, *, allow_extra_keys: bool = Fals
     are not parameters are passed through untouched (a service may keep untuned settings beside them).
     """
     try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
-        detail = f"{error.msg} at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else str(error)
-        raise ConfigRefused("parse", f"not valid JSON ({detail})") from None
-    if not isinstance(raw, dict):
-        raise ConfigRefused("parse", f"not a JSON object (got {type(raw).__name__})")
+        raw = stable_object(text)
+    except (ValueError, TypeError) as error:
+        raise ConfigRefused("parse", str(error)) from None
     names = space.parameter_names
     unknown = sorted(set(raw) - set(names))
     if unknown and not allow_extra_keys:
         raise ConfigRefused("unknown_key", f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(names)})")
     config: dict[str, Any] = {}
     for p in space.parameters:
-        if p.name not in raw:
-            config[p.name] = p.default
-            continue
-        value = raw[p.name]
-        if p.type == "choice":
-            try:
-                config[p.name] = p.coerce(value)
-            except ValueError as error:
-                raise ConfigRefused("out_of_bounds", str(error)) from None
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigRefused("invalid_value", f"{p.name}: {json.dumps(value)} is not a number")
         try:
-            number = float(value)
-        except ValueError:
-            raise ConfigRefused("invalid_value", f"{p.name}: {json.dumps(value)} is not a number") from None
-        if not math.isfinite(number):
-            raise ConfigRefused("invalid_value", f"{p.name}: {json.dumps(value)} is not a finite number")
-        assert p.min is not None and p.max is not None
-        if not p.min <= number <= p.max:
-            raise ConfigRefused("out_of_bounds", f"{p.name}: {_fmt(number)} is outside [{_fmt(p.min)}, {_fmt(p.max)}]")
-        try:
-            config[p.name] = p.coerce(value)
-        except ValueError as error:  # e.g. 4.5 for an int parameter
-            raise ConfigRefused("invalid_value", str(error)) from None
+            config[p.name] = p.coerce(raw[p.name]) if p.name in raw else p.default
+        except ValueRefused as refusal:
+            raise ConfigRefused(refusal.reason, refusal.message) from None
     if allow_extra_keys:
         for name in unknown:
             config[name] = raw[name]
@@ -111,22 +86,15 @@ def parse_config(space: TuningSpace, text: str, *, allow_extra_keys: bool = Fals
 
 
 def parse_weight(text: str) -> int:
-    """The canary weight: an integer percent 0–100 (surrounding blanks allowed); raises `ConfigRefused`."""
-    stripped = text.strip()
-    if not stripped.lstrip("+-").isdigit():
-        raise ConfigRefused("invalid_value", f"canary weight {text!r} is not an integer")
-    weight = int(stripped)
-    if not 0 <= weight <= 100:
-        raise ConfigRefused("out_of_bounds", f"canary weight {weight} is outside [0, 100]")
-    return weight
-
-
-def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+    """The canary weight (`canary/protocol.py`'s rule); raises `ConfigRefused`."""
+    try:
+        return protocol_weight(text)
+    except WeightRefused as refusal:
+        raise ConfigRefused(refusal.reason, str(refusal)) from None
 
 
 def _canonical(config: Config | None) -> str | None:
-    return None if config is None else json.dumps(dict(config), sort_keys=True, separators=(",", ":"))
+    return None if config is None else canonical_json(config)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..ports.base import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
+from ..canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from .follower import DataSink
 
 log = logging.getLogger("dwcp_autotuner.sdk")

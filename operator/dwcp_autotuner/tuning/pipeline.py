@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..agent.checkpoint import make_checkpoint, save_checkpoint
-from ..agent.config import AgentSettings
+from ..models.agent import AgentSettings
 from ..agent.dqn import DQNAgent
+from ..env.rollout import visit
 from ..env.tuning_env import Component, TuningEnv
 from ..env.twin import Twin, load_or_measure_twin
 from ..models.space import ParamValue, TuningSpace
@@ -246,10 +247,9 @@ def _propose(env: TuningEnv, agent: DQNAgent, result: TuneResult, *, rollouts: i
         comp.baseline_twin_score = score
 
     def rollout(observation, eps: float) -> None:
-        for _ in range(env.steps_per_episode):
-            action = agent.greedy_action(observation) if eps == 0 else agent.act(observation, eps)
-            observation, _, _ = env.step(action)
-            for k, (grid, idx) in enumerate(zip(grids, env.indices())):
+        act = agent.greedy_action if eps == 0 else (lambda obs: agent.act(obs, eps))
+        for indices in visit(env, act, observation):
+            for k, (grid, idx) in enumerate(zip(grids, indices)):
                 if float(grid[idx]) > best[k][0]:
                     best[k] = (float(grid[idx]), idx)
 

@@ -7,7 +7,7 @@ from Python.
 
 Units, because they are easy to get wrong:
 
-* ``epsilon_decay`` multiplies epsilon once per **episode** (see :mod:`.schedule`).
+* ``epsilon_decay`` multiplies epsilon once per **episode** (see `agent/schedule.py`).
 * ``train_frequency`` is counted in **environment steps**: one gradient update every N steps.
 * ``learning_starts`` is counted in **transitions held by the replay buffer**: no gradient update
   happens before the buffer holds that many (and at least ``batch_size``). A resumed run whose

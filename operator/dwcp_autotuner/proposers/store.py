@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..agent.checkpoint import Checkpoint, CheckpointError, CheckpointMismatch, from_bytes, to_bytes
-from ..ports.base import ConfigRef, ConfigStore, NotFound, OwnerRef
+from ..ports.base import ConfigStore, NotFound, OwnerRef
+from ..canary.protocol import ConfigRef
 
 PART_BYTES = 900 * 1024
 MANIFEST_KEY = "manifest.json"

@@ -1,0 +1,1 @@
+"""The canary protocol between the operator and the components (see `protocol.py`)."""

@@ -1,0 +1,48 @@
+"""What one reconcile call sees of a run (`RunContext`) and the outside world it acts on (`Ports`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..models.profile import ParameterProfileSpec
+from ..models.run import OptimizationRunSpec, RunStatus
+from ..ports.base import ConfigStore, EventSink, MetricsSource, OwnerRef
+from ..proposers.base import Proposer
+from .conditions import now_iso
+
+
+@dataclass
+class RunContext:
+    """Everything one reconcile call sees of the run."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+    spec: OptimizationRunSpec
+    status: RunStatus
+    profiles: dict[str, ParameterProfileSpec | str]  # name -> spec, or an error message why it is unusable
+    now: dt.datetime
+    owner: OwnerRef | None = None
+
+
+@dataclass
+class Ports:
+    configs: ConfigStore
+    metrics: MetricsSource
+    events: EventSink
+    proposer: Proposer
+    persist: Callable[[RunStatus], None] = field(default=lambda status: None)  # write the status now (write-ahead)
+    # The wall clock, read when a ConfigMap write happens: a call may spend seconds in the proposer
+    # (building or querying the agent), and a step's start must be when its weight was written, not
+    # when the call began. None: use the call's `ctx.now` (simulated clocks in tests).
+    clock: Callable[[], dt.datetime] | None = None
+
+    def write_time(self, ctx: RunContext) -> str:
+        return now_iso(self.clock() if self.clock is not None else ctx.now)
+
+
+def parse_time(text: str | None) -> dt.datetime | None:
+    return None if not text else dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
