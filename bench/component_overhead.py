@@ -34,10 +34,10 @@ import numpy as np
 import zstandard
 from prometheus_client import CollectorRegistry
 
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.components.hde import REGION, HdeComponent
 from dwcp_autotuner.components.service import Unit
 from dwcp_autotuner.models.builtin import HDE
-from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.sdk import ConfigFollower
 from dwcp_autotuner.workloads.hde import _changed_words, _window_bounds, snapshots
 
@@ -71,7 +71,9 @@ def direct(jobs: list[list[tuple[bytes, bytes, int]]]) -> float:
     for unit_jobs in jobs:
         for dictionary_bytes, data, level in unit_jobs:
             dictionary = zstandard.ZstdCompressionDict(dictionary_bytes, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-            zstandard.ZstdCompressor(level=level, dict_data=dictionary, write_checksum=False, write_dict_id=False).compress(data)
+            zstandard.ZstdCompressor(
+                level=level, dict_data=dictionary, write_checksum=False, write_dict_id=False
+            ).compress(data)
     return time.perf_counter() - t0
 
 
@@ -84,7 +86,9 @@ def service(component: HdeComponent, follower: ConfigFollower, units: list[Unit]
     return time.perf_counter() - t0
 
 
-def interleaved(component: HdeComponent, follower: ConfigFollower, units: list[Unit], jobs: list, block: int, flip: bool) -> tuple[float, float]:
+def interleaved(
+    component: HdeComponent, follower: ConfigFollower, units: list[Unit], jobs: list, block: int, flip: bool
+) -> tuple[float, float]:
     """Both sides over the same units, alternating every `block` units (load changes hit both alike)."""
     d = s = 0.0
     for k in range(0, len(units), block):
@@ -102,7 +106,7 @@ def routing(follower: ConfigFollower, n: int) -> dict[str, float]:
     best = {"empty": float("inf"), "route": float("inf"), "assign": float("inf")}
     for _ in range(5):
         t0 = time.perf_counter()
-        for key in keys:
+        for _key in keys:
             pass
         best["empty"] = min(best["empty"], time.perf_counter() - t0)
         route = follower.route
@@ -124,10 +128,14 @@ def routing(follower: ConfigFollower, n: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 MB snapshots instead of 8 MB")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating direct/service rounds per configuration (default 5)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating direct/service rounds per configuration (default 5)"
+    )
     parser.add_argument("--snapshots", type=int, default=2, help="snapshot pairs per round (default 2)")
     parser.add_argument("--block", type=int, default=8, help="units per alternation between the two sides (default 8)")
-    parser.add_argument("--routing-keys", type=int, default=200_000, help="keys for the routing timing (default 200,000)")
+    parser.add_argument(
+        "--routing-keys", type=int, default=200_000, help="keys for the routing timing (default 200,000)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -135,9 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     component = HdeComponent(registry, quick=args.quick, seed=0)
     follower = ConfigFollower(HDE, registry=registry, name="hde")
     seeds = list(range(args.snapshots))
-    results: dict[str, object] = {"snapshot_bytes": component.size, "snapshots_per_round": len(seeds), "rounds": args.rounds}
-    print(f"HDE service vs zstandard direct: {len(seeds)} snapshot pair(s) of {component.size / 1e6:.1f} MB per round, "
-          f"{args.rounds} rounds, canary at 50 % with the stable configuration")
+    results: dict[str, object] = {
+        "snapshot_bytes": component.size,
+        "snapshots_per_round": len(seeds),
+        "rounds": args.rounds,
+    }
+    print(
+        f"HDE service vs zstandard direct: {len(seeds)} snapshot pair(s) of {component.size / 1e6:.1f} MB per round, "
+        f"{args.rounds} rounds, canary at 50 % with the stable configuration"
+    )
     for label, config in CONFIGS.items():
         text = json.dumps(config)
         follower.apply({"config.json": text, CANARY_KEY: text, CANARY_WEIGHT_KEY: "50", CANARY_REVISION_KEY: "bench"})
@@ -163,14 +177,18 @@ def main(argv: list[str] | None = None) -> int:
             "ratios": ratios,
             "service_us_per_unit": per_unit_us,
         }
-        print(f"  {label:8s} {text}: service {total / statistics.median(service_s) / 1e6:6.1f} MB/s, "
-              f"zstandard direct {total / statistics.median(direct_s) / 1e6:6.1f} MB/s -> ratio {ratio:.3f} "
-              f"(target >= 0.9; rounds {', '.join(f'{r:.3f}' for r in ratios)})")
+        print(
+            f"  {label:8s} {text}: service {total / statistics.median(service_s) / 1e6:6.1f} MB/s, "
+            f"zstandard direct {total / statistics.median(direct_s) / 1e6:6.1f} MB/s -> ratio {ratio:.3f} "
+            f"(target >= 0.9; rounds {', '.join(f'{r:.3f}' for r in ratios)})"
+        )
     timing = routing(follower, args.routing_keys)
     unit_us = min(results[label]["service_us_per_unit"] for label in CONFIGS)  # type: ignore[index]
     results["routing"] = {**timing, "share_of_fastest_unit": timing["assign_ns"] / (unit_us * 1e3)}
-    print(f"Routing: route() {timing['route_ns']:.0f} ns/op, assign() (route + units counter) {timing['assign_ns']:.0f} ns/op "
-          f"= {timing['assign_ns'] / (unit_us * 1e3):.2%} of the fastest unit of work ({unit_us:.0f} µs per 64 KiB region)")
+    print(
+        f"Routing: route() {timing['route_ns']:.0f} ns/op, assign() (route + units counter) {timing['assign_ns']:.0f} ns/op "
+        f"= {timing['assign_ns'] / (unit_us * 1e3):.2%} of the fastest unit of work ({unit_us:.0f} µs per 64 KiB region)"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -71,7 +71,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def profile_manifest(description: str) -> dict:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ParameterProfile",
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ParameterProfile",
         "metadata": {"name": "svc", "namespace": NAMESPACE},
         "spec": {
             "target": {"name": "svc-config"},
@@ -79,7 +80,13 @@ def profile_manifest(description: str) -> dict:
                 {"name": "batch", "type": "int", "min": 1, "max": 100, "default": 10, "scale": "log2"},
                 {"name": "timeout", "type": "int", "min": 100, "max": 5000, "default": 1000, "scale": "log2"},
             ],
-            "metrics": [{"name": "objective", "description": description, "query": 'avg(bench_objective{variant="{{variant}}"})'}],
+            "metrics": [
+                {
+                    "name": "objective",
+                    "description": description,
+                    "query": 'avg(bench_objective{variant="{{variant}}"})',
+                }
+            ],
             "objective": [{"metric": "objective", "goal": "maximize"}],
         },
     }
@@ -100,18 +107,23 @@ class StatusWatcher:
         while not self._stop:
             try:
                 for event in self._watch.stream(
-                    self.custom.list_namespaced_custom_object, GROUP, VERSION, NAMESPACE, PLURAL,
-                    field_selector="metadata.name=svc", timeout_seconds=60,
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    NAMESPACE,
+                    PLURAL,
+                    field_selector="metadata.name=svc",
+                    timeout_seconds=60,
                 ):
                     now = time.perf_counter()
-                    generation = ((event["object"].get("status") or {}).get("observedGeneration"))
+                    generation = (event["object"].get("status") or {}).get("observedGeneration")
                     if generation is not None:
                         with self.cond:
                             self.seen.setdefault(int(generation), now)
                             self.cond.notify_all()
                     if self._stop:
                         return
-            except Exception:  # noqa: BLE001 — the stream ended or broke: watch again
+            except Exception:
                 if self._stop:
                     return
                 time.sleep(0.05)
@@ -141,17 +153,36 @@ def start_operator(kubeconfig: Path, prometheus_url: str, workdir: Path) -> tupl
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), env.get("PYTHONPATH", "")])
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dwcp_autotuner.cli.main", "operator", "--kubeconfig", str(kubeconfig),
-             "--namespace", NAMESPACE, "--metrics-port", str(free_port()), "--liveness", liveness,
-             "--prometheus-url", prometheus_url, "--profile-recheck-seconds", "3600"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
+            [
+                sys.executable,
+                "-m",
+                "dwcp_autotuner.cli.main",
+                "operator",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--namespace",
+                NAMESPACE,
+                "--metrics-port",
+                str(free_port()),
+                "--liveness",
+                liveness,
+                "--prometheus-url",
+                prometheus_url,
+                "--profile-recheck-seconds",
+                "3600",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=env,
         )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the operator exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
-            with urllib.request.urlopen(liveness, timeout=1) as response:  # noqa: S310 — loopback
+            with urllib.request.urlopen(liveness, timeout=1) as response:
                 if response.status == 200:
                     return process, log_path
         except (urllib.error.URLError, OSError):
@@ -164,12 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--changes", type=int, default=200, help="spec changes to time (default 200)")
     parser.add_argument("--round-trips", type=int, default=200, help="bare GETs and PATCHes to time (default 200)")
-    parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (profile checks then report MetricsUnavailable)")
+    parser.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="do not start Prometheus (profile checks then report MetricsUnavailable)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
     use_prometheus = not args.no_prometheus and prometheus_available()
-    with tempfile.TemporaryDirectory(prefix="reconcile-latency-") as tmp, running_emulator(crd_paths=[REPO / "crds"]) as (emulator, _url, kubeconfig):
+    with (
+        tempfile.TemporaryDirectory(prefix="reconcile-latency-") as tmp,
+        running_emulator(crd_paths=[REPO / "crds"]) as (emulator, _url, kubeconfig),
+    ):
         workdir = Path(tmp)
         exporter = VariantExporter(seed=1)
         exporter.set("bench_objective", variant="stable", mean=1.0)
@@ -179,10 +217,22 @@ def main(argv: list[str] | None = None) -> int:
         try:
             prometheus_url = prometheus.url if prometheus else f"http://127.0.0.1:{free_port()}"
             emulator.create_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-            emulator.create_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "svc-config", "namespace": NAMESPACE},
-                                    "data": {"config.json": '{"batch": 10, "timeout": 1000}'}})
-            emulator.create_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "scratch", "namespace": NAMESPACE},
-                                    "data": {"n": "0"}})
+            emulator.create_object(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "svc-config", "namespace": NAMESPACE},
+                    "data": {"config.json": '{"batch": 10, "timeout": 1000}'},
+                }
+            )
+            emulator.create_object(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "scratch", "namespace": NAMESPACE},
+                    "data": {"n": "0"},
+                }
+            )
             emulator.create_object(profile_manifest("rev 0"))
 
             client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
@@ -192,17 +242,30 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             process, log_path = start_operator(kubeconfig, prometheus_url, workdir)
             watcher.wait(1, timeout=60)  # the first validation (generation 1)
-            print(f"operator up and the profile validated in {time.perf_counter() - started:.1f}s "
-                  f"(Prometheus: {'yes' if prometheus else 'no'})", flush=True)
+            print(
+                f"operator up and the profile validated in {time.perf_counter() - started:.1f}s "
+                f"(Prometheus: {'yes' if prometheus else 'no'})",
+                flush=True,
+            )
 
             # Warm-up: a few changes whose latency is not counted (first-call costs in both processes).
             latencies: list[float] = []
             for i in range(args.changes + 5):
-                body = {"spec": {"metrics": [{"name": "objective", "description": f"rev {i + 1}",
-                                              "query": 'avg(bench_objective{variant="{{variant}}"})'}]}}
+                body = {
+                    "spec": {
+                        "metrics": [
+                            {
+                                "name": "objective",
+                                "description": f"rev {i + 1}",
+                                "query": 'avg(bench_objective{variant="{{variant}}"})',
+                            }
+                        ]
+                    }
+                }
                 t0 = time.perf_counter()
-                result = custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "svc", body,
-                                                               _content_type="application/merge-patch+json")
+                result = custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, NAMESPACE, PLURAL, "svc", body, _content_type="application/merge-patch+json"
+                )
                 seen = watcher.wait(int(result["metadata"]["generation"]), timeout=30)
                 if i >= 5:
                     latencies.append(seen - t0)
@@ -248,10 +311,18 @@ def main(argv: list[str] | None = None) -> int:
     results["ratio_p99_reconcile_to_patch"] = r["p99_ms"] / p["p99_ms"]
     print(f"\nprofile Ready={ready['status']} ({ready['reason']}) after the last change\n")
     print(f"{'what':<44} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'max ms':>9}")
-    for label, s in (("spec change -> operator status (reconcile)", r), ("bare GET (profile)", g), ("bare PATCH (ConfigMap)", p)):
-        print(f"{label:<44} {s['n']:>5} {s['p50_ms']:>9.2f} {s['p99_ms']:>9.2f} {s['mean_ms']:>9.2f} {s['max_ms']:>9.2f}")
-    print(f"\nreconcile / bare PATCH: {results['ratio_p50_reconcile_to_patch']:.1f}x at p50, "
-          f"{results['ratio_p99_reconcile_to_patch']:.1f}x at p99")
+    for label, s in (
+        ("spec change -> operator status (reconcile)", r),
+        ("bare GET (profile)", g),
+        ("bare PATCH (ConfigMap)", p),
+    ):
+        print(
+            f"{label:<44} {s['n']:>5} {s['p50_ms']:>9.2f} {s['p99_ms']:>9.2f} {s['mean_ms']:>9.2f} {s['max_ms']:>9.2f}"
+        )
+    print(
+        f"\nreconcile / bare PATCH: {results['ratio_p50_reconcile_to_patch']:.1f}x at p50, "
+        f"{results['ratio_p99_reconcile_to_patch']:.1f}x at p99"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -37,7 +37,7 @@ from torch import nn
 from dwcp_autotuner.agent import AgentSettings, DQNAgent, Environment, EpisodeStats, epsilon_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the tests' synthetic grid
-from tests.support.grid import GridBowl  # noqa: E402
+from tests.support.grid import GridBowl
 
 ORIGINAL_SECONDS = 14.7 * 3600  # 52,920 s ...
 ORIGINAL_STEPS = 500_000  # ... for 1000 episodes x 500 steps
@@ -168,8 +168,12 @@ def greedy_distances(env: GridBowl, agent: DQNAgent, starts: range, steps: int) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", choices=sorted(ENVIRONMENTS), default="dwcp",
-                        help="dwcp: the three DWCP twins tune trains on (default); synthetic: a grid walk with no twin to measure")
+    parser.add_argument(
+        "--env",
+        choices=sorted(ENVIRONMENTS),
+        default="dwcp",
+        help="dwcp: the three DWCP twins tune trains on (default); synthetic: a grid walk with no twin to measure",
+    )
     parser.add_argument("--steps", type=int, default=500_000, help="total environment steps (default 500,000)")
     parser.add_argument("--episodes", type=int, default=1000, help="episodes; steps per episode = steps / episodes")
     parser.add_argument("--parameters", type=int, default=9, help="synthetic env: tunable parameters")
@@ -250,8 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         # Exploration is fixed at the schedule's mean epsilon, so greedy/random acting is mixed as
         # in the full run.
         mean_epsilon = float(
-            np.mean([epsilon_at(e, settings.epsilon_start, settings.epsilon_decay, settings.epsilon_min)
-                     for e in range(settings.episodes)])
+            np.mean(
+                [
+                    epsilon_at(e, settings.epsilon_start, settings.epsilon_decay, settings.epsilon_min)
+                    for e in range(settings.episodes)
+                ]
+            )
         )
         figures["baseline"] = {}
         slices = (

@@ -29,12 +29,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from dwcp_autotuner.models.agent import AgentSettings  # noqa: E402
-from dwcp_autotuner.agent.dqn import DQNAgent  # noqa: E402
-from dwcp_autotuner.env.tuning_env import Component, TuningEnv  # noqa: E402
-from dwcp_autotuner.env.twin import Twin, load_or_measure_twin  # noqa: E402
-from dwcp_autotuner.models.builtin import BUILTIN_SPACES  # noqa: E402
-from dwcp_autotuner.workloads import make_workload  # noqa: E402
+from dwcp_autotuner.agent.dqn import DQNAgent
+from dwcp_autotuner.env.tuning_env import Component, TuningEnv
+from dwcp_autotuner.env.twin import Twin, load_or_measure_twin
+from dwcp_autotuner.models.agent import AgentSettings
+from dwcp_autotuner.models.builtin import BUILTIN_SPACES
+from dwcp_autotuner.workloads import make_workload
 
 
 class NoisyObjective:
@@ -126,19 +126,28 @@ def main() -> int:
     parser.add_argument("--quick-twins", action="store_true", help="twins of the quick workloads (faster to measure)")
     parser.add_argument("--repeats", type=int, default=3, help="seeds averaged per twin grid point (tune's default: 3)")
     parser.add_argument("--methods", default="dqn,random,tpe")
-    parser.add_argument("--tpe-max", type=int, default=2000, help="largest budget given to TPE (its time grows with trials)")
+    parser.add_argument(
+        "--tpe-max", type=int, default=2000, help="largest budget given to TPE (its time grows with trials)"
+    )
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     methods = args.methods.split(",")
-    print(f"tuning quality: fraction of the twin's exhaustive optimum (mean ± sd over {args.seeds} seeds) vs evaluations")
+    print(
+        f"tuning quality: fraction of the twin's exhaustive optimum (mean ± sd over {args.seeds} seeds) vs evaluations"
+    )
     for name in args.components.split(","):
         space = BUILTIN_SPACES[name]
         started = time.perf_counter()
         options = {"link_mbps": 100.0} if name == "hde" else {}
-        twin, cached = load_or_measure_twin(space, make_workload(name, quick=args.quick_twins, **options), seed=0, repeats=args.repeats)
+        twin, cached = load_or_measure_twin(
+            space, make_workload(name, quick=args.quick_twins, **options), seed=0, repeats=args.repeats
+        )
         default_fraction = fraction(twin, twin.baseline_index())
-        print(f"\n{name}: {twin.grid_shape} grid = {int(np.prod(twin.grid_shape))} configurations, "
-              f"twin {'cached' if cached else f'measured in {time.perf_counter() - started:.0f} s'}; default = {default_fraction:.3f} of optimum")
+        print(
+            f"\n{name}: {twin.grid_shape} grid = {int(np.prod(twin.grid_shape))} configurations, "
+            f"twin {'cached' if cached else f'measured in {time.perf_counter() - started:.0f} s'}; "
+            f"default = {default_fraction:.3f} of optimum"
+        )
         header = f"{'evaluations':>12}" + "".join(f"{m:>18}" for m in methods)
         print(header)
         for budget in budgets:
@@ -160,9 +169,15 @@ def main() -> int:
                     seconds += time.perf_counter() - t0
                     if best is not None:
                         values.append(fraction(twin, best))
-                cells.append("n/a" if not values else f"{np.mean(values):.3f}±{np.std(values):.3f} ({seconds / max(len(values), 1):.0f}s)")
+                cells.append(
+                    "n/a"
+                    if not values
+                    else f"{np.mean(values):.3f}±{np.std(values):.3f} ({seconds / max(len(values), 1):.0f}s)"
+                )
             print(f"{budget:>12}" + "".join(f"{c:>18}" for c in cells))
-    print("\n(each cell: fraction of optimum ± sd, and seconds per seed; ratios are against the same twin's exhaustive optimum)")
+    print(
+        "\n(each cell: fraction of optimum ± sd, and seconds per seed; ratios are against the same twin's exhaustive optimum)"
+    )
     return 0
 
 

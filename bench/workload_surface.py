@@ -55,7 +55,14 @@ def measure(name: str, quick: bool, seed: int, repeat: int, options: dict) -> di
             seconds.append(time.perf_counter() - t0)
         metrics = {m: statistics.fmean(r[m] for r in runs) for m in workload.metric_names}
         rows.append({"config": config, "metrics": metrics, "seconds": seconds})
-    return {"workload": name, "quick": quick, "seed": seed, "repeat": repeat, "options": workload.options(), "rows": rows}
+    return {
+        "workload": name,
+        "quick": quick,
+        "seed": seed,
+        "repeat": repeat,
+        "options": workload.options(),
+        "rows": rows,
+    }
 
 
 def summarise(data: dict) -> None:
@@ -70,7 +77,11 @@ def summarise(data: dict) -> None:
 
     times = sorted(t for r in rows for t in (r["seconds"] if isinstance(r["seconds"], list) else [r["seconds"]]))
     repeat = data.get("repeat", 1)
-    seeds = f"seeds {data['seed']}..{data['seed'] + repeat - 1} (metrics averaged)" if repeat > 1 else f"seed {data['seed']}"
+    seeds = (
+        f"seeds {data['seed']}..{data['seed'] + repeat - 1} (metrics averaged)"
+        if repeat > 1
+        else f"seed {data['seed']}"
+    )
     print(f"workload {data['workload']}  quick={data['quick']}  {seeds}  grid={len(rows)} points")
     print(f"options  {json.dumps(data['options'], sort_keys=True)}")
     print(
@@ -83,11 +94,15 @@ def summarise(data: dict) -> None:
     print(f"optimum  {best_config}  score {scores[best]:.4f}")
     below = (1 - default_score / scores[best]) * 100 if scores[best] else float("nan")
     print(f"default  {default}  score {default_score:.4f}  ({below:.1f}% below optimum)")
-    print(f"score over grid: min {min(scores.values()):.4f}  max {scores[best]:.4f}  "
-          f"non-positive points {sum(1 for s in scores.values() if s <= 0)}")
+    print(
+        f"score over grid: min {min(scores.values()):.4f}  max {scores[best]:.4f}  "
+        f"non-positive points {sum(1 for s in scores.values() if s <= 0)}"
+    )
     at_bound = [p.name for p, v in zip(space.parameters, best) if v in (p.grid()[0], p.grid()[-1])]
-    print(f"at a bound at the optimum: {', '.join(at_bound) if at_bound else 'none'}"
-          f"  (interior: {', '.join(n for n in names if n not in at_bound) or 'none'})")
+    print(
+        f"at a bound at the optimum: {', '.join(at_bound) if at_bound else 'none'}"
+        f"  (interior: {', '.join(n for n in names if n not in at_bound) or 'none'})"
+    )
     print("optimum metrics:", {k: round(v, 4) for k, v in by_key[best]["metrics"].items()})
     print("default metrics:", {k: round(v, 4) for k, v in baseline.items()})
     print("top 5:")
@@ -102,10 +117,17 @@ def summarise(data: dict) -> None:
             values.append(scores[k])
             line.append(f"{v}:{scores[k]:.3f}")
         print(f"  {p.name:<22} range {max(values) - min(values):.4f}   " + " ".join(line))
-    print("objective terms at the optimum:",
-          {t.metric: round((1 if t.goal == "maximize" else -1) * t.weight * by_key[best]["metrics"][t.metric] / t.scale, 4)
-           for t in space.objective},
-          " penalty", round(space.penalty(by_key[best]["metrics"], baseline), 4))
+    print(
+        "objective terms at the optimum:",
+        {
+            t.metric: round(
+                (1 if t.goal == "maximize" else -1) * t.weight * by_key[best]["metrics"][t.metric] / t.scale, 4
+            )
+            for t in space.objective
+        },
+        " penalty",
+        round(space.penalty(by_key[best]["metrics"], baseline), 4),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,9 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", choices=sorted(BUILTIN_SPACES), required=True)
     parser.add_argument("--quick", action="store_true", help="the quick preset's smaller data")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1, help="average the metrics over this many seeds (seed, seed+1, …)")
-    parser.add_argument("--option", type=_parse_option, action="append", default=[], metavar="KEY=VALUE",
-                        help="workload option (JSON value), e.g. link_mbps=50")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="average the metrics over this many seeds (seed, seed+1, …)"
+    )
+    parser.add_argument(
+        "--option",
+        type=_parse_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="workload option (JSON value), e.g. link_mbps=50",
+    )
     parser.add_argument("--save", type=Path, help="write the measured metrics to this JSON file")
     parser.add_argument("--load", type=Path, help="summarise metrics saved earlier instead of measuring")
     args = parser.parse_args(argv)

@@ -41,8 +41,19 @@ ALLOWED: dict[str, set[str]] = {
     "tuning": {"proposers", "env", "agent", "rollout", "workloads", "models"},
     "controller": {"proposers", "rollout", "canary", "ports", "models"},
     "components": {"sdk", "canary", "models", "workloads", "ports"},
-    "handlers": {"controller", "proposers", "tuning", "env", "agent", "rollout", "canary", "ports", "workloads",
-                 "models", "sdk"},
+    "handlers": {
+        "controller",
+        "proposers",
+        "tuning",
+        "env",
+        "agent",
+        "rollout",
+        "canary",
+        "ports",
+        "workloads",
+        "models",
+        "sdk",
+    },
 }
 ALLOWED["cli"] = set(ALLOWED) | {"components"}
 

@@ -40,7 +40,9 @@ def main() -> int:
     wanted = render(current)
     if args.check:
         if wanted != current:
-            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), wanted.splitlines(True), str(DOC), "generated"))
+            sys.stdout.writelines(
+                difflib.unified_diff(current.splitlines(True), wanted.splitlines(True), str(DOC), "generated")
+            )
             return 1
         return 0
     DOC.write_text(wanted, encoding="utf-8")

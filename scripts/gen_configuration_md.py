@@ -51,7 +51,12 @@ def _limits(node: Mapping[str, Any]) -> list[str]:
         out.append(("> " if node.get("exclusiveMinimum") else "≥ ") + _num(node["minimum"]))
     if "maximum" in node:
         out.append(("< " if node.get("exclusiveMaximum") else "≤ ") + _num(node["maximum"]))
-    for key, text in (("minItems", "items ≥ "), ("maxItems", "items ≤ "), ("minLength", "length ≥ "), ("maxLength", "length ≤ ")):
+    for key, text in (
+        ("minItems", "items ≥ "),
+        ("maxItems", "items ≤ "),
+        ("minLength", "length ≥ "),
+        ("maxLength", "length ≤ "),
+    ):
         if key in node:
             out.append(text + str(node[key]))
     if "pattern" in node:
@@ -150,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     new = render(current)
     if args.check:
         if new != current:
-            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), new.splitlines(True), str(DOC), f"{DOC} (generated)"))
-            print(f"\n{DOC} is stale; regenerate with `.venv/bin/python scripts/gen_configuration_md.py`", file=sys.stderr)
+            sys.stdout.writelines(
+                difflib.unified_diff(current.splitlines(True), new.splitlines(True), str(DOC), f"{DOC} (generated)")
+            )
+            print(
+                f"\n{DOC} is stale; regenerate with `.venv/bin/python scripts/gen_configuration_md.py`", file=sys.stderr
+            )
             return 1
         print(f"{DOC}: up to date")
         return 0

@@ -30,7 +30,6 @@ from dwcp_autotuner.agent import (
 )
 from tests.support.grid import GridBowl
 
-
 # --- schedule and settings ----------------------------------------------------------------------
 
 
@@ -166,8 +165,14 @@ def test_double_dqn_target_by_hand():
 def _tiny_agent(double_dqn: bool) -> DQNAgent:
     """A 2-observation, 3-action linear agent with hand-set weights (hidden layer = identity)."""
     settings = AgentSettings(
-        hidden_sizes=[2], batch_size=2, replay_size=8, learning_starts=0, gamma=0.5,
-        double_dqn=double_dqn, max_grad_norm=None, learning_rate=0.1,
+        hidden_sizes=[2],
+        batch_size=2,
+        replay_size=8,
+        learning_starts=0,
+        gamma=0.5,
+        double_dqn=double_dqn,
+        max_grad_norm=None,
+        learning_rate=0.1,
     )
     agent = DQNAgent(2, 3, settings)
     with torch.no_grad():
@@ -229,9 +234,18 @@ def test_greedy_fast_path_agrees_with_torch():
 # --- training -----------------------------------------------------------------------------------
 
 LEARN = AgentSettings(
-    episodes=50, steps_per_episode=40, learning_starts=200, train_frequency=1, batch_size=32,
-    replay_size=5000, target_update_interval=100, hidden_sizes=[64, 64], epsilon_decay=0.93,
-    epsilon_min=0.05, learning_rate=2e-3, seed=3,
+    episodes=50,
+    steps_per_episode=40,
+    learning_starts=200,
+    train_frequency=1,
+    batch_size=32,
+    replay_size=5000,
+    target_update_interval=100,
+    hidden_sizes=[64, 64],
+    epsilon_decay=0.93,
+    epsilon_min=0.05,
+    learning_rate=2e-3,
+    seed=3,
 )
 
 
@@ -344,7 +358,9 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
         for name, value in state.items():
             assert torch.equal(value, restored_state["state"][key][name]), name
     assert (restored.episodes_completed, restored.env_steps, restored.gradient_updates) == (
-        agent.episodes_completed, agent.env_steps, agent.gradient_updates,
+        agent.episodes_completed,
+        agent.env_steps,
+        agent.gradient_updates,
     )
     assert restored.epsilon == agent.epsilon and restored.settings == agent.settings
     np.testing.assert_array_equal(loaded.normalisation["means"], normalisation["means"])

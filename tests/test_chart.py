@@ -39,10 +39,13 @@ PACKAGE = ROOT / "operator" / "dwcp_autotuner"
 KUBERNETES_VERSION = "1.35"
 RELEASE, NAMESPACE = "dwcp-autotuner", "dwcp"
 HELM, KUBECTL = find_tool("helm"), find_tool("kubectl")
-needs_helm = pytest.mark.skipif(HELM is None, reason="helm not found (neither .tools/bin/helm nor on PATH; "
-                                                     "scripts/setup-dev.sh installs it)")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not found (neither .tools/bin/kubectl nor on "
-                                                           "PATH; scripts/setup-dev.sh installs it)")
+needs_helm = pytest.mark.skipif(
+    HELM is None, reason="helm not found (neither .tools/bin/helm nor on PATH; scripts/setup-dev.sh installs it)"
+)
+needs_kubectl = pytest.mark.skipif(
+    KUBECTL is None,
+    reason="kubectl not found (neither .tools/bin/kubectl nor on PATH; scripts/setup-dev.sh installs it)",
+)
 
 
 # --- strict YAML: a duplicated key (e.g. a label rendered twice) is an error, not "last one wins" ----------
@@ -68,8 +71,12 @@ atexit.register(shutil.rmtree, _HELM_HOME, True)
 
 def _helm_env(kubeconfig: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "HELM_NAMESPACE", "HELM_KUBECONTEXT")}
-    env.update(HOME=_HELM_HOME, HELM_CACHE_HOME=f"{_HELM_HOME}/cache", HELM_CONFIG_HOME=f"{_HELM_HOME}/config",
-               HELM_DATA_HOME=f"{_HELM_HOME}/data")  # nothing here reads or writes the user's helm/kube config
+    env.update(
+        HOME=_HELM_HOME,
+        HELM_CACHE_HOME=f"{_HELM_HOME}/cache",
+        HELM_CONFIG_HOME=f"{_HELM_HOME}/config",
+        HELM_DATA_HOME=f"{_HELM_HOME}/data",
+    )  # nothing here reads or writes the user's helm/kube config
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
     return env
@@ -134,7 +141,7 @@ VALUE_SETS: dict[str, list[str]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render(args: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
     argv = [HELM, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds", *args]
     text = _run(argv).stdout
@@ -150,8 +157,11 @@ def of_kind(docs: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
 
 
 def operator_deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    deployments = [d for d in of_kind(docs, "Deployment")
-                   if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
+    deployments = [
+        d
+        for d in of_kind(docs, "Deployment")
+        if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
     assert len(deployments) == 1, [d["metadata"]["name"] for d in of_kind(docs, "Deployment")]
     return deployments[0]
 
@@ -198,8 +208,10 @@ def test_rendered_documents_validate_strictly_against_kubernetes(values):
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.SchemaNotFoundError as error:
-            problems.append(f"{where}: no Kubernetes {KUBERNETES_VERSION} schema ({error}); add it to NOT_IN_KUBERNETES "
-                            "only if it is another project's CRD")
+            problems.append(
+                f"{where}: no Kubernetes {KUBERNETES_VERSION} schema ({error}); add it to NOT_IN_KUBERNETES "
+                "only if it is another project's CRD"
+            )
         except kubernetes_validate.ValidationError as error:
             problems.append(f"{where}: {error.message} at {'/'.join(map(str, error.path))}")
     assert not problems, "\n".join(problems)
@@ -214,8 +226,9 @@ def test_rendered_documents_validate_strictly_against_kubernetes(values):
         if doc["kind"] in ("ClusterKopfPeering", "KopfPeering"):
             assert set(doc) == {"apiVersion", "kind", "metadata"}
             assert ("namespace" in doc["metadata"]) == (doc["kind"] == "KopfPeering")
-    assert len(docs) == len({(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs}), \
+    assert len(docs) == len({(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs}), (
         "two rendered objects share kind, namespace and name"
+    )
 
 
 SCHEMA_REJECTS = [
@@ -275,8 +288,10 @@ def test_helm_installs_the_crds_and_kopf_peering_crds_only_when_asked():
     ours = {yaml.safe_load(p.read_text(encoding="utf-8"))["metadata"]["name"] for p in CRD_DIR.glob("*.yaml")}
     kopf = {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     assert names == ours | kopf
-    names = {d["metadata"]["name"] for d in of_kind(render("default", "--set", "peering.installCRDs=false"),
-                                                     "CustomResourceDefinition")}
+    names = {
+        d["metadata"]["name"]
+        for d in of_kind(render("default", "--set", "peering.installCRDs=false"), "CustomResourceDefinition")
+    }
     assert names == ours
 
 
@@ -336,7 +351,9 @@ def test_rbac_has_no_wildcards_no_secrets_no_admin_and_only_what_the_operator_ne
             assert not any("*" in item for item in rule.get(key, [])), f"{where}: '*' in {key}: {rule}"
         assert "nonResourceURLs" not in rule, f"{where}: {rule}"
         assert not {"secrets", "secrets/status"} & set(rule["resources"]), f"{where} touches Secrets: {rule}"
-        assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(rule["verbs"]), f"{where}: {rule}"
+        assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(rule["verbs"]), (
+            f"{where}: {rule}"
+        )
         allowed = COMPONENTS_MAY if role["metadata"]["name"].endswith("-components") else OPERATOR_MAY
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
@@ -391,7 +408,9 @@ def test_rbac_scope_follows_watch_namespaces():
     assert {(g, r) for (ns, g, r) in roles if ns == "shared-config"} == {("", "configmaps")}
     # With the CRD observer on, its ClusterRole is read-only on CRDs and nothing else.
     docs = render("namespaced", "--set", "rbac.observeCRDs=true")
-    assert _grants(docs, "ClusterRole") == {(None, "apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+    assert _grants(docs, "ClusterRole") == {
+        (None, "apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}
+    }
 
 
 @needs_helm
@@ -477,7 +496,7 @@ def test_operator_args_parse_with_the_real_command_line(values):
     assert parsed.cache_dir is not None and parsed.liveness and parsed.metrics_port > 0
     assert parsed.prometheus_url.startswith("http")
     # Reference components: `dwcp-autotuner component <name>`, once that command exists.
-    subcommands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 — argparse has no API for it
+    subcommands = build_parser()._subparsers._group_actions[0].choices
     for deployment in of_kind(docs, "Deployment"):
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         if args[0] == "component" and "component" in subcommands:
@@ -503,7 +522,10 @@ def test_replicas_above_one_run_with_kopf_peering():
     docs = render("namespaced")
     (name,) = _flag(operator_args(docs), "--peering")
     peerings = of_kind(docs, "KopfPeering")
-    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {("team-a", name), ("team-b", name)}
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {
+        ("team-a", name),
+        ("team-b", name),
+    }
     assert not of_kind(docs, "ClusterKopfPeering")
 
     docs = render("all")
@@ -532,8 +554,11 @@ def _exported_metrics() -> set[str]:
 
 def test_the_operator_exports_the_metrics_the_chart_documents():
     assert _exported_metrics() >= {
-        "dwcp_autotuner_proposals_total", "dwcp_autotuner_promotions_total", "dwcp_autotuner_rollbacks_total",
-        "dwcp_autotuner_canary_weight_percent", "dwcp_autotuner_improvement_percent",
+        "dwcp_autotuner_proposals_total",
+        "dwcp_autotuner_promotions_total",
+        "dwcp_autotuner_rollbacks_total",
+        "dwcp_autotuner_canary_weight_percent",
+        "dwcp_autotuner_improvement_percent",
         "dwcp_autotuner_reconcile_seconds_bucket",
     }
 
@@ -588,7 +613,9 @@ def test_grafana_dashboard_parses_and_queries_only_exported_metrics():
             metrics = set(re.findall(r"\b(dwcp_autotuner_[a-z_]+)\b", target["expr"]))
             assert metrics, f"{panel['title']}: {target['expr']}"
             unknown = metrics - exported
-            assert not unknown, f"panel {panel['title']!r} queries {sorted(unknown)}; the operator exports {sorted(exported)}"
+            assert not unknown, (
+                f"panel {panel['title']!r} queries {sorted(unknown)}; the operator exports {sorted(exported)}"
+            )
             used |= metrics
             assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
     for title, metrics in REQUIRED_PANELS.items():
@@ -597,9 +624,14 @@ def test_grafana_dashboard_parses_and_queries_only_exported_metrics():
         assert all(m in exprs for m in metrics), (title, exprs)
     latency = " ".join(t["expr"] for t in panels["reconcile latency p50 / p99"]["targets"])
     assert "histogram_quantile(0.5," in latency and "histogram_quantile(0.99," in latency
-    assert {m.removesuffix("_bucket") for m in used} >= {m for m in exported if not m.endswith(("_sum", "_count", "_bucket"))}
-    assert not [c for c in of_kind(render("default", "--set", "dashboard.enabled=false"), "ConfigMap")
-                if c["metadata"]["name"].endswith("-dashboard")]
+    assert {m.removesuffix("_bucket") for m in used} >= {
+        m for m in exported if not m.endswith(("_sum", "_count", "_bucket"))
+    }
+    assert not [
+        c
+        for c in of_kind(render("default", "--set", "dashboard.enabled=false"), "ConfigMap")
+        if c["metadata"]["name"].endswith("-dashboard")
+    ]
 
 
 # ===========================================================================================================
@@ -607,7 +639,12 @@ def test_grafana_dashboard_parses_and_queries_only_exported_metrics():
 # ===========================================================================================================
 def _example_documents() -> list[dict[str, Any]]:
     """Every object `kubectl apply -f examples/` creates (the top folder only, as the README runs it)."""
-    return [doc for path in sorted(EXAMPLES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    return [
+        doc
+        for path in sorted(EXAMPLES.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc
+    ]
 
 
 def _example_profiles(*, dwcp_only: bool = False) -> dict[str, dict[str, Any]]:
@@ -644,8 +681,12 @@ def test_reference_components_serve_the_example_profiles():
 # ===========================================================================================================
 # Docs
 # ===========================================================================================================
-CONDITION_KWARGS = {"progressing": "Progressing", "succeeded": "Succeeded", "rolled_back": "RolledBack",
-                    "degraded": "Degraded"}
+CONDITION_KWARGS = {
+    "progressing": "Progressing",
+    "succeeded": "Succeeded",
+    "rolled_back": "RolledBack",
+    "degraded": "Degraded",
+}
 
 
 def _constants(node: ast.AST) -> set[str]:
@@ -673,8 +714,9 @@ def condition_reasons_and_types(paths: list[Path]) -> tuple[set[str], set[str]]:
         names = [a.arg for a in fn.args.posonlyargs + fn.args.args]
         if "reason" in names:
             reason_index[fn.name] = names.index("reason")
-        returns[fn.name] = set().union(set(), *(_constants(r.value) for r in ast.walk(fn)
-                                                if isinstance(r, ast.Return) and r.value is not None))
+        returns[fn.name] = set().union(
+            set(), *(_constants(r.value) for r in ast.walk(fn) if isinstance(r, ast.Return) and r.value is not None)
+        )
     reasons, types = set(), set()
     for fn in functions:
         assigned: dict[str, set[str]] = {}
@@ -700,7 +742,11 @@ def condition_reasons_and_types(paths: list[Path]) -> tuple[set[str], set[str]]:
             for keyword in node.keywords:
                 if keyword.arg in ("reason", "pending_reason"):
                     reasons |= resolve(keyword.value)
-                if keyword.arg in CONDITION_KWARGS and isinstance(keyword.value, ast.Tuple) and len(keyword.value.elts) > 1:
+                if (
+                    keyword.arg in CONDITION_KWARGS
+                    and isinstance(keyword.value, ast.Tuple)
+                    and len(keyword.value.elts) > 1
+                ):
                     types.add(CONDITION_KWARGS[keyword.arg])
                     reasons |= resolve(keyword.value.elts[1])
     return reasons, types
@@ -718,7 +764,10 @@ def _statistics_reasons() -> set[str]:
 def test_conditions_doc_lists_every_reason_and_type_the_operator_sets():
     from dwcp_autotuner.controller.transitions import RULES
 
-    sources = sorted((PACKAGE / "controller").glob("*.py")) + [PACKAGE / "handlers" / "runtime.py", PACKAGE / "proposers" / "store.py"]
+    sources = sorted((PACKAGE / "controller").glob("*.py")) + [
+        PACKAGE / "handlers" / "runtime.py",
+        PACKAGE / "proposers" / "store.py",
+    ]
     reasons, types = condition_reasons_and_types(sources)
     # The extractor must keep finding the reasons it is known to find; else it silently checks nothing.
     assert {"Valid", "InvalidQuery", "InvalidSpec", "Superseded"} <= reasons, sorted(reasons)
@@ -728,8 +777,11 @@ def test_conditions_doc_lists_every_reason_and_type_the_operator_sets():
     types |= {t for rule in RULES for t, _, _ in rule.extra} | {"Ready", "Progressing", "Degraded"}
     doc = (DOCS / "conditions.md").read_text(encoding="utf-8")
     hand_written = doc.split("<!-- BEGIN GENERATED")[0] + doc.split("<!-- END GENERATED -->")[-1]
-    documented = set(re.findall(r"`([A-Za-z]+)`", hand_written)) | set(re.findall(r"^\| ([A-Z][A-Za-z]+) \|", hand_written, re.M)) \
+    documented = (
+        set(re.findall(r"`([A-Za-z]+)`", hand_written))
+        | set(re.findall(r"^\| ([A-Z][A-Za-z]+) \|", hand_written, re.M))
         | set(re.findall(r"^#+ ([A-Z][A-Za-z]+)$", hand_written, re.M))
+    )
     missing = sorted((reasons | _statistics_reasons()) - documented)
     assert not missing, f"docs/conditions.md does not explain the reason(s) {missing}"
     missing_types = sorted(types - documented)
@@ -737,8 +789,13 @@ def test_conditions_doc_lists_every_reason_and_type_the_operator_sets():
 
 
 def test_configuration_doc_is_generated_from_the_current_crds():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_configuration_md.py"), "--check"],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_configuration_md.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
 
 
@@ -768,8 +825,11 @@ def _dockerignore_allows(path: str) -> bool:
             continue
         negate, pattern = line.startswith("!"), line.lstrip("!").rstrip("/")
         parts = path.split("/")
-        if any(fnmatch.fnmatch("/".join(parts[:i]), pattern.replace("**/", "*/").replace("/**", "/*")) or
-               fnmatch.fnmatch("/".join(parts[:i]), pattern) for i in range(1, len(parts) + 1)):
+        if any(
+            fnmatch.fnmatch("/".join(parts[:i]), pattern.replace("**/", "*/").replace("/**", "/*"))
+            or fnmatch.fnmatch("/".join(parts[:i]), pattern)
+            for i in range(1, len(parts) + 1)
+        ):
             allowed = negate
     return allowed
 
@@ -814,7 +874,9 @@ def test_quickstart_commands_agree_with_each_other():
     assert load[3] == image and load[load.index("--name") + 1] == cluster
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
     values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
-    assert image == f"{values['image']['repository']}:{chart['appVersion']}", "the chart's default image is the built one"
+    assert image == f"{values['image']['repository']}:{chart['appVersion']}", (
+        "the chart's default image is the built one"
+    )
     assert values["image"]["pullPolicy"] == "IfNotPresent", "kind-loaded images must not be pulled"
     # The Prometheus the operator is pointed at is the one the quickstart installs.
     (prometheus,) = [c for c in _quickstart(["helm", "install"]) if "kube-prometheus-stack" in " ".join(c[3:4])]
@@ -838,16 +900,36 @@ def cluster() -> Iterator[dict[str, str]]:
     from tests.kube.emulator import ResourceType
 
     with running_emulator() as (emulator, _url, kubeconfig):
-        for plural, kind, namespaced in (("clusterroles", "ClusterRole", False),
-                                         ("clusterrolebindings", "ClusterRoleBinding", False),
-                                         ("roles", "Role", True), ("rolebindings", "RoleBinding", True)):
-            emulator.register_resource(ResourceType(group="rbac.authorization.k8s.io", versions=["v1"], plural=plural,
-                                                    kind=kind, namespaced=namespaced))
-        emulator.register_resource(ResourceType(group="policy", versions=["v1"], plural="poddisruptionbudgets",
-                                                kind="PodDisruptionBudget", namespaced=True))
+        for plural, kind, namespaced in (
+            ("clusterroles", "ClusterRole", False),
+            ("clusterrolebindings", "ClusterRoleBinding", False),
+            ("roles", "Role", True),
+            ("rolebindings", "RoleBinding", True),
+        ):
+            emulator.register_resource(
+                ResourceType(
+                    group="rbac.authorization.k8s.io", versions=["v1"], plural=plural, kind=kind, namespaced=namespaced
+                )
+            )
+        emulator.register_resource(
+            ResourceType(
+                group="policy",
+                versions=["v1"],
+                plural="poddisruptionbudgets",
+                kind="PodDisruptionBudget",
+                namespaced=True,
+            )
+        )
         # Installed by the quickstart's kube-prometheus-stack, which comes from the internet.
-        emulator.register_resource(ResourceType(group="monitoring.coreos.com", versions=["v1"], plural="servicemonitors",
-                                                kind="ServiceMonitor", namespaced=True))
+        emulator.register_resource(
+            ResourceType(
+                group="monitoring.coreos.com",
+                versions=["v1"],
+                plural="servicemonitors",
+                kind="ServiceMonitor",
+                namespaced=True,
+            )
+        )
         yield _helm_env(kubeconfig)
 
 
@@ -871,7 +953,9 @@ def test_quickstart_on_the_emulator(cluster):
     for cmd in commands:
         if cmd[0] in ("kind", "docker"):
             continue  # need Docker: see test_quickstart_commands_agree_with_each_other
-        if cmd[:3] == ["helm", "repo", "add"] or (cmd[:2] == ["helm", "install"] and "charts/dwcp-autotuner" not in cmd):
+        if cmd[:3] == ["helm", "repo", "add"] or (
+            cmd[:2] == ["helm", "install"] and "charts/dwcp-autotuner" not in cmd
+        ):
             continue  # kube-prometheus-stack comes from the internet
         if cmd[:2] == ["helm", "install"]:
             _kubectl(env, "create", "namespace", cmd[cmd.index("--namespace") + 1])
@@ -895,49 +979,114 @@ def test_quickstart_on_the_emulator(cluster):
         else:
             pytest.fail(f"the quickstart has a command this test does not know how to check: {shlex.join(cmd)}")
         ran.append(cmd[:2])
-    assert ["helm", "install"] in ran and ["kubectl", "apply"] in ran and ["kubectl", "wait"] in ran \
+    assert (
+        ["helm", "install"] in ran
+        and ["kubectl", "apply"] in ran
+        and ["kubectl", "wait"] in ran
         and ["kubectl", "get"] in ran
+    )
 
     # What the install created, as a cluster sees it.
     crds = _kubectl(env, "get", "crd", "-o", "name").stdout.split()
     assert "customresourcedefinition.apiextensions.k8s.io/optimizationruns.autotune.dwcp.io" in crds
-    names = _kubectl(env, "get", "deployments,configmaps,services,serviceaccounts", "-n", NAMESPACE, "-o", "name").stdout
-    for expected in (f"deployment.apps/{RELEASE}", f"deployment.apps/{RELEASE}-hde", "configmap/hde-config",
-                     f"configmap/{RELEASE}-dashboard", f"service/{RELEASE}-metrics", f"serviceaccount/{RELEASE}"):
+    names = _kubectl(
+        env, "get", "deployments,configmaps,services,serviceaccounts", "-n", NAMESPACE, "-o", "name"
+    ).stdout
+    for expected in (
+        f"deployment.apps/{RELEASE}",
+        f"deployment.apps/{RELEASE}-hde",
+        "configmap/hde-config",
+        f"configmap/{RELEASE}-dashboard",
+        f"service/{RELEASE}-metrics",
+        f"serviceaccount/{RELEASE}",
+    ):
         assert expected in names.split(), names
-    assert f"clusterrole.rbac.authorization.k8s.io/{RELEASE}" in _kubectl(env, "get", "clusterroles", "-o", "name").stdout
+    assert (
+        f"clusterrole.rbac.authorization.k8s.io/{RELEASE}" in _kubectl(env, "get", "clusterroles", "-o", "name").stdout
+    )
     # Printer columns, short names and the category of the profiles, as the README's prose uses them.
     profiles = _kubectl(env, "get", "pprof", "-n", NAMESPACE).stdout.splitlines()
     assert profiles[0].split() == ["NAME", "READY", "TARGET", "PARAMETERS", "TWIN", "AGE"], profiles
     assert any(line.split()[:5] == ["hde", "True", "hde-config", "3", "hde"] for line in profiles[1:]), profiles
-    assert "optimizationrun.autotune.dwcp.io/dwcp-tune" in _kubectl(env, "get", "autotune", "-n", NAMESPACE, "-o", "name").stdout
+    assert (
+        "optimizationrun.autotune.dwcp.io/dwcp-tune"
+        in _kubectl(env, "get", "autotune", "-n", NAMESPACE, "-o", "name").stdout
+    )
     # The README's wait for a finished run.
-    _patch_status(env, "optimizationrun", "dwcp-tune", {"phase": "Succeeded", "conditions": [
-        _condition("Succeeded", "True", "BudgetExhausted"), _condition("Progressing", "False", "BudgetExhausted")]})
+    _patch_status(
+        env,
+        "optimizationrun",
+        "dwcp-tune",
+        {
+            "phase": "Succeeded",
+            "conditions": [
+                _condition("Succeeded", "True", "BudgetExhausted"),
+                _condition("Progressing", "False", "BudgetExhausted"),
+            ],
+        },
+    )
     result = _kubectl(env, "wait", "-n", NAMESPACE, "--for=condition=Succeeded", "optrun/dwcp-tune", "--timeout=20s")
     assert "condition met" in result.stdout
 
 
 def _condition(type_: str, status: str, reason: str) -> dict[str, Any]:
-    return {"type": type_, "status": status, "reason": reason, "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": "",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
 
 
 def _patch_status(env, kind: str, name: str, status: dict[str, Any]) -> None:
-    _kubectl(env, "patch", kind, name, "-n", NAMESPACE, "--subresource=status", "--type=merge",
-             "-p", json.dumps({"status": status}))
+    _kubectl(
+        env,
+        "patch",
+        kind,
+        name,
+        "-n",
+        NAMESPACE,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
 
 
 def _pretend_the_operator_validated_the_profiles(env) -> None:
     """What the operator writes (no operator runs here): Ready profiles and a run at its second canary step."""
     for name, profile in _example_profiles().items():
-        _patch_status(env, "parameterprofile", name, {
-            "observedGeneration": 1, "parameters": len(profile["spec"]["parameters"]), "twin": profile["spec"].get("twin"),
-            "conditions": [_condition("Ready", "True", "Valid")]})
-    _patch_status(env, "optimizationrun", "dwcp-tune", {
-        "phase": "RollingOut", "proposals": 1, "improvementPct": 0.0,
-        "current": {"number": 1, "profile": "hde", "config": {"compression_level": 2}, "stableConfig": {"compression_level": 3},
-                    "stepIndex": 1, "canaryWeight": 25},
-        "conditions": [_condition("Ready", "True", "SpecValid"), _condition("Progressing", "True", "StepAdvanced")]})
+        _patch_status(
+            env,
+            "parameterprofile",
+            name,
+            {
+                "observedGeneration": 1,
+                "parameters": len(profile["spec"]["parameters"]),
+                "twin": profile["spec"].get("twin"),
+                "conditions": [_condition("Ready", "True", "Valid")],
+            },
+        )
+    _patch_status(
+        env,
+        "optimizationrun",
+        "dwcp-tune",
+        {
+            "phase": "RollingOut",
+            "proposals": 1,
+            "improvementPct": 0.0,
+            "current": {
+                "number": 1,
+                "profile": "hde",
+                "config": {"compression_level": 2},
+                "stableConfig": {"compression_level": 3},
+                "stepIndex": 1,
+                "canaryWeight": 25,
+            },
+            "conditions": [_condition("Ready", "True", "SpecValid"), _condition("Progressing", "True", "StepAdvanced")],
+        },
+    )
 
 
 def test_helm_upgrade_keeps_what_the_operator_promoted(cluster):
@@ -945,29 +1094,79 @@ def test_helm_upgrade_keeps_what_the_operator_promoted(cluster):
     env = cluster
     release, namespace = "upgrade-check", "upgrade-check"
     _kubectl(env, "create", "namespace", namespace)
-    base = [HELM, "install", release, str(CHART), "--namespace", namespace, "--disable-openapi-validation",
-            "--set", "components.pba.enabled=true", "--set", "components.pba.configMapName=pba-upgrade",
-            "--set", "dashboard.enabled=false", "--set", "rbac.create=false"]
+    base = [
+        HELM,
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--disable-openapi-validation",
+        "--set",
+        "components.pba.enabled=true",
+        "--set",
+        "components.pba.configMapName=pba-upgrade",
+        "--set",
+        "dashboard.enabled=false",
+        "--set",
+        "rbac.create=false",
+    ]
     _run(base, env=env)
     promoted = '{"confidence_threshold":0.85,"prediction_window":20,"update_frequency":5}'
-    _kubectl(env, "patch", "configmap", "pba-upgrade", "-n", namespace, "--type=merge", "-p", json.dumps({"data": {
-        "config.json": promoted, "autotune.dwcp.io.canary": '{"update_frequency":4}',
-        "autotune.dwcp.io.canary-weight": "5", "autotune.dwcp.io.canary-revision": "r-pba-2"}}))
+    _kubectl(
+        env,
+        "patch",
+        "configmap",
+        "pba-upgrade",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "data": {
+                    "config.json": promoted,
+                    "autotune.dwcp.io.canary": '{"update_frequency":4}',
+                    "autotune.dwcp.io.canary-weight": "5",
+                    "autotune.dwcp.io.canary-revision": "r-pba-2",
+                }
+            }
+        ),
+    )
     _run([HELM, "upgrade", *base[2:], "--set", "components.pba.replicas=2"], env=env)
     data = json.loads(_kubectl(env, "get", "configmap", "pba-upgrade", "-n", namespace, "-o", "json").stdout)["data"]
     assert data["config.json"] == promoted
     assert data["autotune.dwcp.io.canary-weight"] == "5" and data["autotune.dwcp.io.canary-revision"] == "r-pba-2"
-    deployment = json.loads(_kubectl(env, "get", "deployment", f"{release}-dwcp-autotuner-pba", "-n", namespace,
-                                     "-o", "json").stdout)
+    deployment = json.loads(
+        _kubectl(env, "get", "deployment", f"{release}-dwcp-autotuner-pba", "-n", namespace, "-o", "json").stdout
+    )
     assert deployment["spec"]["replicas"] == 2  # the upgrade did apply
 
 
 def test_helm_install_with_replicas_creates_the_peering_object(cluster):
     env = cluster
     _kubectl(env, "create", "namespace", "ha-check")
-    _run([HELM, "install", "ha", str(CHART), "--namespace", "ha-check", "--disable-openapi-validation",
-          "--set", "replicaCount=2", "--set", "rbac.create=false", "--set", "dashboard.enabled=false"], env=env)
+    _run(
+        [
+            HELM,
+            "install",
+            "ha",
+            str(CHART),
+            "--namespace",
+            "ha-check",
+            "--disable-openapi-validation",
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "rbac.create=false",
+            "--set",
+            "dashboard.enabled=false",
+        ],
+        env=env,
+    )
     peerings = _kubectl(env, "get", "clusterkopfpeerings", "-o", "name").stdout.split()
     assert "clusterkopfpeering.kopf.dev/ha-dwcp-autotuner" in peerings
-    assert "poddisruptionbudget.policy/ha-dwcp-autotuner" in _kubectl(
-        env, "get", "poddisruptionbudgets", "-n", "ha-check", "-o", "name").stdout
+    assert (
+        "poddisruptionbudget.policy/ha-dwcp-autotuner"
+        in _kubectl(env, "get", "poddisruptionbudgets", "-n", "ha-check", "-o", "name").stdout
+    )

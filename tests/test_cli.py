@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dwcp_autotuner.cli.main", *args], capture_output=True, text=True, timeout=120, cwd=cwd or ROOT
+        [sys.executable, "-m", "dwcp_autotuner.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd or ROOT,
     )
 
 
@@ -47,7 +51,10 @@ spec:
 @pytest.mark.parametrize(
     "fields, expected",
     [
-        ({"min": 10, "max": 5, "step": 1, "metric": "effective_throughput_mbps"}, "spec.parameters[0]: parameter 'compression_level': min (10) must be below max (5)"),
+        (
+            {"min": 10, "max": 5, "step": 1, "metric": "effective_throughput_mbps"},
+            "spec.parameters[0]: parameter 'compression_level': min (10) must be below max (5)",
+        ),
         ({"min": 1, "max": 9, "step": 0, "metric": "effective_throughput_mbps"}, "step must be greater than 0"),
         ({"min": 1, "max": 9, "step": 1, "metric": "latency"}, "spec: objective[0].metric: unknown metric 'latency'"),
     ],

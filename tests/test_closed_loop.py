@@ -36,9 +36,9 @@ import numpy as np
 import pytest
 import yaml
 
+from dwcp_autotuner.canary.protocol import CANARY_KEYS
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.ports.base import render_query
-from dwcp_autotuner.canary.protocol import CANARY_KEYS
 from tests.kube import running_emulator
 from tests.support.prometheus import free_port, prometheus_available, running_prometheus
 from tests.support.tools import find_tool, wait_for
@@ -79,7 +79,10 @@ class Processes:
         with open(self.log(name), "wb") as log:
             self.children[name] = subprocess.Popen(
                 [sys.executable, "-m", "dwcp_autotuner.cli.main", *args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
                 env={**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"}, **(env or {})},
             )
 
@@ -111,14 +114,19 @@ class Processes:
 
 def kubectl(kubeconfig: pathlib.Path, cache: pathlib.Path, *args: str, input: str | None = None) -> str:
     assert KUBECTL is not None
-    result = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache), *args],
-                            input=input, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
     return result.stdout
 
 
 def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 — loopback
+    with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
 
 
@@ -150,7 +158,10 @@ def scores(prometheus_url: str, profile: ParameterProfileSpec, variant: str, sta
     """The profile's score at every step of [start, end]: its objective minus its soft-constraint penalties."""
     names = sorted({t.metric for t in profile.objective} | {c.metric for c in profile.constraints})
     queries = {m.name: m.query for m in profile.metrics}
-    series = {n: range_query(prometheus_url, render_query(queries[n], variant, STEP_SECONDS), start, end, STEP_SECONDS) for n in names}
+    series = {
+        n: range_query(prometheus_url, render_query(queries[n], variant, STEP_SECONDS), start, end, STEP_SECONDS)
+        for n in names
+    }
     common = sorted(set.intersection(*(set(s) for s in series.values())))
     return np.array([profile.score({n: series[n][ts] for n in names}) for ts in common])
 
@@ -163,51 +174,119 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
     profiles = {name: yaml.safe_load((REPO / "examples" / f"{name}-profile.yaml").read_text()) for name in COMPONENTS}
     specs = {name: ParameterProfileSpec.model_validate(doc["spec"]) for name, doc in profiles.items()}
     configmaps = [
-        doc for name in COMPONENTS for doc in yaml.safe_load_all((REPO / "examples" / "components" / f"{name}.yaml").read_text())
+        doc
+        for name in COMPONENTS
+        for doc in yaml.safe_load_all((REPO / "examples" / "components" / f"{name}.yaml").read_text())
         if doc and doc["kind"] == "ConfigMap"
     ]
-    start_configs = {cm["metadata"]["name"].removesuffix("-config"): json.loads(cm["data"]["config.json"]) for cm in configmaps}
+    start_configs = {
+        cm["metadata"]["name"].removesuffix("-config"): json.loads(cm["data"]["config.json"]) for cm in configmaps
+    }
     assert start_configs == {name: {p.name: p.default for p in specs[name].parameters} for name in COMPONENTS}
 
-    with running_prometheus([f"127.0.0.1:{port}" for port in ports.values()], scrape_interval="1s") as prom, \
-            running_emulator(crd_paths=[REPO / "crds"]) as (emulator, _url, kubeconfig):
+    with (
+        running_prometheus([f"127.0.0.1:{port}" for port in ports.values()], scrape_interval="1s") as prom,
+        running_emulator(crd_paths=[REPO / "crds"]) as (emulator, _url, kubeconfig),
+    ):
         k = lambda *args, input=None: kubectl(kubeconfig, tmp_path / "kubectl-cache", *args, input=input)  # noqa: E731
         emulator.create_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         k("apply", "--validate=false", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump_all(configmaps))
-        k("apply", "--validate=false", "-n", NAMESPACE, *[arg for name in COMPONENTS for arg in ("-f", str(REPO / "examples" / f"{name}-profile.yaml"))])
+        k(
+            "apply",
+            "--validate=false",
+            "-n",
+            NAMESPACE,
+            *[arg for name in COMPONENTS for arg in ("-f", str(REPO / "examples" / f"{name}-profile.yaml"))],
+        )
         # The generic example (any service's ConfigMap, any PromQL): the operator checks its queries with this
         # Prometheus and its target's values against its bounds (no service runs it here, no run uses it).
-        web = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config"},
-               "data": {"config.json": json.dumps({"worker_connections": 1024, "keepalive_timeout": 75})}}
+        web = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "web-config"},
+            "data": {"config.json": json.dumps({"worker_connections": 1024, "keepalive_timeout": 75})},
+        }
         k("apply", "--validate=false", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(web))
         k("apply", "--validate=false", "-n", NAMESPACE, "-f", str(REPO / "examples" / "generic" / "profile.yaml"))
 
         def debug() -> str:
             status = (emulator.get_object("optimizationruns", "tune", NAMESPACE, group=GROUP) or {}).get("status")
-            return "run status: " + json.dumps(status, indent=1)[:3000] + "\n" + "\n".join(processes.tail(n, 25) for n in ("operator", *COMPONENTS))
+            return (
+                "run status: "
+                + json.dumps(status, indent=1)[:3000]
+                + "\n"
+                + "\n".join(processes.tail(n, 25) for n in ("operator", *COMPONENTS))
+            )
 
         try:
             for name in COMPONENTS:
-                processes.start(name, [
-                    "component", name, "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE, "--configmap", f"{name}-config",
-                    "--metrics-port", str(ports[name]), "--metrics-address", "127.0.0.1", "--quick", "--seed", "1",
-                    "--rate", str(RATES[name]),
-                ])
+                processes.start(
+                    name,
+                    [
+                        "component",
+                        name,
+                        "--kubeconfig",
+                        str(kubeconfig),
+                        "--namespace",
+                        NAMESPACE,
+                        "--configmap",
+                        f"{name}-config",
+                        "--metrics-port",
+                        str(ports[name]),
+                        "--metrics-address",
+                        "127.0.0.1",
+                        "--quick",
+                        "--seed",
+                        "1",
+                        "--rate",
+                        str(RATES[name]),
+                    ],
+                )
             cache = tmp_path / "cache"
-            processes.start("operator", [
-                "operator", "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE, "--tick-seconds", "0.5",
-                # Prometheus scrapes every second here: the sample floor may be 1 s (60 s in production).
-                "--min-sample-seconds", "1",
-                "--profile-recheck-seconds", "5", "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
-                "--prometheus-url", prom.url, "--cache-dir", str(cache),
-            ], env={"DWCP_AUTOTUNER_CACHE": str(cache)})
+            processes.start(
+                "operator",
+                [
+                    "operator",
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--namespace",
+                    NAMESPACE,
+                    "--tick-seconds",
+                    "0.5",
+                    # Prometheus scrapes every second here: the sample floor may be 1 s (60 s in production).
+                    "--min-sample-seconds",
+                    "1",
+                    "--profile-recheck-seconds",
+                    "5",
+                    "--metrics-port",
+                    "0",
+                    "--liveness",
+                    f"http://127.0.0.1:{free_port()}/healthz",
+                    "--prometheus-url",
+                    prom.url,
+                    "--cache-dir",
+                    str(cache),
+                ],
+                env={"DWCP_AUTOTUNER_CACHE": str(cache)},
+            )
 
             # Every component measured by Prometheus, every profile validated (queries, bounds) by the operator.
             for name in COMPONENTS:
-                prom.wait_for(f'dwcp_sdk_units_total{{variant="stable",instance="127.0.0.1:{ports[name]}"}}', min_samples=3, timeout=60)
+                prom.wait_for(
+                    f'dwcp_sdk_units_total{{variant="stable",instance="127.0.0.1:{ports[name]}"}}',
+                    min_samples=3,
+                    timeout=60,
+                )
             for name in (*COMPONENTS, "web"):
-                ready = lambda n=name: any(c.get("type") == "Ready" and c.get("status") == "True" for c in  # noqa: E731
-                                           ((emulator.get_object("parameterprofiles", n, NAMESPACE, group=GROUP) or {}).get("status") or {}).get("conditions") or [])
+
+                def ready(n=name) -> bool:
+                    status = (emulator.get_object("parameterprofiles", n, NAMESPACE, group=GROUP) or {}).get(
+                        "status"
+                    ) or {}
+                    return any(
+                        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+                    )
+
                 wait_for(ready, 90, f"profile {name} Ready", on_timeout=debug)
             processes.check_alive()
 
@@ -217,13 +296,24 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
             time.sleep(WINDOW_SECONDS + 1)
 
             run = {
-                "apiVersion": f"{GROUP}/v1alpha1", "kind": "OptimizationRun", "metadata": {"name": "tune"},
-                "spec": {"profiles": list(COMPONENTS), "mode": "Apply", "agent": AGENT, "budget": {"maxProposals": 3}, "rollout": ROLLOUT},
+                "apiVersion": f"{GROUP}/v1alpha1",
+                "kind": "OptimizationRun",
+                "metadata": {"name": "tune"},
+                "spec": {
+                    "profiles": list(COMPONENTS),
+                    "mode": "Apply",
+                    "agent": AGENT,
+                    "budget": {"maxProposals": 3},
+                    "rollout": ROLLOUT,
+                },
             }
             k("apply", "--validate=false", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(run))
             applied = time.monotonic()
+
             def finished() -> dict | None:
-                current = (emulator.get_object("optimizationruns", "tune", NAMESPACE, group=GROUP) or {}).get("status") or {}
+                current = (emulator.get_object("optimizationruns", "tune", NAMESPACE, group=GROUP) or {}).get(
+                    "status"
+                ) or {}
                 return current if current.get("phase") in ("Succeeded", "RolledBack", "Failed") else None
 
             status = wait_for(finished, 600, "the run to finish", interval=1.0, on_timeout=debug)
@@ -237,14 +327,21 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
             for record in status.get("history") or []:
                 promoted_at = dt.datetime.fromisoformat(record["finishedAt"].replace("Z", "+00:00")).timestamp()
                 after[record["profile"]] = (promoted_at + 3.0, promoted_at + 3.0 + WINDOW_SECONDS)
-            wait_for(lambda: time.time() > max((end for _, end in after.values()), default=0) + 1.0, WINDOW_SECONDS + 30,
-                     "the after windows", interval=0.5)
+            wait_for(
+                lambda: time.time() > max((end for _, end in after.values()), default=0) + 1.0,
+                WINDOW_SECONDS + 30,
+                "the after windows",
+                interval=0.5,
+            )
             processes.check_alive()
             own = {name: get(f"http://127.0.0.1:{ports[name]}/metrics") for name in COMPONENTS}
         finally:
             processes.stop()
 
-        for name in ("operator", *COMPONENTS):  # a failed handler or unit is retried or skipped: it must not go unnoticed
+        for name in (
+            "operator",
+            *COMPONENTS,
+        ):  # a failed handler or unit is retried or skipped: it must not go unnoticed
             blocks = processes.log(name).read_text(errors="replace").split("Traceback (most recent call last):")[1:]
             assert not [b for b in blocks if "dwcp_autotuner" in b], processes.tail(name, 80)
 
@@ -257,7 +354,9 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
             assert not set(CANARY_KEYS) & set(data)
             assert json.loads(data["config.json"]) == promoted[name]["config"] != start_configs[name]
             for parameter, value in promoted[name]["config"].items():  # the component runs it
-                assert metric(own[name], "dwcp_sdk_parameter_value", variant="stable", parameter=parameter) == pytest.approx(value)
+                assert metric(
+                    own[name], "dwcp_sdk_parameter_value", variant="stable", parameter=parameter
+                ) == pytest.approx(value)
             assert metric(own[name], "dwcp_sdk_config_refusals_total") is None  # nothing was ever refused
             assert (metric(own[name], "dwcp_component_unit_errors_total", variant="stable") or 0) == 0
             assert (metric(own[name], "dwcp_sdk_units_total", variant="canary") or 0) > 0
@@ -276,11 +375,23 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
             a = scores(prom.url, specs[name], "stable", *after[name])
             assert len(b) >= 5 and len(a) >= 5, (name, b, a)
             cv_b, cv_a = np.std(b, ddof=1) / abs(b.mean()), np.std(a, ddof=1) / abs(a.mean())
-            se = math.sqrt(cv_b**2 * (1 / len(b) + 2 / ANALYSIS_SAMPLES) + cv_a**2 * (1 / len(a) + 1 / ANALYSIS_SAMPLES))
+            se = math.sqrt(
+                cv_b**2 * (1 / len(b) + 2 / ANALYSIS_SAMPLES) + cv_a**2 * (1 / len(a) + 1 / ANALYSIS_SAMPLES)
+            )
             measured = math.log(a.mean() / b.mean())
             reported = math.log1p(promoted[name]["improvementPct"] / 100)
-            rows.append({"name": name, "before": b.mean(), "after": a.mean(), "cv": (cv_b, cv_a), "se": se,
-                         "measured": measured, "reported": reported, "tolerance": 4 * se + DRIFT})
+            rows.append(
+                {
+                    "name": name,
+                    "before": b.mean(),
+                    "after": a.mean(),
+                    "cv": (cv_b, cv_a),
+                    "se": se,
+                    "measured": measured,
+                    "reported": reported,
+                    "tolerance": 4 * se + DRIFT,
+                }
+            )
             assert a.mean() > b.mean() * 1.05, (name, b, a)  # the component's own metrics: better than the start
         pct = lambda x: (math.exp(x) - 1) * 100  # noqa: E731
         report = "\n".join(
@@ -291,10 +402,12 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
         )
         total_measured, total_reported = sum(r["measured"] for r in rows), math.log1p(status["improvementPct"] / 100)
         total_tolerance = 4 * math.sqrt(sum(r["se"] ** 2 for r in rows)) + DRIFT * len(rows)
-        report += (f"\ntotal: Prometheus {pct(total_measured):+.1f} %, status {pct(total_reported):+.1f} %, "
-                   f"|log ratio| {abs(total_measured - total_reported):.3f} <= {total_tolerance:.3f}; pretraining "
-                   + ", ".join(f"{n} {t.get('wallSeconds') or 0:.0f} s" for n, t in (status.get("training") or {}).items())
-                   + f"; run {run_seconds:.0f} s, test {time.monotonic() - started:.0f} s")
+        report += (
+            f"\ntotal: Prometheus {pct(total_measured):+.1f} %, status {pct(total_reported):+.1f} %, "
+            f"|log ratio| {abs(total_measured - total_reported):.3f} <= {total_tolerance:.3f}; pretraining "
+            + ", ".join(f"{n} {t.get('wallSeconds') or 0:.0f} s" for n, t in (status.get("training") or {}).items())
+            + f"; run {run_seconds:.0f} s, test {time.monotonic() - started:.0f} s"
+        )
         print(report)
         for r in rows:
             assert abs(r["measured"] - r["reported"]) <= r["tolerance"], report

@@ -17,22 +17,21 @@ import pytest
 import torch
 
 from dwcp_autotuner.agent.checkpoint import make_checkpoint
-from dwcp_autotuner.models.agent import AgentSettings
 from dwcp_autotuner.agent.dqn import DQNAgent
 from dwcp_autotuner.agent.protocol import Transition
-from dwcp_autotuner.proposers.pool import AgentPool
-from dwcp_autotuner.controller.continuous import frozen
-from dwcp_autotuner.proposers.store import ModelStore, model_configmap_name
-from dwcp_autotuner.controller.profiles import validate_profile
-from dwcp_autotuner.canary.protocol import canonical_json
+from dwcp_autotuner.canary.protocol import CANARY_KEY, ConfigRef, canonical_json
 from dwcp_autotuner.controller.context import Ports, RunContext
+from dwcp_autotuner.controller.continuous import frozen
+from dwcp_autotuner.controller.profiles import validate_profile
 from dwcp_autotuner.controller.run import reconcile
-from dwcp_autotuner.proposers.base import Proposal, ProposalVerdict, Proposer
+from dwcp_autotuner.models.agent import AgentSettings
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import OptimizationRunSpec, RunAgentSettings, RunStatus
 from dwcp_autotuner.ports.base import OwnerRef, RecordingEvents
-from dwcp_autotuner.canary.protocol import CANARY_KEY, ConfigRef
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
+from dwcp_autotuner.proposers.base import Proposal, ProposalVerdict, Proposer
+from dwcp_autotuner.proposers.pool import AgentPool
+from dwcp_autotuner.proposers.store import ModelStore, model_configmap_name
 from tests.support.profiles import tiny_twin_spec
 
 NS = "tuning"
@@ -40,18 +39,20 @@ STABLE = {"batch": 10, "timeout": 1000}
 
 
 def make_profile(batch_max: int = 100) -> ParameterProfileSpec:
-    return ParameterProfileSpec.model_validate({
-        "target": {"name": "svc-config"},
-        "parameters": [
-            {"name": "batch", "min": 1, "max": batch_max, "default": 10, "scale": "log2"},
-            {"name": "timeout", "min": 100, "max": 5000, "default": 1000, "scale": "log2"},
-        ],
-        "metrics": [
-            {"name": "throughput", "query": 'svc_throughput{variant="{{variant}}"}'},
-            {"name": "errors", "query": 'svc_errors{variant="{{variant}}"}'},
-        ],
-        "objective": [{"metric": "throughput", "goal": "maximize"}],
-    })
+    return ParameterProfileSpec.model_validate(
+        {
+            "target": {"name": "svc-config"},
+            "parameters": [
+                {"name": "batch", "min": 1, "max": batch_max, "default": 10, "scale": "log2"},
+                {"name": "timeout", "min": 100, "max": 5000, "default": 1000, "scale": "log2"},
+            ],
+            "metrics": [
+                {"name": "throughput", "query": 'svc_throughput{variant="{{variant}}"}'},
+                {"name": "errors", "query": 'svc_errors{variant="{{variant}}"}'},
+            ],
+            "objective": [{"metric": "throughput", "goal": "maximize"}],
+        }
+    )
 
 
 _numbers = itertools.count(1)
@@ -59,12 +60,20 @@ _numbers = itertools.count(1)
 
 def verdict(stable, proposed, reward) -> ProposalVerdict:
     """A verdict as the controller hands it to `learn`: each with a proposal number of its own."""
-    return ProposalVerdict(number=next(_numbers), stable=dict(stable), proposed=dict(proposed), promoted=reward > 0,
-                           reason="CanaryBetter" if reward > 0 else "CanaryWorse", reward=reward)
+    return ProposalVerdict(
+        number=next(_numbers),
+        stable=dict(stable),
+        proposed=dict(proposed),
+        promoted=reward > 0,
+        reason="CanaryBetter" if reward > 0 else "CanaryWorse",
+        reward=reward,
+    )
 
 
 def agent_settings(**extra) -> RunAgentSettings:
-    return RunAgentSettings.model_validate({"batchSize": 4, "hiddenSizes": [16], "replaySize": 1000, "seed": 0, **extra})
+    return RunAgentSettings.model_validate(
+        {"batchSize": 4, "hiddenSizes": [16], "replaySize": 1000, "seed": 0, **extra}
+    )
 
 
 class World:
@@ -78,14 +87,18 @@ class World:
         self.metrics = InProcessMetrics()
         for variant in ("stable", "canary"):
             self.metrics.register(f'svc_throughput{{variant="{variant}"}}', lambda t, v=variant: self.throughput(v))
-            self.metrics.register(f'svc_errors{{variant="{variant}"}}', lambda t: 1.0 + 0.01 * self.rng.standard_normal())
+            self.metrics.register(
+                f'svc_errors{{variant="{variant}"}}', lambda t: 1.0 + 0.01 * self.rng.standard_normal()
+            )
         self.spec = OptimizationRunSpec.model_validate(spec)
         self.profile = make_profile()
-        self.models = ModelStore(self.store, NS, owner_of=lambda p: OwnerRef("autotune.dwcp.io/v1alpha1", "ParameterProfile", p, "uid-p"))
+        self.models = ModelStore(
+            self.store, NS, owner_of=lambda p: OwnerRef("autotune.dwcp.io/v1alpha1", "ParameterProfile", p, "uid-p")
+        )
         self.proposer = proposer or AgentPool(self.spec.agent, models=self.models)
         self.events = RecordingEvents()
         self.status = RunStatus()
-        self.now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+        self.now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
     def config(self, variant: str) -> dict | None:
         data = self.store.read(ConfigRef(NS, "svc-config")).data
@@ -96,7 +109,11 @@ class World:
         config = self.config(variant)
         if config is None:
             return None
-        value = 100.0 - 10.0 * abs(math.log2(config["batch"] / self.optimum_batch)) - 5.0 * abs(math.log2(config["timeout"] / 1000))
+        value = (
+            100.0
+            - 10.0 * abs(math.log2(config["batch"] / self.optimum_batch))
+            - 5.0 * abs(math.log2(config["timeout"] / 1000))
+        )
         return value * (1 + 0.01 * self.rng.standard_normal())
 
     def tick(self, seconds: float = 61) -> RunStatus:
@@ -125,8 +142,15 @@ def _trained_agent(observation_size: int = 39) -> DQNAgent:
     agent = DQNAgent(observation_size, 7, AgentSettings(batch_size=8, hidden_sizes=[32, 32], seed=3))
     rng = np.random.default_rng(0)
     for _ in range(50):
-        agent.observe(Transition(rng.random(observation_size, dtype=np.float32), int(rng.integers(7)), float(rng.random()),
-                                 rng.random(observation_size, dtype=np.float32), bool(rng.random() < 0.2)))
+        agent.observe(
+            Transition(
+                rng.random(observation_size, dtype=np.float32),
+                int(rng.integers(7)),
+                float(rng.random()),
+                rng.random(observation_size, dtype=np.float32),
+                bool(rng.random() < 0.2),
+            )
+        )
         agent.update()
     return agent
 
@@ -142,7 +166,10 @@ def test_checkpoint_round_trip_through_the_store_is_exact_and_split_into_parts(t
     stored = json.loads(store.path(NS, "svc-model-1").read_text())  # more than one part, each owned by the profile
     assert stored["owner"]["kind"] == "ParameterProfile" and stored["binaryData"]["model.zst"]
     loaded = models.load(name, profile_hash="abc")
-    for mine, theirs in ((checkpoint.online_state, loaded.online_state), (checkpoint.target_state, loaded.target_state)):
+    for mine, theirs in (
+        (checkpoint.online_state, loaded.online_state),
+        (checkpoint.target_state, loaded.target_state),
+    ):
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     opt_a, opt_b = checkpoint.optimizer_state["state"], loaded.optimizer_state["state"]
     assert opt_a.keys() == opt_b.keys()
@@ -158,7 +185,9 @@ def test_checkpoint_round_trip_through_the_store_is_exact_and_split_into_parts(t
 
 
 def test_a_changed_parameter_space_refuses_the_stored_model_with_a_condition(tmp_path):
-    world = World(tmp_path, spec={"profiles": ["svc"], "agent": agent_settings().model_dump(by_alias=True), "rollout": ROLLOUT})
+    world = World(
+        tmp_path, spec={"profiles": ["svc"], "agent": agent_settings().model_dump(by_alias=True), "rollout": ROLLOUT}
+    )
     old = make_profile(batch_max=64)
     assert old.space_hash() != world.profile.space_hash()
     world.models.save("svc", make_checkpoint(DQNAgent(2, 5), profile_hash=old.space_hash()))
@@ -173,10 +202,12 @@ def test_the_profile_says_whether_its_stored_model_fits_before_a_run_starts(tmp_
     store = FileConfigStore(tmp_path)
     store.put(NS, "svc-config", {"config.json": canonical_json(STABLE)})
     models = ModelStore(store, NS, run="run1")
-    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
     def check(profile: ParameterProfileSpec, previous=None):
-        return validate_profile(profile.dump(), NS, configs=store, metrics=None, generation=2, now=now, previous=previous, name="svc")
+        return validate_profile(
+            profile.dump(), NS, configs=store, metrics=None, generation=2, now=now, previous=previous, name="svc"
+        )
 
     profile = make_profile()
     assert [c.type for c in check(profile).conditions] == ["Ready"]  # no model stored yet
@@ -232,10 +263,15 @@ def test_an_operator_restart_keeps_the_learning_state(tmp_path):
 
 # --- 2. learning from production ---------------------------------------------------------------------
 def test_fine_tuning_is_periodic_counted_and_deployed_only_when_better(tmp_path):
-    world = World(tmp_path, spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 6}, "rollout": ROLLOUT,
-        "agent": agent_settings(fineTuneIntervalSeconds=300, fineTuneUpdates=50).model_dump(by_alias=True),
-    })
+    world = World(
+        tmp_path,
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 6},
+            "rollout": ROLLOUT,
+            "agent": agent_settings(fineTuneIntervalSeconds=300, fineTuneUpdates=50).model_dump(by_alias=True),
+        },
+    )
     world.run_until(lambda s: s.phase in ("Succeeded", "RolledBack"))
     learning = world.status.learning["svc"]
     assert learning.samples == 6 and learning.model_updates >= 1
@@ -244,8 +280,15 @@ def test_fine_tuning_is_periodic_counted_and_deployed_only_when_better(tmp_path)
 
 
 def test_online_recommendations_carry_a_computed_expectation_and_confidence(tmp_path):
-    world = World(tmp_path, spec={"profiles": ["svc"], "mode": "Recommend", "budget": {"maxProposals": 2},
-                                  "agent": agent_settings().model_dump(by_alias=True)})
+    world = World(
+        tmp_path,
+        spec={
+            "profiles": ["svc"],
+            "mode": "Recommend",
+            "budget": {"maxProposals": 2},
+            "agent": agent_settings().model_dump(by_alias=True),
+        },
+    )
     world.run_until(lambda s: s.phase == "Succeeded")
     rec = world.status.recommendations[0]
     assert rec.expected_improvement_pct is not None and rec.confidence is not None and 0 <= rec.confidence <= 1
@@ -273,10 +316,17 @@ class ScriptedProposer(Proposer):
 def test_a_rolled_back_configuration_is_not_proposed_again_within_the_cooldown(tmp_path):
     bad, other = {"batch": 40, "timeout": 1000}, {"batch": 10, "timeout": 2000}
     proposer = ScriptedProposer([bad, bad, other, bad])
-    world = World(tmp_path, proposer=proposer, optimum_batch=10, spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 3}, "rollout": ROLLOUT,
-        "exploration": {"rejectedCooldownSeconds": 3600},
-    })
+    world = World(
+        tmp_path,
+        proposer=proposer,
+        optimum_batch=10,
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 3},
+            "rollout": ROLLOUT,
+            "exploration": {"rejectedCooldownSeconds": 3600},
+        },
+    )
     world.run_until(lambda s: len(s.history) == 2)
     assert [h.config for h in world.status.history] == [bad, other]  # the second `bad` was skipped
     assert world.status.rejected[0].config == bad
@@ -292,15 +342,18 @@ def test_a_rolled_back_configuration_is_not_proposed_again_within_the_cooldown(t
 
 
 def test_no_proposal_inside_a_freeze_window():
-    now = dt.datetime(2026, 1, 1, 23, 30, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, 23, 30, tzinfo=dt.UTC)
     assert frozen(["23:00-01:00"], now) == "23:00-01:00"
     assert frozen(["01:00-02:00"], now) is None
     assert frozen(["2026-01-01T00:00:00Z/2026-01-02T00:00:00Z"], now)
 
 
 def test_freeze_window_holds_the_run(tmp_path):
-    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]),
-                  spec={"profiles": ["svc"], "rollout": ROLLOUT, "freezeWindows": ["00:00-23:59"]})
+    world = World(
+        tmp_path,
+        proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]),
+        spec={"profiles": ["svc"], "rollout": ROLLOUT, "freezeWindows": ["00:00-23:59"]},
+    )
     for _ in range(4):
         world.tick()
     assert world.status.phase == "Proposing" and condition(world.status, "Progressing").reason == "Frozen"
@@ -308,10 +361,17 @@ def test_freeze_window_holds_the_run(tmp_path):
 
 
 def test_stagnation_raises_exploration_and_says_so(tmp_path):
-    world = World(tmp_path, optimum_batch=10, spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 5}, "rollout": ROLLOUT,
-        "agent": agent_settings().model_dump(by_alias=True), "exploration": {"stagnationProposals": 2},
-    })
+    world = World(
+        tmp_path,
+        optimum_batch=10,
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 5},
+            "rollout": ROLLOUT,
+            "agent": agent_settings().model_dump(by_alias=True),
+            "exploration": {"stagnationProposals": 2},
+        },
+    )
     world.run_until(lambda s: s.phase in ("Succeeded", "RolledBack"))
     assert world.status.learning["svc"].exploration_boosted_until
     assert [e for e in world.events.events if e[1] == "ExplorationRaised"]
@@ -319,11 +379,17 @@ def test_stagnation_raises_exploration_and_says_so(tmp_path):
 
 # --- 4. triggers ---------------------------------------------------------------------------------------
 def test_when_the_optimum_moves_the_degradation_trigger_fires_and_a_new_configuration_is_promoted(tmp_path):
-    world = World(tmp_path, optimum_batch=20, spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 4}, "rollout": ROLLOUT,
-        "agent": agent_settings().model_dump(by_alias=True),
-        "continuous": {"enabled": True, "checkIntervalSeconds": 300, "windowSeconds": 300, "degradationPct": 5},
-    })
+    world = World(
+        tmp_path,
+        optimum_batch=20,
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 4},
+            "rollout": ROLLOUT,
+            "agent": agent_settings().model_dump(by_alias=True),
+            "continuous": {"enabled": True, "checkIntervalSeconds": 300, "windowSeconds": 300, "degradationPct": 5},
+        },
+    )
     world.run_until(lambda s: s.phase == "Succeeded")
     assert world.config("stable")["batch"] == 20
     for _ in range(10):  # stable and good: the watch keeps watching
@@ -348,10 +414,17 @@ def test_the_degradation_trigger_compares_the_same_score_as_the_promotion_with_s
     penalised = ParameterProfileSpec.model_validate(
         {**make_profile().dump(), "constraints": [{"metric": "errors", "max": 1.0, "penalty": 20.0}]}
     )
-    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]), optimum_batch=20, spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": ROLLOUT,
-        "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120, "degradationPct": 5},
-    })
+    world = World(
+        tmp_path,
+        proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]),
+        optimum_batch=20,
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 1},
+            "rollout": ROLLOUT,
+            "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120, "degradationPct": 5},
+        },
+    )
     world.profile = penalised
     for variant in ("stable", "canary"):  # both variants violate the constraint: 20 score units of penalty each
         world.metrics.register(f'svc_errors{{variant="{variant}"}}', lambda t: 2.0 + 0.01 * world.rng.standard_normal())
@@ -370,14 +443,23 @@ def test_the_degradation_trigger_compares_the_same_score_as_the_promotion_with_s
 
 
 def test_a_changed_target_configuration_triggers_a_new_cycle(tmp_path):
-    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]), spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": ROLLOUT,
-        "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120},
-    })
+    world = World(
+        tmp_path,
+        proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]),
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 1},
+            "rollout": ROLLOUT,
+            "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120},
+        },
+    )
     world.run_until(lambda s: s.phase == "Succeeded")
     ref = ConfigRef(NS, "svc-config")
-    world.store.write(ref, expected_resource_version=world.store.read(ref).resource_version,
-                      set_keys={"config.json": canonical_json({"batch": 40, "timeout": 1000})})
+    world.store.write(
+        ref,
+        expected_resource_version=world.store.read(ref).resource_version,
+        set_keys={"config.json": canonical_json({"batch": 40, "timeout": 1000})},
+    )
     world.run_until(lambda s: s.triggers)
     assert world.status.triggers[0].kind == "TargetChanged" and world.status.phase == "Proposing"
 
@@ -386,10 +468,16 @@ def test_no_exploration_while_a_guard_of_the_stable_configuration_breaches(tmp_p
     guarded = ParameterProfileSpec.model_validate(
         {**make_profile().dump(), "guards": [{"metric": "errors", "goal": "minimize", "maxDegradationPct": 10}]}
     )
-    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}, {"batch": 40, "timeout": 1000}]), spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 2}, "rollout": ROLLOUT,
-        "continuous": {"windowSeconds": 120},
-    })
+    world = World(
+        tmp_path,
+        proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}, {"batch": 40, "timeout": 1000}]),
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 2},
+            "rollout": ROLLOUT,
+            "continuous": {"windowSeconds": 120},
+        },
+    )
     world.profile = guarded
     # The error rate as a time series: it triples from `broken_from` on, until `fixed_from`.
     times = {"broken_from": math.inf, "fixed_from": math.inf}
@@ -415,10 +503,21 @@ def test_no_exploration_while_a_guard_of_the_stable_configuration_breaches(tmp_p
 
 def test_a_workload_shift_on_a_non_objective_metric_triggers_a_new_cycle_with_its_evidence(tmp_path):
     """The objective holds, but the workload metric (errors, outside the objective) moves: the KS test fires."""
-    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]), spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": ROLLOUT,
-        "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120, "shiftSignificance": 0.001},
-    })
+    world = World(
+        tmp_path,
+        proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]),
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 1},
+            "rollout": ROLLOUT,
+            "continuous": {
+                "enabled": True,
+                "checkIntervalSeconds": 120,
+                "windowSeconds": 120,
+                "shiftSignificance": 0.001,
+            },
+        },
+    )
     shift_at = {"t": math.inf}
 
     def errors(t) -> float:
@@ -444,10 +543,16 @@ def test_a_workload_shift_on_a_non_objective_metric_triggers_a_new_cycle_with_it
 
 
 def test_the_schedule_trigger_fires_only_after_its_period(tmp_path):
-    world = World(tmp_path, proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]), spec={
-        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": ROLLOUT,
-        "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120, "scheduleSeconds": 1800},
-    })
+    world = World(
+        tmp_path,
+        proposer=ScriptedProposer([{"batch": 20, "timeout": 1000}]),
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 1},
+            "rollout": ROLLOUT,
+            "continuous": {"enabled": True, "checkIntervalSeconds": 120, "windowSeconds": 120, "scheduleSeconds": 1800},
+        },
+    )
     world.run_until(lambda s: s.phase == "Succeeded")
     started = dt.datetime.fromisoformat(world.status.started_at.replace("Z", "+00:00"))
     while (world.now - started).total_seconds() < 1800 - 61:

@@ -12,15 +12,14 @@ import json
 import numpy as np
 import pytest
 
-from dwcp_autotuner.canary.protocol import canonical_json
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_WEIGHT_KEY, ConfigRef, canonical_json
 from dwcp_autotuner.controller.context import Ports, RunContext
 from dwcp_autotuner.controller.run import reconcile
-from dwcp_autotuner.proposers.base import Proposal, Proposer
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import OptimizationRunSpec, RunStatus
 from dwcp_autotuner.ports.base import RecordingEvents
-from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_WEIGHT_KEY, ConfigRef
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
+from dwcp_autotuner.proposers.base import Proposal, Proposer
 
 NS = "tuning"
 STABLE = {"batch": 10, "timeout": 1000}
@@ -28,19 +27,21 @@ CANDIDATE = {"batch": 20, "timeout": 1000}
 
 
 def profile(guards=()) -> ParameterProfileSpec:
-    return ParameterProfileSpec.model_validate({
-        "target": {"name": "svc-config"},
-        "parameters": [
-            {"name": "batch", "min": 1, "max": 100, "default": 10, "scale": "log2"},
-            {"name": "timeout", "min": 100, "max": 5000, "default": 1000, "scale": "log2"},
-        ],
-        "metrics": [
-            {"name": "throughput", "query": 'svc_throughput{variant="{{variant}}"}'},
-            {"name": "errors", "query": 'svc_errors{variant="{{variant}}"}'},
-        ],
-        "objective": [{"metric": "throughput", "goal": "maximize"}],
-        "guards": list(guards),
-    })
+    return ParameterProfileSpec.model_validate(
+        {
+            "target": {"name": "svc-config"},
+            "parameters": [
+                {"name": "batch", "min": 1, "max": 100, "default": 10, "scale": "log2"},
+                {"name": "timeout", "min": 100, "max": 5000, "default": 1000, "scale": "log2"},
+            ],
+            "metrics": [
+                {"name": "throughput", "query": 'svc_throughput{variant="{{variant}}"}'},
+                {"name": "errors", "query": 'svc_errors{variant="{{variant}}"}'},
+            ],
+            "objective": [{"metric": "throughput", "goal": "maximize"}],
+            "guards": list(guards),
+        }
+    )
 
 
 class FixedProposer(Proposer):
@@ -69,22 +70,36 @@ class Harness:
         rng = np.random.default_rng(0)
         self.means = {"stable": stable_mean, "canary": canary_mean}
         for variant in ("stable", "canary"):
-            self.metrics.register(f'svc_throughput{{variant="{variant}"}}', lambda t, v=variant: self.means[v] * (1 + 0.01 * rng.standard_normal()))
-            self.metrics.register(f'svc_errors{{variant="{variant}"}}', lambda t, v=variant: self.errors[v] + 0.01 * rng.standard_normal())
+            self.metrics.register(
+                f'svc_throughput{{variant="{variant}"}}',
+                lambda t, v=variant: self.means[v] * (1 + 0.01 * rng.standard_normal()),
+            )
+            self.metrics.register(
+                f'svc_errors{{variant="{variant}"}}', lambda t, v=variant: self.errors[v] + 0.01 * rng.standard_normal()
+            )
         self.errors = {"stable": 1.0, "canary": 1.0}
         self.events = RecordingEvents()
         self.proposer = FixedProposer(proposals)
         self.persisted: list[RunStatus] = []
-        self.spec = spec or OptimizationRunSpec.model_validate({
-            "profiles": ["svc"], "budget": {"maxProposals": 1},
-            "rollout": {"analysisIntervalSeconds": 60, "minSamples": 5},
-        })
+        self.spec = spec or OptimizationRunSpec.model_validate(
+            {
+                "profiles": ["svc"],
+                "budget": {"maxProposals": 1},
+                "rollout": {"analysisIntervalSeconds": 60, "minSamples": 5},
+            }
+        )
         self.profile = profile(guards)
         self.status = RunStatus()
-        self.now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+        self.now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
     def ports(self) -> Ports:
-        return Ports(self.store, self.metrics, self.events, self.proposer, persist=lambda s: self.persisted.append(s.model_copy(deep=True)))
+        return Ports(
+            self.store,
+            self.metrics,
+            self.events,
+            self.proposer,
+            persist=lambda s: self.persisted.append(s.model_copy(deep=True)),
+        )
 
     def tick(self, seconds: float = 61) -> RunStatus:
         self.now += dt.timedelta(seconds=seconds)
@@ -165,9 +180,12 @@ def test_metrics_unavailable_never_promotes_and_rolls_back_after_the_limit(tmp_p
 
 
 def test_hold_keeps_the_canary_and_says_so(tmp_path):
-    spec = OptimizationRunSpec.model_validate({
-        "profiles": ["svc"], "rollout": {"analysisIntervalSeconds": 60, "maxInconclusive": 2, "onInconclusive": "Hold"},
-    })
+    spec = OptimizationRunSpec.model_validate(
+        {
+            "profiles": ["svc"],
+            "rollout": {"analysisIntervalSeconds": 60, "maxInconclusive": 2, "onInconclusive": "Hold"},
+        }
+    )
     h = Harness(tmp_path, spec=spec)
     h.tick(), h.tick(), h.tick()
     h.metrics.unregister('svc_throughput{variant="canary"}')  # the canary reports nothing
@@ -261,9 +279,13 @@ def test_invalid_stable_config_is_degraded_not_a_crash(tmp_path):
 
 def test_inconclusive_analyses_are_one_analysis_interval_apart_not_one_tick(tmp_path):
     """`maxInconclusive` counts analyses, and an analysis needs an interval of new time: ticks in between do nothing."""
-    spec = OptimizationRunSpec.model_validate({
-        "profiles": ["svc"], "budget": {"maxProposals": 1}, "rollout": {"analysisIntervalSeconds": 60, "maxInconclusive": 2},
-    })
+    spec = OptimizationRunSpec.model_validate(
+        {
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 1},
+            "rollout": {"analysisIntervalSeconds": 60, "maxInconclusive": 2},
+        }
+    )
     h = Harness(tmp_path, spec=spec)
     h.tick(), h.tick(), h.tick()
     assert h.configmap()[CANARY_WEIGHT_KEY] == "5"
@@ -345,10 +367,12 @@ def test_the_analysis_scores_soft_constraint_penalties_like_the_agent(tmp_path):
     """The canary's objective is 10 % better but it breaks a soft constraint whose penalty outweighs
     that: the score (objective − penalties, what the agent and the twin maximise) is worse."""
     h = Harness(tmp_path)
-    h.profile = ParameterProfileSpec.model_validate({
-        **h.profile.model_dump(by_alias=True, exclude_none=True),
-        "constraints": [{"metric": "errors", "max": 1.0, "penalty": 100.0}],
-    })
+    h.profile = ParameterProfileSpec.model_validate(
+        {
+            **h.profile.model_dump(by_alias=True, exclude_none=True),
+            "constraints": [{"metric": "errors", "max": 1.0, "penalty": 100.0}],
+        }
+    )
     h.errors = {"stable": 0.5, "canary": 1.5}  # canary: 50 % over the limit → penalty 50 of a ~110 objective
     status = h.run_until(("Succeeded", "RolledBack"))
     assert status.phase == "RolledBack"
@@ -361,18 +385,31 @@ def test_sample_seconds_sets_the_sample_spacing_and_the_query_window():
     from dwcp_autotuner.controller.analysis import analyse_step
     from dwcp_autotuner.models.run import RolloutSettings
 
-    spec = ParameterProfileSpec.model_validate({
-        **profile().dump(),
-        "metrics": [{"name": "throughput", "query": 'rate(svc_bytes{variant="{{variant}}"}[{{window}}])'}, {"name": "errors"}],
-    })
+    spec = ParameterProfileSpec.model_validate(
+        {
+            **profile().dump(),
+            "metrics": [
+                {"name": "throughput", "query": 'rate(svc_bytes{variant="{{variant}}"}[{{window}}])'},
+                {"name": "errors"},
+            ],
+        }
+    )
     metrics = InProcessMetrics()
-    start = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
-    for rollout, window, samples in ((RolloutSettings(analysis_interval_seconds=60, min_samples=5), "6s", 11),
-                                      (RolloutSettings(analysis_interval_seconds=600, min_samples=5, sample_seconds=60), "60s", 11)):
+    start = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+    for rollout, window, samples in (
+        (RolloutSettings(analysis_interval_seconds=60, min_samples=5), "6s", 11),
+        (RolloutSettings(analysis_interval_seconds=600, min_samples=5, sample_seconds=60), "60s", 11),
+    ):
         for variant in ("stable", "canary"):
             metrics.register(f'rate(svc_bytes{{variant="{variant}"}}[{window}])', lambda t: 100.0)
-        result = analyse_step(spec, metrics, rollout, start, start + dt.timedelta(seconds=rollout.analysis_interval_seconds),
-                              last_step=False)
+        result = analyse_step(
+            spec,
+            metrics,
+            rollout,
+            start,
+            start + dt.timedelta(seconds=rollout.analysis_interval_seconds),
+            last_step=False,
+        )
         assert len(result.objective.baseline) == samples, (window, result.objective)
         assert metrics.calls[-1].endswith(f"[{window}])")
 

@@ -41,7 +41,10 @@ CRD_DIR = ROOT / "crds"
 EXAMPLES = ROOT / "examples"
 PROFILE_CRD = "parameterprofiles.autotune.dwcp.io"
 RUN_CRD = "optimizationruns.autotune.dwcp.io"
-SPEC_MODELS: dict[str, type[BaseModel]] = {"ParameterProfile": ParameterProfileSpec, "OptimizationRun": OptimizationRunSpec}
+SPEC_MODELS: dict[str, type[BaseModel]] = {
+    "ParameterProfile": ParameterProfileSpec,
+    "OptimizationRun": OptimizationRunSpec,
+}
 
 
 def _load_crds() -> dict[str, dict[str, Any]]:
@@ -76,9 +79,19 @@ def _examples() -> list[tuple[str, dict[str, Any]]]:
 
 
 # --- OpenAPI v3 (Kubernetes flavour) -> JSON schema draft 4, and apiserver-like defaulting -------------
-_K8S_ONLY = {"nullable", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
-             "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type",
-             "x-kubernetes-embedded-resource", "default", "description", "format"}
+_K8S_ONLY = {
+    "nullable",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-embedded-resource",
+    "default",
+    "description",
+    "format",
+}
 
 
 def to_jsonschema(node: Any) -> Any:
@@ -138,10 +151,31 @@ def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
 
 # --- structural schema checker --------------------------------------------------------------------------
 _ALLOWED_KEYS = {
-    "type", "description", "nullable", "default", "enum", "format", "minimum", "maximum", "exclusiveMinimum",
-    "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "pattern", "minItems", "maxItems", "minProperties",
-    "maxProperties", "required", "properties", "additionalProperties", "items", "x-kubernetes-int-or-string",
-    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
+    "type",
+    "description",
+    "nullable",
+    "default",
+    "enum",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-validations",
 }
 _TYPES = {"object", "array", "string", "integer", "number", "boolean"}
 
@@ -161,7 +195,9 @@ def structural_violations(node: Any, path: str = "", *, in_status: bool = False)
         elif key not in _ALLOWED_KEYS:
             problems.append(f"{where}: unexpected keyword {key}")
     kind = node.get("type")
-    untyped_ok = node.get("x-kubernetes-int-or-string") is True or node.get("x-kubernetes-preserve-unknown-fields") is True
+    untyped_ok = (
+        node.get("x-kubernetes-int-or-string") is True or node.get("x-kubernetes-preserve-unknown-fields") is True
+    )
     if kind is None and not untyped_ok:
         problems.append(f"{where}: no type (and neither x-kubernetes-int-or-string nor preserve-unknown-fields)")
     if kind is not None and kind not in _TYPES:
@@ -206,7 +242,10 @@ def structural_violations(node: Any, path: str = "", *, in_status: bool = False)
             except jsonschema.ValidationError as exc:
                 problems.append(f"{where}: default {node['default']!r} does not validate: {exc.message}")
     for rule in node.get("x-kubernetes-validations", []):
-        if set(rule) - {"rule", "message", "messageExpression", "reason", "fieldPath", "optionalOldSelf"} or "rule" not in rule:
+        if (
+            set(rule) - {"rule", "message", "messageExpression", "reason", "fieldPath", "optionalOldSelf"}
+            or "rule" not in rule
+        ):
             problems.append(f"{where}: malformed x-kubernetes-validations entry {rule}")
     for name, sub in node.get("properties", {}).items():
         problems += structural_violations(sub, f"{path}.{name}" if path else name, in_status=in_status)
@@ -226,8 +265,12 @@ def test_crds_dir_matches_the_models():
 
 
 def test_module_entry_point_check_passes_on_crds():
-    ok = subprocess.run([sys.executable, "-m", "dwcp_autotuner.models.crd", "--check", "--out", str(CRD_DIR)],
-                        capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [sys.executable, "-m", "dwcp_autotuner.models.crd", "--check", "--out", str(CRD_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "up to date" in ok.stdout
 
@@ -270,7 +313,9 @@ def test_schema_is_structural(name):
     schema = _schema(name)
     spec, status = schema["properties"]["spec"], schema["properties"]["status"]
     root = {k: v for k, v in schema.items() if k != "properties"}
-    problems = structural_violations({**root, "properties": {k: v for k, v in schema["properties"].items() if k != "status"}})
+    problems = structural_violations(
+        {**root, "properties": {k: v for k, v in schema["properties"].items() if k != "status"}}
+    )
     problems += structural_violations(status, "status", in_status=True)
     assert not problems, "\n".join(problems)
     assert schema["properties"]["metadata"] == {"type": "object"}  # only name/generateName could be restricted
@@ -287,15 +332,23 @@ def test_names_columns_and_subresources():
         assert version["subresources"] == {"status": {}}
     assert profile["names"]["shortNames"] == ["pprof", "pp"]
     assert run["names"]["shortNames"] == ["optrun", "or"]
-    columns = {s["names"]["kind"]: [(c["name"], c["jsonPath"]) for c in s["versions"][0]["additionalPrinterColumns"]]
-               for s in (profile, run)}
+    columns = {
+        s["names"]["kind"]: [(c["name"], c["jsonPath"]) for c in s["versions"][0]["additionalPrinterColumns"]]
+        for s in (profile, run)
+    }
     assert columns["ParameterProfile"] == [
-        ("Ready", '.status.conditions[?(@.type=="Ready")].status'), ("Target", ".spec.target.name"),
-        ("Parameters", ".status.parameters"), ("Twin", ".status.twin"), ("Age", ".metadata.creationTimestamp"),
+        ("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+        ("Target", ".spec.target.name"),
+        ("Parameters", ".status.parameters"),
+        ("Twin", ".status.twin"),
+        ("Age", ".metadata.creationTimestamp"),
     ]
     assert columns["OptimizationRun"] == [
-        ("Phase", ".status.phase"), ("Profiles", ".spec.profiles"), ("Step", ".status.current.stepIndex"),
-        ("Weight", ".status.current.canaryWeight"), ("Improvement", ".status.improvementPct"),
+        ("Phase", ".status.phase"),
+        ("Profiles", ".spec.profiles"),
+        ("Step", ".status.current.stepIndex"),
+        ("Weight", ".status.current.canaryWeight"),
+        ("Improvement", ".status.improvementPct"),
         ("Age", ".metadata.creationTimestamp"),
     ]
     # every column points at a field that exists in the schema
@@ -321,7 +374,8 @@ def test_target_is_required_in_the_crd_but_optional_in_the_model():
 def test_number_or_string_values_are_untyped_and_preserved():
     item = _schema(PROFILE_CRD)["properties"]["spec"]["properties"]["parameters"]["items"]
     assert item["properties"]["default"] == {
-        "description": item["properties"]["default"]["description"], "x-kubernetes-preserve-unknown-fields": True,
+        "description": item["properties"]["default"]["description"],
+        "x-kubernetes-preserve-unknown-fields": True,
     }
     assert item["properties"]["choices"]["items"] == {"x-kubernetes-preserve-unknown-fields": True}
     current = _schema(RUN_CRD)["properties"]["status"]["properties"]["current"]
@@ -330,8 +384,10 @@ def test_number_or_string_values_are_untyped_and_preserved():
 
 def test_cel_rules_are_on_the_parameters_and_read_non_nullable_fields():
     item = _schema(PROFILE_CRD)["properties"]["spec"]["properties"]["parameters"]["items"]
-    assert {"rule": "!has(self.min) || !has(self.max) || self.min < self.max",
-            "message": "min must be below max"} in item["x-kubernetes-validations"]
+    assert {
+        "rule": "!has(self.min) || !has(self.max) || self.min < self.max",
+        "message": "min must be below max",
+    } in item["x-kubernetes-validations"]
     # A null would reach the rule as CEL null and fail with "no such overload"; non-nullable, it is dropped first.
     assert "nullable" not in item["properties"]["min"] and "nullable" not in item["properties"]["max"]
     constraint = _schema(PROFILE_CRD)["properties"]["spec"]["properties"]["constraints"]["items"]
@@ -432,9 +488,18 @@ def test_generic_examples_validate_against_the_crd_and_the_model(path):
 
 
 def test_generic_run_names_the_generic_profile():
-    profiles = {d["metadata"]["name"] for p in GENERIC.glob("*.yaml") for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
-                if d and d["kind"] == "ParameterProfile"}
-    runs = [d for p in GENERIC.glob("*.yaml") for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d and d["kind"] == "OptimizationRun"]
+    profiles = {
+        d["metadata"]["name"]
+        for p in GENERIC.glob("*.yaml")
+        for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
+        if d and d["kind"] == "ParameterProfile"
+    }
+    runs = [
+        d
+        for p in GENERIC.glob("*.yaml")
+        for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
+        if d and d["kind"] == "OptimizationRun"
+    ]
     assert profiles == {"web"} and [r["spec"]["profiles"] for r in runs] == [["web"]]
 
 
@@ -525,26 +590,64 @@ def test_min_not_below_max_is_left_to_cel_and_the_model():
 
 # --- status: what the operator writes must pass the status schema ------------------------------------
 def _full_run_status() -> RunStatus:
-    condition = Condition(type="Progressing", status="True", reason="CanaryStep", message="25%",
-                          last_transition_time="2025-01-01T00:00:00Z", observed_generation=2)
+    condition = Condition(
+        type="Progressing",
+        status="True",
+        reason="CanaryStep",
+        message="25%",
+        last_transition_time="2025-01-01T00:00:00Z",
+        observed_generation=2,
+    )
     return RunStatus(
-        phase="RollingOut", observed_generation=2, conditions=[condition], started_at="2025-01-01T00:00:00Z",
+        phase="RollingOut",
+        observed_generation=2,
+        conditions=[condition],
+        started_at="2025-01-01T00:00:00Z",
         proposals=2,
         current=ProposalStatus(
-            number=2, profile="pba", config={"prediction_window": 80, "confidence_threshold": 0.9, "mode": "fast"},
+            number=2,
+            profile="pba",
+            config={"prediction_window": 80, "confidence_threshold": 0.9, "mode": "fast"},
             stable_config={"prediction_window": 60, "confidence_threshold": 0.95, "mode": "fast"},
-            revision="pba-config-rev-2", step_index=1, canary_weight=25, step_started_at="2025-01-01T00:10:00Z",
-            means=VariantMeans(stable=1.0, canary=1.1), p_value=0.0004, samples={"stable": 10, "canary": 10},
-            stable_digest="ab" * 32, pending_action="SetWeight", expected_improvement_pct=4.2,
+            revision="pba-config-rev-2",
+            step_index=1,
+            canary_weight=25,
+            step_started_at="2025-01-01T00:10:00Z",
+            means=VariantMeans(stable=1.0, canary=1.1),
+            p_value=0.0004,
+            samples={"stable": 10, "canary": 10},
+            stable_digest="ab" * 32,
+            pending_action="SetWeight",
+            expected_improvement_pct=4.2,
         ),
-        history=[ProposalRecord(number=1, profile="hde", config={"compression_level": 4}, verdict="Promoted",
-                                reason="Significant", improvement_pct=3.1, p_value=0.0001, revision="r1",
-                                finished_at="2025-01-01T00:05:00Z")],
-        recommendations=[Recommendation(profile="acp", config={"timeout_ms": 2000}, expected_improvement_pct=2.0,
-                                        confidence=0.9, reason="Recommend mode")],
+        history=[
+            ProposalRecord(
+                number=1,
+                profile="hde",
+                config={"compression_level": 4},
+                verdict="Promoted",
+                reason="Significant",
+                improvement_pct=3.1,
+                p_value=0.0001,
+                revision="r1",
+                finished_at="2025-01-01T00:05:00Z",
+            )
+        ],
+        recommendations=[
+            Recommendation(
+                profile="acp",
+                config={"timeout_ms": 2000},
+                expected_improvement_pct=2.0,
+                confidence=0.9,
+                reason="Recommend mode",
+            )
+        ],
         improvement_pct=3.1,
-        training={"hde": TrainingStatus(episodes=10, episodes_total=200, env_steps=1000, last_return=1.5,
-                                        epsilon=0.5, wall_seconds=12.0)},
+        training={
+            "hde": TrainingStatus(
+                episodes=10, episodes_total=200, env_steps=1000, last_return=1.5, epsilon=0.5, wall_seconds=12.0
+            )
+        },
         message="rolling out proposal 2",
     )
 
@@ -556,12 +659,21 @@ def test_status_written_by_the_operator_passes_the_status_schema():
         assert schema_errors(dumped, run_status) == []
         assert RunStatus.model_validate(dumped) == status
     profile_status = _schema(PROFILE_CRD)["properties"]["status"]
-    status = ProfileStatus(observed_generation=3, parameters=3, twin="hde", message="ok", conditions=[
-        Condition(type="Ready", status="True", reason="Valid", last_transition_time="2025-01-01T00:00:00Z")])
+    status = ProfileStatus(
+        observed_generation=3,
+        parameters=3,
+        twin="hde",
+        message="ok",
+        conditions=[
+            Condition(type="Ready", status="True", reason="Valid", last_transition_time="2025-01-01T00:00:00Z")
+        ],
+    )
     assert schema_errors(status.dump(), profile_status) == []
-    assert schema_errors({"phase": "Exploding"}, run_status) == ["phase: 'Exploding' is not one of "
-                                                                 "['Pending', 'Pretraining', 'Proposing', 'RollingOut', "
-                                                                 "'Succeeded', 'RolledBack', 'Failed']"]
+    assert schema_errors({"phase": "Exploding"}, run_status) == [
+        "phase: 'Exploding' is not one of "
+        "['Pending', 'Pretraining', 'Proposing', 'RollingOut', "
+        "'Succeeded', 'RolledBack', 'Failed']"
+    ]
 
 
 # --- the real kubectl ----------------------------------------------------------------------------------
@@ -577,17 +689,35 @@ def test_kubectl_parses_crds_and_examples(tmp_path):
         pytest.skip("kubectl not found (neither .tools/bin/kubectl nor on PATH)")
     # `annotate --local` decodes every document offline (no API server, no discovery).
     result = subprocess.run(
-        [kubectl, "annotate", "--local", "--dry-run=client", "-o", "name", "-f", str(CRD_DIR), "-f", str(EXAMPLES),
-         "dwcp.io/parsed=true"],
-        capture_output=True, text=True, timeout=120, env=_offline_env(tmp_path),
+        [
+            kubectl,
+            "annotate",
+            "--local",
+            "--dry-run=client",
+            "-o",
+            "name",
+            "-f",
+            str(CRD_DIR),
+            "-f",
+            str(EXAMPLES),
+            "dwcp.io/parsed=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_offline_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr
-    assert sorted(result.stdout.split()) == sorted([
-        f"customresourcedefinition.apiextensions.k8s.io/{PROFILE_CRD}",
-        f"customresourcedefinition.apiextensions.k8s.io/{RUN_CRD}",
-        "parameterprofile.autotune.dwcp.io/hde", "parameterprofile.autotune.dwcp.io/pba",
-        "parameterprofile.autotune.dwcp.io/acp", "optimizationrun.autotune.dwcp.io/dwcp-tune",
-    ])
+    assert sorted(result.stdout.split()) == sorted(
+        [
+            f"customresourcedefinition.apiextensions.k8s.io/{PROFILE_CRD}",
+            f"customresourcedefinition.apiextensions.k8s.io/{RUN_CRD}",
+            "parameterprofile.autotune.dwcp.io/hde",
+            "parameterprofile.autotune.dwcp.io/pba",
+            "parameterprofile.autotune.dwcp.io/acp",
+            "optimizationrun.autotune.dwcp.io/dwcp-tune",
+        ]
+    )
 
 
 def test_kubectl_apply_dry_run_client(tmp_path):
@@ -601,9 +731,25 @@ def test_kubectl_apply_dry_run_client(tmp_path):
         pytest.skip("kubectl not found (neither .tools/bin/kubectl nor on PATH)")
     with running_emulator([CRD_DIR]) as (emulator, _url, kubeconfig):
         result = subprocess.run(
-            [kubectl, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache"), "apply",
-             "--dry-run=client", "--validate=false", "-f", str(CRD_DIR), "-f", str(EXAMPLES), "--request-timeout=10s"],
-            capture_output=True, text=True, timeout=120, env=_offline_env(tmp_path),
+            [
+                kubectl,
+                "--kubeconfig",
+                str(kubeconfig),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "apply",
+                "--dry-run=client",
+                "--validate=false",
+                "-f",
+                str(CRD_DIR),
+                "-f",
+                str(EXAMPLES),
+                "--request-timeout=10s",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_offline_env(tmp_path),
         )
         assert result.returncode == 0, result.stderr
         assert f"customresourcedefinition.apiextensions.k8s.io/{PROFILE_CRD}" in result.stdout
@@ -617,9 +763,15 @@ def test_every_example_run_can_conclude_at_the_charts_default_sample_floor():
     """An example run whose analysis interval cannot hold minSamples samples would fail with InvalidSpec."""
     from dwcp_autotuner.models.run import resolve_sampling
 
-    floor = yaml.safe_load((ROOT / "charts" / "dwcp-autotuner" / "values.yaml").read_text(encoding="utf-8"))["minSampleSeconds"]
-    runs = [(p.name, d) for p in sorted(EXAMPLES.rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
-            if d and d.get("kind") == "OptimizationRun"]
+    floor = yaml.safe_load((ROOT / "charts" / "dwcp-autotuner" / "values.yaml").read_text(encoding="utf-8"))[
+        "minSampleSeconds"
+    ]
+    runs = [
+        (p.name, d)
+        for p in sorted(EXAMPLES.rglob("*.yaml"))
+        for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
+        if d and d.get("kind") == "OptimizationRun"
+    ]
     assert len(runs) >= 2
     for name, doc in runs:
         _, problem = resolve_sampling(OptimizationRunSpec.model_validate(doc["spec"]), floor)

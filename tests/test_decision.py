@@ -42,7 +42,7 @@ def expected(verdict: str, position: str, limit: str):
     return Rollback("Inconclusive", f"{count} inconclusive analyses: {VERDICTS[verdict].message}")
 
 
-CASES = [(v, p, l) for v in VERDICTS for p in POSITIONS for l in LIMITS]
+CASES = [(v, p, limit) for v in VERDICTS for p in POSITIONS for limit in LIMITS]
 
 
 @pytest.mark.parametrize("verdict, position, limit", CASES, ids=[" / ".join(c) for c in CASES])

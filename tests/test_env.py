@@ -17,7 +17,10 @@ from dwcp_autotuner.models.builtin import BUILTIN_SPACES
 from dwcp_autotuner.models.space import MetricSpec, ObjectiveTerm, Parameter, SoftConstraint, TuningSpace
 
 SPACE = TuningSpace(
-    parameters=[Parameter(name="a", min=1, max=9, default=3), Parameter(name="b", min=1, max=64, default=8, scale="log2")],
+    parameters=[
+        Parameter(name="a", min=1, max=9, default=3),
+        Parameter(name="b", min=1, max=64, default=8, scale="log2"),
+    ],
     metrics=[MetricSpec(name="speed"), MetricSpec(name="memory")],
     objective=[ObjectiveTerm(metric="speed", goal="maximize")],
     constraints=[SoftConstraint(metric="memory", max=40.0, penalty=1.0)],
@@ -97,7 +100,10 @@ def test_dwcp_environment_has_19_actions_and_39_state_dimensions():
     obs = env.reset(start="default")
     assert obs.shape == (39,) and obs.dtype == np.float32
     assert str(env.action_meaning(0)) == "no-op"
-    assert str(env.action_meaning(1)) == "hde.compression_level +" and str(env.action_meaning(2)) == "hde.compression_level -"
+    assert (
+        str(env.action_meaning(1)) == "hde.compression_level +"
+        and str(env.action_meaning(2)) == "hde.compression_level -"
+    )
     assert str(env.action_meaning(18)) == "acp.quorum_size -"
 
 
@@ -174,7 +180,12 @@ def test_twin_repeats_average_seeds_and_smooth_the_surface(tmp_path):
     workload = BowlWorkload(noise=0.05)
     single = measure_twin(SPACE, workload, seed=10, repeats=1, noise_points=2, noise_repeats=2)
     averaged = measure_twin(SPACE, workload, seed=10, repeats=9, noise_points=2, noise_repeats=2)
-    truth = np.array([[100.0 - 2.0 * (a - 6) ** 2 - 3.0 * (np.log2(b) - 4) ** 2 for b in SPACE.parameter("b").grid()] for a in SPACE.parameter("a").grid()])
+    truth = np.array(
+        [
+            [100.0 - 2.0 * (a - 6) ** 2 - 3.0 * (np.log2(b) - 4) ** 2 for b in SPACE.parameter("b").grid()]
+            for a in SPACE.parameter("a").grid()
+        ]
+    )
     error_single = np.abs(single.means[..., 0] / truth - 1).mean()
     error_averaged = np.abs(averaged.means[..., 0] / truth - 1).mean()
     assert error_averaged < error_single / 2
@@ -200,4 +211,7 @@ def test_report_explains_a_local_optimum_of_the_grid():
     assert "local optimum" in stuck.local_optimum_note() and "5 steps away" in stuck.local_optimum_note()
     climbing = ComponentResult("c", space, twin=twin, tuned_config={"n": 7}, optimum_config={"n": 8})
     assert climbing.local_optimum_note() is None  # a better neighbour exists: not stuck, just short
-    assert ComponentResult("c", space, twin=twin, tuned_config={"n": 8}, optimum_config={"n": 8}).local_optimum_note() is None
+    assert (
+        ComponentResult("c", space, twin=twin, tuned_config={"n": 8}, optimum_config={"n": 8}).local_optimum_note()
+        is None
+    )

@@ -47,18 +47,43 @@ def test_a_run_deleted_mid_reconcile_is_released_within_seconds_not_a_minute() -
         settings = kopf.OperatorSettings()
         apply_settings(settings, OperatorConfig())
         stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(target=lambda: asyncio.run(kopf.operator(
-            registry=registry, settings=settings, standalone=True, namespaces=["default"], stop_flag=stop, ready_flag=ready,
-        )), name="kopf", daemon=True)
+        thread = threading.Thread(
+            target=lambda: asyncio.run(
+                kopf.operator(
+                    registry=registry,
+                    settings=settings,
+                    standalone=True,
+                    namespaces=["default"],
+                    stop_flag=stop,
+                    ready_flag=ready,
+                )
+            ),
+            name="kopf",
+            daemon=True,
+        )
         thread.start()
         try:
             assert ready.wait(timeout=15)
             custom = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(str(kubeconfig)))
-            custom.create_namespaced_custom_object(GROUP, VERSION, "default", RUNS, {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "OptimizationRun", "metadata": {"name": "r1"}, "spec": {"profiles": ["p"]},
-            })
-            finalizers = wait_for(lambda: custom.get_namespaced_custom_object(GROUP, VERSION, "default", RUNS, "r1")["metadata"].get("finalizers"),
-                                  15, "Kopf's finalizer on the run")
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                "default",
+                RUNS,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "OptimizationRun",
+                    "metadata": {"name": "r1"},
+                    "spec": {"profiles": ["p"]},
+                },
+            )
+            finalizers = wait_for(
+                lambda: custom.get_namespaced_custom_object(GROUP, VERSION, "default", RUNS, "r1")["metadata"].get(
+                    "finalizers"
+                ),
+                15,
+                "Kopf's finalizer on the run",
+            )
             assert finalizers == [f"{GROUP}/cleanup"]  # the settings are the operator's
             time.sleep(1.5)  # the timer is running
 

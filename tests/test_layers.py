@@ -34,4 +34,6 @@ def test_the_checker_finds_a_cycle_inside_a_function_and_an_import_up_a_layer(tm
     (package / "controller" / "b.py").write_text("def later():\n    from .a import x\n")  # a cycle hidden in a function
     found = _checker().problems(package)
     assert any("dwcp_autotuner.models.run imports dwcp_autotuner.cli" in line for line in found), found
-    assert any(line.startswith("import cycle:") and "controller.a" in line and "controller.b" in line for line in found), found
+    assert any(
+        line.startswith("import cycle:") and "controller.a" in line and "controller.b" in line for line in found
+    ), found

@@ -15,13 +15,13 @@ from typing import Any
 
 import kubernetes
 import pytest
+from prometheus_api_client.exceptions import PrometheusApiClientException
 
-from dwcp_autotuner.ports.base import Conflict, NotFound, OwnerRef, Unavailable
 from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY, ConfigRef
+from dwcp_autotuner.ports.base import Conflict, NotFound, OwnerRef, Unavailable
 from dwcp_autotuner.ports.kubernetes import KubernetesConfigStore, KubernetesEvents
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
 from dwcp_autotuner.ports.prometheus import PrometheusMetrics, QueryRejected, _parse_client_error
-from prometheus_api_client.exceptions import PrometheusApiClientException
 from tests.support.prometheus import PrometheusServer, VariantExporter, running_prometheus
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,7 +30,7 @@ OBJECTIVE = "dwcp_test_objective"
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 # ================================================================================================
@@ -117,7 +117,7 @@ def test_parse_client_error_unwraps_the_body() -> None:
 
 
 class _Answer503(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(503)
         self.send_header("Content-Type", "text/plain")
         self.end_headers()
@@ -195,8 +195,11 @@ def test_file_store_read_write_and_conflict(tmp_path: Path) -> None:
     first = store.read(ref)
     assert first.stable == '{"a": 1}' and first.canary is None
 
-    second = store.write(ref, expected_resource_version=first.resource_version,
-                         set_keys={CANARY_KEY: '{"a": 2}', CANARY_WEIGHT_KEY: "10", CANARY_REVISION_KEY: "svc-r1"})
+    second = store.write(
+        ref,
+        expected_resource_version=first.resource_version,
+        set_keys={CANARY_KEY: '{"a": 2}', CANARY_WEIGHT_KEY: "10", CANARY_REVISION_KEY: "svc-r1"},
+    )
     assert second.resource_version != first.resource_version
     assert second.canary == '{"a": 2}' and second.canary_weight == 10 and second.canary_revision == "svc-r1"
     assert store.read(ref) == second
@@ -205,8 +208,11 @@ def test_file_store_read_write_and_conflict(tmp_path: Path) -> None:
         store.write(ref, expected_resource_version=first.resource_version, set_keys={CANARY_WEIGHT_KEY: "50"})
     assert store.read(ref).canary_weight == 10  # unchanged
 
-    third = store.write(ref, expected_resource_version=second.resource_version,
-                        remove_keys=(CANARY_KEY, CANARY_WEIGHT_KEY, CANARY_REVISION_KEY, "never-there"))
+    third = store.write(
+        ref,
+        expected_resource_version=second.resource_version,
+        remove_keys=(CANARY_KEY, CANARY_WEIGHT_KEY, CANARY_REVISION_KEY, "never-there"),
+    )
     assert dict(third.data) == {"config.json": '{"a": 1}'}
     on_disk = json.loads((tmp_path / "team" / "svc.json").read_text())
     assert on_disk == {"resourceVersion": third.resource_version, "data": {"config.json": '{"a": 1}'}}
@@ -226,8 +232,9 @@ def test_file_store_revisions_are_immutable_and_idempotent(tmp_path: Path) -> No
         store.create_revision("team", "svc-r1", {"config.json": '{"x": 1}'}, owner=owner, labels={})
     rev = store.read(ConfigRef("team", "svc-r1"))
     with pytest.raises(Conflict):
-        store.write(ConfigRef("team", "svc-r1"), expected_resource_version=rev.resource_version,
-                    set_keys={"config.json": "{}"})
+        store.write(
+            ConfigRef("team", "svc-r1"), expected_resource_version=rev.resource_version, set_keys={"config.json": "{}"}
+        )
     with pytest.raises(NotFound):
         store.read_revision("team", "svc-r2")
 
@@ -235,7 +242,7 @@ def test_file_store_revisions_are_immutable_and_idempotent(tmp_path: Path) -> No
 def test_in_process_metrics() -> None:
     source = InProcessMetrics()
     source.register("q", lambda t: float("nan") if int(t) % 2 else 5.0)
-    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     samples = source.samples("q", start, start + dt.timedelta(seconds=9), 1.0)
     assert [s.value for s in samples] == [5.0] * 5
     assert samples[0].timestamp == start.timestamp()
@@ -268,9 +275,14 @@ def kube() -> Iterator[tuple[Any, kubernetes.client.CoreV1Api]]:
 
 
 def _make_target(emulator: Any, name: str, data: dict[str, str] | None = None) -> ConfigRef:
-    emulator.create_object({"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": name, "namespace": "default"},
-                            "data": data if data is not None else {"config.json": '{"threads": 4}'}})
+    emulator.create_object(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default"},
+            "data": data if data is not None else {"config.json": '{"threads": 4}'},
+        }
+    )
     return ConfigRef("default", name)
 
 
@@ -282,9 +294,12 @@ def test_kube_read_write_with_precondition(kube: tuple[Any, kubernetes.client.Co
     assert first.stable == '{"threads": 4}' and first.canary is None
 
     n_requests = len(list(emulator))
-    second = store.write(ref, expected_resource_version=first.resource_version,
-                         set_keys={CANARY_KEY: '{"threads": 8}', CANARY_WEIGHT_KEY: "10"},
-                         remove_keys=(CANARY_REVISION_KEY,))  # absent: must not break the patch
+    second = store.write(
+        ref,
+        expected_resource_version=first.resource_version,
+        set_keys={CANARY_KEY: '{"threads": 8}', CANARY_WEIGHT_KEY: "10"},
+        remove_keys=(CANARY_REVISION_KEY,),
+    )  # absent: must not break the patch
     assert second.canary == '{"threads": 8}' and second.canary_weight == 10
     assert int(second.resource_version) > int(first.resource_version)
     patches = [r for r in list(emulator)[n_requests:] if str(r.method.value).upper() == "PATCH"]
@@ -300,8 +315,12 @@ def test_kube_read_write_with_precondition(kube: tuple[Any, kubernetes.client.Co
     with pytest.raises(Conflict):  # stale resourceVersion
         store.write(ref, expected_resource_version=first.resource_version, set_keys={CANARY_WEIGHT_KEY: "50"})
 
-    third = store.write(ref, expected_resource_version=second.resource_version,
-                        set_keys={CANARY_WEIGHT_KEY: "50"}, remove_keys=(CANARY_KEY, "not-there"))
+    third = store.write(
+        ref,
+        expected_resource_version=second.resource_version,
+        set_keys={CANARY_WEIGHT_KEY: "50"},
+        remove_keys=(CANARY_KEY, "not-there"),
+    )
     assert dict(third.data) == {"config.json": '{"threads": 4}', CANARY_WEIGHT_KEY: "50"}
 
     with pytest.raises(NotFound):
@@ -324,9 +343,14 @@ def test_kube_write_racing_another_writer_is_conflict(kube: tuple[Any, kubernete
             result = self.inner.read_namespaced_config_map(*args, **kwargs)
             self.reads += 1
             if self.reads == 2:  # the read inside write(): another writer sneaks in right after it
-                emulator.apply_object({"apiVersion": "v1", "kind": "ConfigMap",
-                                       "metadata": {"name": "target-race", "namespace": "default"},
-                                       "data": {"config.json": '{"threads": 5}'}})
+                emulator.apply_object(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": "target-race", "namespace": "default"},
+                        "data": {"config.json": '{"threads": 5}'},
+                    }
+                )
             return result
 
         def __getattr__(self, name: str) -> Any:
@@ -365,14 +389,18 @@ def test_kube_revisions(kube: tuple[Any, kubernetes.client.CoreV1Api]) -> None:
 
 def test_kube_events(kube: tuple[Any, kubernetes.client.CoreV1Api]) -> None:
     emulator, api = kube
-    involved = {"apiVersion": "autotune.dwcp.io/v1", "kind": "AutoTune", "name": "svc-events",
-                "namespace": "default", "uid": "uid-events"}
+    involved = {
+        "apiVersion": "autotune.dwcp.io/v1",
+        "kind": "AutoTune",
+        "name": "svc-events",
+        "namespace": "default",
+        "uid": "uid-events",
+    }
     events = KubernetesEvents(api, involved)
     events.emit("Normal", "CanaryStarted", "canary at 10%")
     events.emit("Normal", "CanaryStarted", "canary at 10%")  # aggregated: count 2
     events.emit("Warning", "Rollback", "objective worse by 12%")
-    mine = [e for e in emulator.list_objects("events", "default")
-            if e["involvedObject"].get("name") == "svc-events"]
+    mine = [e for e in emulator.list_objects("events", "default") if e["involvedObject"].get("name") == "svc-events"]
     assert len(mine) == 2
     assert len({e["metadata"]["name"] for e in mine}) == 2
     by_reason = {e["reason"]: e for e in mine}

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.components import ServiceLoop, make_component
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES, HDE, PBA
 from dwcp_autotuner.models.space import TuningSpace
-from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.sdk import (
     ConfigFollower,
     DirectorySource,
@@ -49,7 +49,12 @@ def follower(space: TuningSpace = PBA, source=None, **kwargs) -> ConfigFollower:
     return ConfigFollower(space, source, registry=CollectorRegistry(), name="test", **kwargs)
 
 
-def data(stable: dict | str | None = None, canary: dict | str | None = None, weight: int | str | None = None, revision: str = "run-pba-1") -> dict[str, str]:
+def data(
+    stable: dict | str | None = None,
+    canary: dict | str | None = None,
+    weight: int | str | None = None,
+    revision: str = "run-pba-1",
+) -> dict[str, str]:
     out: dict[str, str] = {}
     if stable is not None:
         out["config.json"] = stable if isinstance(stable, str) else json.dumps(stable)
@@ -128,7 +133,10 @@ def test_parse_config_refuses_with_a_reason(text, reason, words):
 
 def test_parse_config_fills_defaults_and_may_keep_untuned_keys():
     assert parse_config(PBA, '{"prediction_window": 20}') == {**PBA_DEFAULT, "prediction_window": 20}
-    assert parse_config(PBA, '{"prediction_window": 20, "log_level": "debug"}', allow_extra_keys=True)["log_level"] == "debug"
+    assert (
+        parse_config(PBA, '{"prediction_window": 20, "log_level": "debug"}', allow_extra_keys=True)["log_level"]
+        == "debug"
+    )
 
 
 def test_follower_switches_configurations_and_routes_by_the_weight():
@@ -143,11 +151,15 @@ def test_follower_switches_configurations_and_routes_by_the_weight():
     assert all(c == (PBA_TUNED if v == "canary" else PBA_DEFAULT) for v, c in variants)
     assert sample(f.metrics.registry, "dwcp_sdk_canary_weight") == 30
     assert sample(f.metrics.registry, "dwcp_sdk_parameter_value", variant="canary", parameter="prediction_window") == 20
-    assert sample(f.metrics.registry, "dwcp_sdk_units_total", variant="canary") == sum(v == "canary" for v, _ in variants)
+    assert sample(f.metrics.registry, "dwcp_sdk_units_total", variant="canary") == sum(
+        v == "canary" for v, _ in variants
+    )
     # Promotion: the candidate becomes stable and the canary keys go.
     state = f.apply(data(PBA_TUNED))
     assert state.stable == PBA_TUNED and state.canary is None and state.weight == 0
-    assert sample(f.metrics.registry, "dwcp_sdk_parameter_value", variant="canary", parameter="prediction_window") is None
+    assert (
+        sample(f.metrics.registry, "dwcp_sdk_parameter_value", variant="canary", parameter="prediction_window") is None
+    )
 
 
 def test_an_invalid_stable_config_is_refused_the_last_good_one_kept_counted_and_logged(caplog):
@@ -166,7 +178,10 @@ def test_an_invalid_stable_config_is_refused_the_last_good_one_kept_counted_and_
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3, lines
     assert "refused config.json (parse): not valid JSON" in lines[0]
-    assert 'keeping the last good configuration {"confidence_threshold":0.85,"prediction_window":20,"update_frequency":5}' in lines[0]
+    assert (
+        'keeping the last good configuration {"confidence_threshold":0.85,"prediction_window":20,"update_frequency":5}'
+        in lines[0]
+    )
     assert "prediction_window: 2000 is outside [10, 300]" in lines[1]
     # A good value again is applied.
     assert f.apply(data(PBA_DEFAULT)).stable == PBA_DEFAULT
@@ -241,7 +256,13 @@ def test_file_follower_picks_up_a_change_without_restart(tmp_path):
         (folder / "config.json").write_text(json.dumps(PBA_TUNED))
         wait_for(lambda: f.snapshot().stable == PBA_TUNED and f.snapshot().canary is None, 5, "the promotion")
         (folder / "config.json").write_text("{oops")
-        wait_for(lambda: sample(f.metrics.registry, "dwcp_sdk_config_refusals_total", key="config.json", reason="parse") == 1, 5, "the refusal")
+        wait_for(
+            lambda: (
+                sample(f.metrics.registry, "dwcp_sdk_config_refusals_total", key="config.json", reason="parse") == 1
+            ),
+            5,
+            "the refusal",
+        )
         assert f.snapshot().stable == PBA_TUNED
 
 
@@ -266,7 +287,15 @@ def test_file_follower_sees_a_mounted_configmap_swap_its_data_symlink(tmp_path):
     publish(1, {"config.json": json.dumps(PBA_DEFAULT)})
     with follower(source=DirectorySource(mount, poll_seconds=0.02)) as f:
         assert f.wait_ready(5)
-        publish(2, {"config.json": json.dumps(PBA_DEFAULT), CANARY_KEY: json.dumps(PBA_TUNED), CANARY_WEIGHT_KEY: "5", CANARY_REVISION_KEY: "r1"})
+        publish(
+            2,
+            {
+                "config.json": json.dumps(PBA_DEFAULT),
+                CANARY_KEY: json.dumps(PBA_TUNED),
+                CANARY_WEIGHT_KEY: "5",
+                CANARY_REVISION_KEY: "r1",
+            },
+        )
         wait_for(lambda: f.snapshot().weight == 5 and f.snapshot().canary == PBA_TUNED, 5, "the canary via ..data")
 
 
@@ -303,16 +332,33 @@ def test_kubernetes_follower_sees_patches_and_survives_reconnects():
             wait_for(lambda: f.snapshot().weight == 50, 10, "the weight after a reconnect")
             assert source.reconnects > connections
             patch({"config.json": '{"prediction_window": -1}'})
-            wait_for(lambda: sample(f.metrics.registry, "dwcp_sdk_config_refusals_total", key="config.json", reason="out_of_bounds") == 1,
-                     10, "the refusal")
+            wait_for(
+                lambda: (
+                    sample(
+                        f.metrics.registry, "dwcp_sdk_config_refusals_total", key="config.json", reason="out_of_bounds"
+                    )
+                    == 1
+                ),
+                10,
+                "the refusal",
+            )
             assert f.snapshot().stable == PBA_DEFAULT and f.snapshot().weight == 50
-            patch({"config.json": json.dumps(PBA_TUNED), CANARY_KEY: None, CANARY_WEIGHT_KEY: None, CANARY_REVISION_KEY: None})
+            patch(
+                {
+                    "config.json": json.dumps(PBA_TUNED),
+                    CANARY_KEY: None,
+                    CANARY_WEIGHT_KEY: None,
+                    CANARY_REVISION_KEY: None,
+                }
+            )
             wait_for(lambda: f.snapshot().stable == PBA_TUNED and f.snapshot().canary is None, 10, "the promotion")
             # Deleted and re-created: the last good configuration runs meanwhile, the new one is picked up.
             core.delete_namespaced_config_map("pba-config", "default")
             time.sleep(0.5)
             assert f.snapshot().stable == PBA_TUNED
-            core.create_namespaced_config_map("default", {"metadata": {"name": "pba-config"}, "data": data(PBA_DEFAULT)})
+            core.create_namespaced_config_map(
+                "default", {"metadata": {"name": "pba-config"}, "data": data(PBA_DEFAULT)}
+            )
             wait_for(lambda: f.snapshot().stable == PBA_DEFAULT, 15, "the re-created ConfigMap")
 
 
@@ -338,21 +384,31 @@ def test_components_route_each_unit_and_label_their_series(name):
     space = BUILTIN_SPACES[name]
     component = make_component(name, registry, quick=True)
     f = ConfigFollower(space, StaticSource({}), registry=registry, name=name)
-    candidate = {p.name: p.grid()[0] for p in space.parameters} if name != "hde" else {"compression_level": 1, "chunk_size": 32768, "window_size": 131072}
+    candidate = (
+        {p.name: p.grid()[0] for p in space.parameters}
+        if name != "hde"
+        else {"compression_level": 1, "chunk_size": 32768, "window_size": 131072}
+    )
     f.apply(data(space.default_config(), candidate, 40, revision=f"run-{name}-1"))
     loop = ServiceLoop(component, f, registry)
     loop.run(threading.Event(), duration=1.5)
     assert loop.done["stable"] > 0 and loop.done["canary"] > 0
-    assert sum(loop.done.values()) == sample(registry, "dwcp_sdk_units_total", variant="stable") + sample(registry, "dwcp_sdk_units_total", variant="canary")
+    assert sum(loop.done.values()) == sample(registry, "dwcp_sdk_units_total", variant="stable") + sample(
+        registry, "dwcp_sdk_units_total", variant="canary"
+    )
     assert sample(registry, "dwcp_component_unit_errors_total", variant="stable") == 0
     text = generate_latest(registry).decode()
-    series = {re.match(r"(\w+)\{", line).group(1) for line in text.splitlines() if line.startswith(f"dwcp_{name}_") and 'variant="canary"' in line}
+    series = {
+        re.match(r"(\w+)\{", line).group(1)
+        for line in text.splitlines()
+        if line.startswith(f"dwcp_{name}_") and 'variant="canary"' in line
+    }
     assert len(series) >= 5, series
 
 
 # --- a real component process -------------------------------------------------------------------------
 def metrics_of(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310 — loopback
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return response.read().decode()
 
 
@@ -375,11 +431,28 @@ def test_a_component_fed_an_invalid_configuration_keeps_working_on_the_last_good
     log_path = tmp_path / "pba.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dwcp_autotuner.cli.main", "component", "pba", "--config-dir", str(folder),
-             "--metrics-port", str(port), "--metrics-address", "127.0.0.1", "--quick", "--rate", "50"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "dwcp_autotuner.cli.main",
+                "component",
+                "pba",
+                "--config-dir",
+                str(folder),
+                "--metrics-port",
+                str(port),
+                "--metrics-address",
+                "127.0.0.1",
+                "--quick",
+                "--rate",
+                "50",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
     try:
+
         def units() -> float:
             try:
                 return metric(metrics_of(port), "dwcp_sdk_units_total", variant="stable") or 0.0
@@ -396,14 +469,27 @@ def test_a_component_fed_an_invalid_configuration_keeps_working_on_the_last_good
         assert process.poll() is None
         assert metric(text, "dwcp_sdk_config_refusals_total", key="config.json", reason="out_of_bounds") == 1
         assert metric(text, "dwcp_sdk_units_total", variant="stable") > before  # still working
-        assert metric(text, "dwcp_sdk_parameter_value", variant="stable", parameter="confidence_threshold") == 0.85  # the last good one
+        assert (
+            metric(text, "dwcp_sdk_parameter_value", variant="stable", parameter="confidence_threshold") == 0.85
+        )  # the last good one
         assert metric(text, "dwcp_pba_predictions_total", variant="stable") > 0
         line = next(line for line in log_path.read_text().splitlines() if "refused config.json" in line)
-        assert "WARNING" in line and "confidence_threshold: 1.5 is outside [0.5, 0.99]" in line and "keeping the last good configuration" in line
+        assert (
+            "WARNING" in line
+            and "confidence_threshold: 1.5 is outside [0.5, 0.99]" in line
+            and "keeping the last good configuration" in line
+        )
         # Fixed: applied without a restart.
         (folder / "config.json").write_text(json.dumps(PBA_DEFAULT))
-        wait_for(lambda: metric(metrics_of(port), "dwcp_sdk_parameter_value", variant="stable", parameter="confidence_threshold") == 0.95, 10,
-                 "the fixed configuration", interval=0.1)
+        wait_for(
+            lambda: (
+                metric(metrics_of(port), "dwcp_sdk_parameter_value", variant="stable", parameter="confidence_threshold")
+                == 0.95
+            ),
+            10,
+            "the fixed configuration",
+            interval=0.1,
+        )
     finally:
         process.terminate()
         process.wait(timeout=15)
@@ -412,9 +498,19 @@ def test_a_component_fed_an_invalid_configuration_keeps_working_on_the_last_good
 
 
 def test_component_without_a_configuration_source_is_a_one_line_usage_error(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "DWCP_CONFIG_DIR", "DWCP_CONFIGMAP")}
-    result = subprocess.run([sys.executable, "-m", "dwcp_autotuner.cli.main", "component", "acp"], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT, env=env)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "DWCP_CONFIG_DIR", "DWCP_CONFIGMAP")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "dwcp_autotuner.cli.main", "component", "acp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "no configuration source" in result.stderr
 
@@ -432,22 +528,44 @@ def test_component_manifests_hold_valid_configs_and_run_the_component():
         # The profile targets it and the configuration is the built-in default, valid for the SDK.
         profile = yaml.safe_load((ROOT / "examples" / f"{name}-profile.yaml").read_text())
         assert profile["spec"]["target"]["name"] == f"{name}-config"
-        assert parse_config(BUILTIN_SPACES[name], configmap["data"]["config.json"]) == BUILTIN_SPACES[name].default_config()
+        assert (
+            parse_config(BUILTIN_SPACES[name], configmap["data"]["config.json"])
+            == BUILTIN_SPACES[name].default_config()
+        )
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         assert container["args"][:2] == ["component", name] and f"{name}-config" in container["args"]
     kubectl = next((str(p) for p in (ROOT / ".tools" / "bin" / "kubectl",) if p.exists()), None)
     if kubectl is None:
         pytest.skip("kubectl not found")
     result = subprocess.run(
-        [kubectl, "annotate", "--local", "--dry-run=client", "-o", "name", "-f", str(ROOT / "examples" / "components"), "dwcp.io/parsed=true"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "KUBECONFIG": "/dev/null"},
+        [
+            kubectl,
+            "annotate",
+            "--local",
+            "--dry-run=client",
+            "-o",
+            "name",
+            "-f",
+            str(ROOT / "examples" / "components"),
+            "dwcp.io/parsed=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KUBECONFIG": "/dev/null"},
     )
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.split()) == 12  # 3 × (ConfigMap, Deployment, Service) + ServiceAccount, Role, RoleBinding
 
 
-@pytest.mark.parametrize("config", [HDE.default_config(), {"compression_level": 1, "chunk_size": 65536, "window_size": 1048576},
-                                    {"compression_level": 5, "chunk_size": 1024, "window_size": 32768}])
+@pytest.mark.parametrize(
+    "config",
+    [
+        HDE.default_config(),
+        {"compression_level": 1, "chunk_size": 65536, "window_size": 1048576},
+        {"compression_level": 5, "chunk_size": 1024, "window_size": 32768},
+    ],
+)
 def test_hde_service_encodes_regions_like_the_workload(config):
     """The service compresses every changed chunk of a region exactly as the workload's `_compress_chunk`."""
     from dwcp_autotuner.workloads.hde import _compress_chunk, _varint_len, snapshots
@@ -460,7 +578,9 @@ def test_hde_service_encodes_regions_like_the_workload(config):
         expected, expected_peak = (65536 // chunk) / 8.0, 0
         for index in range(region * 65536 // chunk, (region + 1) * 65536 // chunk):
             if pair.prev[index * chunk : (index + 1) * chunk] != pair.new[index * chunk : (index + 1) * chunk]:
-                frame, _, _, memory = _compress_chunk(pair.prev, pair.new, index, chunk, config["window_size"], config["compression_level"])
+                frame, _, _, memory = _compress_chunk(
+                    pair.prev, pair.new, index, chunk, config["window_size"], config["compression_level"]
+                )
                 expected += len(frame) + _varint_len(len(frame))
                 expected_peak = max(expected_peak, memory)
         assert out == expected and peak == expected_peak
@@ -473,8 +593,16 @@ def test_hde_service_encodes_regions_like_the_workload(config):
         (["--configmap", "hde-live", "-n", "prod"], {}, ("api", "prod/hde-live")),
         (["--kubeconfig", "/kc"], {"POD_NAMESPACE": "dwcp"}, ("api", "dwcp/hde-config")),
         # What the Helm chart sets in a pod: watch through the API (faster than the kubelet's volume refresh).
-        ([], {"DWCP_CONFIGMAP": "hde-config", "DWCP_CONFIG_DIR": "/etc/dwcp/config", "KUBERNETES_SERVICE_HOST": "10.0.0.1",
-              "POD_NAMESPACE": "dwcp"}, ("api", "dwcp/hde-config")),
+        (
+            [],
+            {
+                "DWCP_CONFIGMAP": "hde-config",
+                "DWCP_CONFIG_DIR": "/etc/dwcp/config",
+                "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                "POD_NAMESPACE": "dwcp",
+            },
+            ("api", "dwcp/hde-config"),
+        ),
         ([], {"DWCP_CONFIGMAP": "hde-config", "DWCP_CONFIG_DIR": "/etc/dwcp/config"}, ("dir", "/etc/dwcp/config")),
         ([], {"KUBECONFIG": "/kc"}, ("api", "default/hde-config")),
     ],

@@ -78,7 +78,9 @@ def test_choice_parameter_moves_through_its_choices():
     ],
 )
 def test_invalid_parameters_are_rejected_with_the_reason(fields, message):
-    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        ValidationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+    ):
         Parameter(name="x", **fields)
 
 
@@ -105,15 +107,23 @@ def test_objective_and_penalties():
     space = TuningSpace(
         parameters=[Parameter(name="x", min=1, max=3, default=2)],
         metrics=[MetricSpec(name="tput"), MetricSpec(name="lat"), MetricSpec(name="mem"), MetricSpec(name="cost")],
-        objective=[ObjectiveTerm(metric="tput", goal="maximize", weight=2, scale=10), ObjectiveTerm(metric="lat", goal="minimize", scale=100)],
-        constraints=[SoftConstraint(metric="mem", max=80, penalty=1.0), SoftConstraint(metric="cost", max_increase_pct=10, penalty=3.0)],
+        objective=[
+            ObjectiveTerm(metric="tput", goal="maximize", weight=2, scale=10),
+            ObjectiveTerm(metric="lat", goal="minimize", scale=100),
+        ],
+        constraints=[
+            SoftConstraint(metric="mem", max=80, penalty=1.0),
+            SoftConstraint(metric="cost", max_increase_pct=10, penalty=3.0),
+        ],
     )
     metrics = {"tput": 50.0, "lat": 20.0, "mem": 40.0, "cost": 1.0}
     assert space.objective_value(metrics) == pytest.approx(2 * 50 / 10 - 20 / 100)
     assert space.penalty(metrics, baseline=metrics) == 0.0
     over = dict(metrics, mem=100.0, cost=1.3)  # memory 25 % over its limit; cost +30 % where +10 % is allowed
     assert space.penalty(over, baseline=metrics) == pytest.approx(1.0 * 20 / 80 + 3.0 * 0.2)
-    assert space.score(over, baseline=metrics) == pytest.approx(space.objective_value(over) - space.penalty(over, metrics))
+    assert space.score(over, baseline=metrics) == pytest.approx(
+        space.objective_value(over) - space.penalty(over, metrics)
+    )
 
 
 def test_coerce_config_rejects_out_of_bounds_and_unknown_keys():
@@ -136,7 +146,12 @@ def test_space_hash_changes_with_the_parameter_space_only():
 
 def test_camel_case_round_trip():
     spec = ParameterProfileSpec.model_validate(
-        {**HDE.dump(), "target": {"name": "hde-config"}, "twin": "hde", "guards": [{"metric": "peak_memory_mb", "goal": "minimize", "maxDegradationPct": 5}]}
+        {
+            **HDE.dump(),
+            "target": {"name": "hde-config"},
+            "twin": "hde",
+            "guards": [{"metric": "peak_memory_mb", "goal": "minimize", "maxDegradationPct": 5}],
+        }
     )
     dumped = spec.dump()
     assert dumped["guards"][0]["maxDegradationPct"] == 5

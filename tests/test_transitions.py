@@ -20,17 +20,27 @@ PACKAGE = ROOT / "operator" / "dwcp_autotuner"
 
 class Ref:
     name, namespace, generation = "run1", "ns", 3
-    now = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
 def _phase_assignments() -> list[str]:
     found = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, (ast.AugAssign, ast.AnnAssign))
+                else []
+            )
             for target in targets:
                 # (a run's status is `status`, `new_status`, `ctx.status`…; `TuneResult.phase` is another thing)
-                if isinstance(target, ast.Attribute) and target.attr == "phase" and ast.unparse(target.value).endswith("status"):
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr == "phase"
+                    and ast.unparse(target.value).endswith("status")
+                ):
                     found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     return found
 
@@ -54,7 +64,9 @@ def _transition_reasons() -> dict[str, str]:
 def test_every_transition_the_controller_returns_is_in_the_table():
     reasons = _transition_reasons()
     # The extractor must keep finding what it is known to find; else it silently checks nothing.
-    assert {"Started", "Promoted", "RolledBack", "ConfigMapDrift", "Reoptimizing", "InvalidSpec", "Held"} <= set(reasons)
+    assert {"Started", "Promoted", "RolledBack", "ConfigMapDrift", "Reoptimizing", "InvalidSpec", "Held"} <= set(
+        reasons
+    )
     known = {rule.reason for rule in RULES}
     assert not set(reasons) - known, {r: reasons[r] for r in set(reasons) - known}
 
@@ -71,10 +83,19 @@ def test_a_transition_outside_the_table_is_refused():
 def test_apply_sets_phase_conditions_and_one_event_per_change():
     events = RecordingEvents()
     status = RunStatus(phase=Phase.ROLLING_OUT)
-    apply(Ref, events, status, Transition("RolledBack", "rolled back: worse", cause="CanaryWorse", event_key="1/RolledBack"))
+    apply(
+        Ref,
+        events,
+        status,
+        Transition("RolledBack", "rolled back: worse", cause="CanaryWorse", event_key="1/RolledBack"),
+    )
     assert status.phase == Phase.PROPOSING and status.message == "rolled back: worse"
     conditions = {c.type: (c.status, c.reason) for c in status.conditions}
-    assert conditions == {"Progressing": ("True", "RolledBack"), "RolledBack": ("True", "CanaryWorse"), "Ready": ("True", "SpecValid")}
+    assert conditions == {
+        "Progressing": ("True", "RolledBack"),
+        "RolledBack": ("True", "CanaryWorse"),
+        "Ready": ("True", "SpecValid"),
+    }
     assert events.events == [("Warning", "RolledBack", "rolled back: worse")]
     # A cause that lasts: one Event when the condition changes, none on the ticks after.
     for _ in range(3):
@@ -88,6 +109,10 @@ def test_apply_sets_phase_conditions_and_one_event_per_change():
 
 
 def test_the_conditions_page_carries_the_table_the_operator_runs():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_conditions_md.py"), "--check"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_conditions_md.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr

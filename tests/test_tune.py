@@ -7,8 +7,8 @@ is shared by the tests of this module so it is measured once.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,13 +29,31 @@ def tune(*args: str, cache: Path, **popen) -> subprocess.Popen:
     env = dict(os.environ, DWCP_AUTOTUNER_CACHE=str(cache))
     return subprocess.Popen(
         [sys.executable, "-m", "dwcp_autotuner.cli.main", "tune", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
     )
 
 
 def test_quick_tune_writes_a_complete_report(tmp_path, cache_dir):
     out = tmp_path / "report"
-    proc = tune("--quick", "--components", "acp", "--episodes", "60", "--steps", "60", "--seed", "3", "-o", str(out), cache=cache_dir)
+    proc = tune(
+        "--quick",
+        "--components",
+        "acp",
+        "--episodes",
+        "60",
+        "--steps",
+        "60",
+        "--seed",
+        "3",
+        "-o",
+        str(out),
+        cache=cache_dir,
+    )
     stdout, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, stderr[-2000:]
     data = json.loads((out / "report.json").read_text())
@@ -48,7 +66,13 @@ def test_quick_tune_writes_a_complete_report(tmp_path, cache_dir):
     # a small budget finds and verifies a real improvement on fresh runs.
     assert acp["improvement_pct"] > 20 and acp["p_value"] < 0.001 and acp["verdict"]["reason"] == "CanaryBetter"
     assert acp["tuned"]["twin_score"] <= acp["optimum"]["twin_score"] + 1e-9
-    assert data["environment"] == {"observation_size": 3 + 2 * 6, "action_count": 7, "parameters": 3, "metrics": 6, "history": 2}
+    assert data["environment"] == {
+        "observation_size": 3 + 2 * 6,
+        "action_count": 7,
+        "parameters": 3,
+        "metrics": 6,
+        "history": 2,
+    }
     assert data["training"]["episodes"] == 60 and data["training"]["env_steps"] == 3600
     for name in ("report.md", "learning_curve.png", "epsilon.png", "loss.png", "sensitivity-acp.png", "checkpoint.pt"):
         assert (out / name).stat().st_size > 0, name
@@ -66,7 +90,9 @@ def test_quick_tune_writes_a_complete_report(tmp_path, cache_dir):
 def test_ctrl_c_leaves_a_checkpoint_and_a_partial_report(tmp_path, cache_dir):
     out = tmp_path / "report"
     # A budget far too large to finish: the interrupt lands during training.
-    proc = tune("--quick", "--components", "acp", "--episodes", "100000", "--steps", "50", "-o", str(out), cache=cache_dir)
+    proc = tune(
+        "--quick", "--components", "acp", "--episodes", "100000", "--steps", "50", "-o", str(out), cache=cache_dir
+    )
     deadline = time.monotonic() + 300
     checkpoint = out / "checkpoint.pt"
     # The pipeline checkpoints every 50 episodes; wait for the first one, then interrupt.

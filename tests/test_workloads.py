@@ -153,12 +153,21 @@ def test_pba_confidence_threshold_trades_waste_for_violations(workloads):
 def test_pba_parameters_move_metrics(workloads):
     pba = workloads["pba"]
     base = deterministic("pba", pba.run(default("pba"), 0))
-    for name, value in (("prediction_window", 300), ("prediction_window", 10), ("update_frequency", 1), ("update_frequency", 60)):
+    for name, value in (
+        ("prediction_window", 300),
+        ("prediction_window", 10),
+        ("update_frequency", 1),
+        ("update_frequency", 60),
+    ):
         moved = deterministic("pba", pba.run(default("pba", **{name: value}), 0))
         assert moved["accuracy"] != base["accuracy"], name
     # Longer windows cost more compute per prediction (a real timing; a wide margin for noise).
-    short = min(pba.run(default("pba", prediction_window=10, update_frequency=2), 0)["prediction_latency_ms"] for _ in range(3))
-    long = min(pba.run(default("pba", prediction_window=300, update_frequency=2), 0)["prediction_latency_ms"] for _ in range(3))
+    short = min(
+        pba.run(default("pba", prediction_window=10, update_frequency=2), 0)["prediction_latency_ms"] for _ in range(3)
+    )
+    long = min(
+        pba.run(default("pba", prediction_window=300, update_frequency=2), 0)["prediction_latency_ms"] for _ in range(3)
+    )
     assert long > short
 
 

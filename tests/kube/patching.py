@@ -8,6 +8,7 @@ Patch formats accepted by the emulated apiserver.
   (``$setElementOrder/…``, ``$retainKeys``, ``$deleteFromPrimitiveList/…``) are dropped;
   lists are always replaced as a whole (no merge by ``patchMergeKey`` such as containers' names).
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,20 +40,20 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     """A merge patch which understands the most common strategic-merge directives on maps."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    directive = patch.get('$patch')
-    if directive == 'delete':
+    directive = patch.get("$patch")
+    if directive == "delete":
         return None
-    if directive == 'replace':
-        return _strip_directives({k: v for k, v in patch.items() if k != '$patch'})
+    if directive == "replace":
+        return _strip_directives({k: v for k, v in patch.items() if k != "$patch"})
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
-        if key.startswith('$'):
+        if key.startswith("$"):
             continue  # $setElementOrder/…, $retainKeys, $deleteFromPrimitiveList/…: unsupported
         if value is None:
             result.pop(key, None)
         else:
             merged = strategic_merge_patch(result.get(key), value)
-            if merged is None and isinstance(value, dict) and value.get('$patch') == 'delete':
+            if merged is None and isinstance(value, dict) and value.get("$patch") == "delete":
                 result.pop(key, None)
             else:
                 result[key] = merged
@@ -61,24 +62,24 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
 
 def _strip_directives(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _strip_directives(v) for k, v in value.items() if not k.startswith('$')}
+        return {k: _strip_directives(v) for k, v in value.items() if not k.startswith("$")}
     if isinstance(value, list):
         return [_strip_directives(v) for v in value]
     return value
 
 
 def _parse_pointer(pointer: Any) -> list[str]:
-    if not isinstance(pointer, str) or (pointer and not pointer.startswith('/')):
+    if not isinstance(pointer, str) or (pointer and not pointer.startswith("/")):
         raise BadPatchError(f"invalid JSON pointer: {pointer!r}")
-    if pointer == '':
+    if pointer == "":
         return []
-    return [p.replace('~1', '/').replace('~0', '~') for p in pointer[1:].split('/')]
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
 
 
 def _index(container: list[Any], token: str, *, allow_end: bool) -> int:
-    if token == '-' and allow_end:
+    if token == "-" and allow_end:
         return len(container)
-    if not token.isdigit() or (token != '0' and token.startswith('0')):
+    if not token.isdigit() or (token != "0" and token.startswith("0")):
         raise PatchError(f"invalid array index: {token!r}")
     idx = int(token)
     if idx > len(container) or (idx == len(container) and not allow_end):
@@ -134,37 +135,36 @@ def json_patch(target: Any, ops: Any) -> Any:
         raise BadPatchError("a JSON patch must be a list of operations")
     doc = copy.deepcopy(target)
     for op in ops:
-        kind = op.get('op')
-        tokens = _parse_pointer(op.get('path'))
-        if kind in ('add', 'replace', 'test') and 'value' not in op:
+        kind = op.get("op")
+        tokens = _parse_pointer(op.get("path"))
+        if kind in ("add", "replace", "test") and "value" not in op:
             raise BadPatchError(f"operation {kind!r} needs a value")
-        if kind == 'add':
-            doc = _add(doc, tokens, copy.deepcopy(op['value']))
-        elif kind == 'remove':
+        if kind == "add":
+            doc = _add(doc, tokens, copy.deepcopy(op["value"]))
+        elif kind == "remove":
             _remove(doc, tokens)
-        elif kind == 'replace':
+        elif kind == "replace":
             _resolve(doc, tokens)  # must exist
             if not tokens:
-                doc = copy.deepcopy(op['value'])
+                doc = copy.deepcopy(op["value"])
             else:
                 parent = _resolve(doc, tokens[:-1])
                 if isinstance(parent, list):
-                    parent[_index(parent, tokens[-1], allow_end=False)] = copy.deepcopy(op['value'])
+                    parent[_index(parent, tokens[-1], allow_end=False)] = copy.deepcopy(op["value"])
                 else:
-                    parent[tokens[-1]] = copy.deepcopy(op['value'])
-        elif kind == 'move':
-            source = _parse_pointer(op.get('from'))
+                    parent[tokens[-1]] = copy.deepcopy(op["value"])
+        elif kind == "move":
+            source = _parse_pointer(op.get("from"))
             value = _remove(doc, source)
             doc = _add(doc, tokens, value)
-        elif kind == 'copy':
-            source = _parse_pointer(op.get('from'))
+        elif kind == "copy":
+            source = _parse_pointer(op.get("from"))
             doc = _add(doc, tokens, copy.deepcopy(_resolve(doc, source)))
-        elif kind == 'test':
+        elif kind == "test":
             actual = _resolve(doc, tokens)
-            if actual != op['value']:
+            if actual != op["value"]:
                 raise PatchError(
-                    f"testing value /{'/'.join(tokens)} failed: "
-                    f"expected {op['value']!r}, found {actual!r}"
+                    f"testing value /{'/'.join(tokens)} failed: expected {op['value']!r}, found {actual!r}"
                 )
         else:
             raise BadPatchError(f"unexpected operation: {kind!r}")

@@ -19,8 +19,13 @@ def tiny_twin_spec(twin: str, target: str, metric_prefix: str = "") -> dict[str,
         grid, i = p.grid(), p.index_of(p.default)
         parameters.append({**p.dump(), "min": grid[max(i - 1, 0)], "max": grid[min(i + 1, len(grid) - 1)]})
     return {
-        "target": {"name": target}, "twin": twin, "parameters": parameters,
-        "metrics": [{**m.dump(), "query": f'avg({metric_prefix}{twin}_{m.name}{{variant="{{{{variant}}}}"}})'} for m in space.metrics],
+        "target": {"name": target},
+        "twin": twin,
+        "parameters": parameters,
+        "metrics": [
+            {**m.dump(), "query": f'avg({metric_prefix}{twin}_{m.name}{{variant="{{{{variant}}}}"}})'}
+            for m in space.metrics
+        ],
         "objective": [t.dump() for t in space.objective],
         "constraints": [c.dump() for c in space.constraints],
     }

@@ -106,15 +106,31 @@ class VariantExporter:
 
     # -- control -------------------------------------------------------------------------------
 
-    def set(self, name: str, *, variant: str, mean: float, noise_cv: float = 0.0,
-            labels: Mapping[str, str] | None = None, documentation: str = "") -> None:
+    def set(
+        self,
+        name: str,
+        *,
+        variant: str,
+        mean: float,
+        noise_cv: float = 0.0,
+        labels: Mapping[str, str] | None = None,
+        documentation: str = "",
+    ) -> None:
         """Expose the gauge `name{variant=..., **labels}` around `mean` (relative noise `noise_cv`)."""
         with self._lock:
             series = self._series(name, "gauge", variant, labels, documentation)
             series.mean, series.noise_cv = float(mean), float(noise_cv)
 
-    def set_rate(self, name: str, *, variant: str, per_second: float, noise_cv: float = 0.0,
-                 labels: Mapping[str, str] | None = None, documentation: str = "") -> None:
+    def set_rate(
+        self,
+        name: str,
+        *,
+        variant: str,
+        per_second: float,
+        noise_cv: float = 0.0,
+        labels: Mapping[str, str] | None = None,
+        documentation: str = "",
+    ) -> None:
         """Expose the counter `name{variant=...}` growing at `per_second` (name should end in _total)."""
         with self._lock:
             series = self._series(name, "counter", variant, labels, documentation)
@@ -147,8 +163,9 @@ class VariantExporter:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _series(self, name: str, kind: str, variant: str, labels: Mapping[str, str] | None,
-                documentation: str) -> _Series:
+    def _series(
+        self, name: str, kind: str, variant: str, labels: Mapping[str, str] | None, documentation: str
+    ) -> _Series:
         all_labels = {"variant": variant, **dict(labels or {})}
         label_names = tuple(sorted(all_labels))
         family = self._families.get(name)
@@ -197,8 +214,15 @@ class VariantExporter:
 class PrometheusServer:
     """A real `prometheus` process on a loopback port; see `running_prometheus`."""
 
-    def __init__(self, scrape_targets: Iterable[str], *, scrape_interval: str = "1s",
-                 workdir: Path, binary: str = PROMETHEUS_BINARY, port: int | None = None) -> None:
+    def __init__(
+        self,
+        scrape_targets: Iterable[str],
+        *,
+        scrape_interval: str = "1s",
+        workdir: Path,
+        binary: str = PROMETHEUS_BINARY,
+        port: int | None = None,
+    ) -> None:
         self.binary = binary
         self.scrape_interval = scrape_interval
         self.workdir = workdir
@@ -279,19 +303,24 @@ class PrometheusServer:
         self._write_config(list(scrape_targets))
         if self.running:
             request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 — loopback
+            with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()
 
     def _write_config(self, targets: list[str]) -> None:
         config = {
-            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval,
-                       "scrape_timeout": self.scrape_interval},
-            "scrape_configs": [{
-                "job_name": "dwcp-test",
+            "global": {
                 "scrape_interval": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
                 "scrape_timeout": self.scrape_interval,
-                "static_configs": [{"targets": targets}],
-            }],
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "dwcp-test",
+                    "scrape_interval": self.scrape_interval,
+                    "scrape_timeout": self.scrape_interval,
+                    "static_configs": [{"targets": targets}],
+                }
+            ],
         }
         self.config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
 
@@ -300,7 +329,7 @@ class PrometheusServer:
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query (the raw `data.result`), with the standard library only."""
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 — loopback
+        with urllib.request.urlopen(url, timeout=10) as response:
             return json.loads(response.read())["data"]["result"]
 
     def wait_for(self, selector: str, *, min_samples: int = 1, timeout: float = 30.0) -> None:
@@ -319,8 +348,9 @@ class PrometheusServer:
             except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
                 last = exc
             time.sleep(0.2)
-        raise TimeoutError(f"{selector!r}: fewer than {min_samples} samples after {timeout}s (last: {last!r})\n"
-                           f"{self.log_tail()}")
+        raise TimeoutError(
+            f"{selector!r}: fewer than {min_samples} samples after {timeout}s (last: {last!r})\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -330,7 +360,7 @@ class PrometheusServer:
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -350,8 +380,10 @@ def running_prometheus(scrape_targets: list[str], scrape_interval: str = "1s") -
     if not prometheus_available():
         import pytest
 
-        pytest.skip(f"the Prometheus binary {PROMETHEUS_BINARY} is not installed (apt-get install prometheus, "
-                    f"or set DWCP_TEST_PROMETHEUS)")
+        pytest.skip(
+            f"the Prometheus binary {PROMETHEUS_BINARY} is not installed (apt-get install prometheus, "
+            f"or set DWCP_TEST_PROMETHEUS)"
+        )
     with tempfile.TemporaryDirectory(prefix="dwcp-prometheus-") as tmp:
         server = PrometheusServer(scrape_targets, scrape_interval=scrape_interval, workdir=Path(tmp))
         try:

@@ -24,8 +24,14 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, *, interval: float = 0.1,
-             on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.1,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
     """Poll ``predicate`` until it returns something truthy and return that; fail naming ``what``.
 
     ``on_timeout`` adds diagnostics (a log tail, the object's state) to the failure message.

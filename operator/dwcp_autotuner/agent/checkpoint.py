@@ -326,4 +326,3 @@ def _decode(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_decode(item) for item in value)
     return value
-

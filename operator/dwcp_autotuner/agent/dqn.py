@@ -127,9 +127,7 @@ class DQNAgent:
 
     def __init__(self, observation_size: int, action_count: int, settings: AgentSettings | None = None) -> None:
         if observation_size < 1 or action_count < 1:
-            raise ValueError(
-                f"observation_size and action_count must be >= 1, got {observation_size}, {action_count}"
-            )
+            raise ValueError(f"observation_size and action_count must be >= 1, got {observation_size}, {action_count}")
         self.settings = settings if settings is not None else AgentSettings()
         self.observation_size = observation_size
         self.action_count = action_count

@@ -196,8 +196,14 @@ def _skip_blanks(text: str, i: int) -> int:
 class _Store(Protocol):
     def read(self, ref: ConfigRef) -> ConfigSnapshot: ...
 
-    def write(self, ref: ConfigRef, *, expected_resource_version: str, set_keys: Mapping[str, str] | None = None,
-              remove_keys: tuple[str, ...] = ()) -> ConfigSnapshot: ...
+    def write(
+        self,
+        ref: ConfigRef,
+        *,
+        expected_resource_version: str,
+        set_keys: Mapping[str, str] | None = None,
+        remove_keys: tuple[str, ...] = (),
+    ) -> ConfigSnapshot: ...
 
 
 def withdraw(store: _Store, ref: ConfigRef, revision: str, snapshot: ConfigSnapshot | None = None) -> bool:

@@ -33,17 +33,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", choices=["hde", "pba", "acp"], help="which component")
     source = p.add_argument_group("configuration source")
-    source.add_argument("--config-dir", type=Path, help="mounted ConfigMap folder (files named by key) or a JSON file [$DWCP_CONFIG_DIR]")
-    source.add_argument("--configmap", help="ConfigMap to watch through the API [$DWCP_CONFIGMAP, default <name>-config]")
+    source.add_argument(
+        "--config-dir",
+        type=Path,
+        help="mounted ConfigMap folder (files named by key) or a JSON file [$DWCP_CONFIG_DIR]",
+    )
+    source.add_argument(
+        "--configmap", help="ConfigMap to watch through the API [$DWCP_CONFIGMAP, default <name>-config]"
+    )
     source.add_argument("--namespace", "-n", help="its namespace [$POD_NAMESPACE, the pod's namespace, else default]")
     source.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else $KUBECONFIG)")
     source.add_argument("--key", help="key of the stable configuration [$DWCP_CONFIG_KEY, default config.json]")
-    source.add_argument("--profile", type=Path, help="ParameterProfile YAML whose bounds validate the configuration (default: the built-in space)")
+    source.add_argument(
+        "--profile",
+        type=Path,
+        help="ParameterProfile YAML whose bounds validate the configuration (default: the built-in space)",
+    )
     p.add_argument("--metrics-port", type=int, help="port of /metrics (0: none) [$DWCP_METRICS_PORT, default 9100]")
     p.add_argument("--metrics-address", default="0.0.0.0", help="address /metrics listens on (default 0.0.0.0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
     p.add_argument("--quick", action="store_true", help="smaller data (the size the operator's twins measure)")
-    p.add_argument("--rate", type=float, default=0.0, help="at most this many units of work per second (default 0: as fast as possible)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="at most this many units of work per second (default 0: as fast as possible)",
+    )
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGTERM)")
     p.add_argument("--link-mbps", type=float, default=100.0, help="hde: WAN link in Mbit/s (default 100)")
     p.add_argument("--verbose", "-v", action="store_true")
@@ -75,7 +90,9 @@ def build_source(args: argparse.Namespace, key: str):
         return DirectorySource(os.environ["DWCP_CONFIG_DIR"], key)
     if credentials:
         return api()
-    raise CliError("no configuration source: give --config-dir DIR, or --configmap NAME (with --kubeconfig, $KUBECONFIG or in a pod)")
+    raise CliError(
+        "no configuration source: give --config-dir DIR, or --configmap NAME (with --kubeconfig, $KUBECONFIG or in a pod)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--profile {args.profile}: lacks the {args.name} parameter(s) {', '.join(missing)}")
     source = build_source(args, key)
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger("dwcp_autotuner.components")
@@ -140,8 +159,11 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     follower.start()
     if not follower.wait_ready(10):
-        log.warning("%s: no valid configuration after 10 s; running with %s until one arrives",
-                    args.name, dict(follower.snapshot().stable))
+        log.warning(
+            "%s: no valid configuration after 10 s; running with %s until one arrives",
+            args.name,
+            dict(follower.snapshot().stable),
+        )
     try:
         loop.run(stop, duration=args.duration)
     finally:

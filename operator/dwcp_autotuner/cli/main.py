@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"dwcp-autotuner {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as error:  # noqa: BLE001 — people get one line; developers opt into the traceback
+    except Exception as error:
         if os.environ.get("DWCP_AUTOTUNER_DEBUG"):
             raise
         print(

@@ -10,17 +10,37 @@ from .errors import CliError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("operator", help="run the Kubernetes operator", description="Run the Kopf operator that reconciles ParameterProfiles and OptimizationRuns.")
+    p = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator",
+        description="Run the Kopf operator that reconciles ParameterProfiles and OptimizationRuns.",
+    )
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace (repeatable)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
-    p.add_argument("--peering", metavar="NAME", help="Kopf peering name for HA (replicas elect one active operator); default: standalone")
-    p.add_argument("--prometheus-url", default="http://prometheus-operated.monitoring.svc:9090", help="default Prometheus for runs without spec.prometheusUrl")
-    p.add_argument("--min-sample-seconds", type=float, default=60.0,
-                   help="floor of a run's default rollout.sampleSeconds; keep it >= 2x Prometheus' scrape interval (default 60)")
+    p.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="Kopf peering name for HA (replicas elect one active operator); default: standalone",
+    )
+    p.add_argument(
+        "--prometheus-url",
+        default="http://prometheus-operated.monitoring.svc:9090",
+        help="default Prometheus for runs without spec.prometheusUrl",
+    )
+    p.add_argument(
+        "--min-sample-seconds",
+        type=float,
+        default=60.0,
+        help="floor of a run's default rollout.sampleSeconds; keep it >= 2x Prometheus' scrape interval (default 60)",
+    )
     p.add_argument("--tick-seconds", type=float, default=5.0, help="how often each run is reconciled (default 5)")
-    p.add_argument("--profile-recheck-seconds", type=float, default=30.0, help="how often profiles are re-validated (default 30)")
-    p.add_argument("--metrics-port", type=int, default=9090, help="port of the operator's own /metrics (0 disables; default 9090)")
+    p.add_argument(
+        "--profile-recheck-seconds", type=float, default=30.0, help="how often profiles are re-validated (default 30)"
+    )
+    p.add_argument(
+        "--metrics-port", type=int, default=9090, help="port of the operator's own /metrics (0 disables; default 9090)"
+    )
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' disables)")
     p.add_argument("--cache-dir", type=Path, help="where measured twins are cached")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
@@ -37,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--profile-recheck-seconds: must be greater than 0 (got {args.profile_recheck_seconds})")
     if not 0 <= args.metrics_port <= 65535:
         raise CliError(f"--metrics-port: must be a port number (got {args.metrics_port})")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         # Kopf logs "Timer ... succeeded" for every tick of every run; keep its per-object warnings and errors.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -62,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         runtime = OperatorRuntime(config)
-    except Exception as error:  # noqa: BLE001 — no cluster credentials is a user error, not a traceback
+    except Exception as error:
         raise CliError(f"cannot connect to Kubernetes: {error}") from None
     if config.metrics_port:
         disable_created_metrics()  # no `*_created` gauge beside every counter and histogram

@@ -37,19 +37,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "propose a tuned configuration, verify it against the default on fresh real runs, and write a report."
         ),
     )
-    p.add_argument("--components", default="hde,pba,acp", help="comma-separated components to tune (default: hde,pba,acp)")
-    p.add_argument("--profile", action="append", default=[], type=Path, metavar="FILE",
-                   help="ParameterProfile YAML replacing a built-in space (its spec.twin names the component); repeatable")
+    p.add_argument(
+        "--components", default="hde,pba,acp", help="comma-separated components to tune (default: hde,pba,acp)"
+    )
+    p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="ParameterProfile YAML replacing a built-in space (its spec.twin names the component); repeatable",
+    )
     p.add_argument("--quick", action="store_true", help="small budget and data: about 2 minutes")
     p.add_argument("--episodes", type=int, help="training episodes (default 1000; quick 150)")
     p.add_argument("--steps", type=int, help="steps per episode (default 500; quick 120)")
     p.add_argument("--epsilon-decay", type=float, help="epsilon multiplier per episode (default 0.995; quick 0.97)")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="seed of workloads, twins and agent (default 0)")
-    p.add_argument("--output", "-o", type=Path, default=Path("tune-report"), help="report folder (default ./tune-report)")
+    p.add_argument(
+        "--output", "-o", type=Path, default=Path("tune-report"), help="report folder (default ./tune-report)"
+    )
     p.add_argument("--link-mbps", type=float, default=100.0, help="WAN link bandwidth for HDE, Mbit/s (default 100)")
     p.add_argument("--verify-samples", type=int, help="real runs per variant in verification (default 20; quick 10)")
-    p.add_argument("--significance", type=float, default=0.001, help="p-value a verified improvement must beat (default 0.001)")
+    p.add_argument(
+        "--significance", type=float, default=0.001, help="p-value a verified improvement must beat (default 0.001)"
+    )
     p.add_argument("--cache-dir", type=Path, help="where measured twins are cached (default ~/.cache/dwcp-autotuner)")
     p.set_defaults(handler=run)
 
@@ -155,7 +167,14 @@ class RichProgress:
 
     def __init__(self, line_seconds: float = 30.0) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(stderr=True)
         self.plain = not self.console.is_terminal
@@ -194,7 +213,9 @@ class RichProgress:
             if done or time.monotonic() - self._last_line.get(task, 0.0) >= self.line_seconds:
                 self._last_line[task] = time.monotonic()
                 elapsed = state.elapsed or 0.0
-                line = f"{state.description}: {completed}/{state.total:g} after {elapsed:.0f} s" + (f"  {info}" if info else "")
+                line = f"{state.description}: {completed}/{state.total:g} after {elapsed:.0f} s" + (
+                    f"  {info}" if info else ""
+                )
                 self.console.print(line, highlight=False, soft_wrap=True)
 
     def finish(self, task: str) -> None:
@@ -244,4 +265,7 @@ def print_summary(data: dict, output: Path, seconds: float) -> None:
     console.print(table)
     console.print(f"Report: {output / 'report.md'} (machine-readable: {output / 'report.json'})")
     if data["status"] == "interrupted":
-        print(f"interrupted: partial report written; checkpoint {data.get('checkpoint') or 'not yet created'}", file=sys.stderr)
+        print(
+            f"interrupted: partial report written; checkpoint {data.get('checkpoint') or 'not yet created'}",
+            file=sys.stderr,
+        )

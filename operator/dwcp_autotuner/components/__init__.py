@@ -18,7 +18,9 @@ from .service import Component, ServiceLoop, Unit
 COMPONENT_NAMES = ("hde", "pba", "acp")
 
 
-def make_component(name: str, registry: CollectorRegistry, *, quick: bool = False, seed: int = 0, **options: Any) -> Component:
+def make_component(
+    name: str, registry: CollectorRegistry, *, quick: bool = False, seed: int = 0, **options: Any
+) -> Component:
     if name == "hde":
         from .hde import HdeComponent
 

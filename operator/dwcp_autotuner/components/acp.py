@@ -43,17 +43,22 @@ class AcpComponent:
         self.workload = AcpWorkload(quick=quick)
         self.seed = int(seed)
         self.latency = VariantHistogram(
-            "dwcp_acp_consensus_seconds", "Time from a request's arrival to its execution (capped at the client timeout)",
-            LATENCY_BUCKETS, registry,
+            "dwcp_acp_consensus_seconds",
+            "Time from a request's arrival to its execution (capped at the client timeout)",
+            LATENCY_BUCKETS,
+            registry,
         )
-        self.counters = VariantCounters([
-            ("dwcp_acp_rounds", "Consensus attempts started"),
-            ("dwcp_acp_rounds_committed", "Consensus attempts that committed"),
-            ("dwcp_acp_requests_committed", "Requests executed"),
-            ("dwcp_acp_simulated_seconds", "Simulated seconds of consensus"),
-            ("dwcp_acp_messages", "Protocol messages sent"),
-            ("dwcp_acp_network_bytes", "Bytes of protocol messages sent"),
-        ], registry)
+        self.counters = VariantCounters(
+            [
+                ("dwcp_acp_rounds", "Consensus attempts started"),
+                ("dwcp_acp_rounds_committed", "Consensus attempts that committed"),
+                ("dwcp_acp_requests_committed", "Requests executed"),
+                ("dwcp_acp_simulated_seconds", "Simulated seconds of consensus"),
+                ("dwcp_acp_messages", "Protocol messages sent"),
+                ("dwcp_acp_network_bytes", "Bytes of protocol messages sent"),
+            ],
+            registry,
+        )
 
     def units(self) -> Iterator[Unit]:
         for n in itertools.count():
@@ -63,7 +68,12 @@ class AcpComponent:
         totals = self.workload.simulate(config, unit.payload)
         self.latency.observe_many(variant, totals.latencies_ms / 1e3)
         self.counters.add(
-            variant, totals.attempts, totals.committed_rounds, totals.committed_requests, totals.sim_seconds, totals.messages,
+            variant,
+            totals.attempts,
+            totals.committed_rounds,
+            totals.committed_requests,
+            totals.sim_seconds,
+            totals.messages,
             totals.wire_bytes,
         )
 

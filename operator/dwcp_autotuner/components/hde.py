@@ -63,7 +63,15 @@ def _address(data: bytes) -> int:
 class HdeComponent:
     name = "hde"
 
-    def __init__(self, registry: CollectorRegistry, *, quick: bool = False, seed: int = 0, link_mbps: float = 100.0, pool: int = 4) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        quick: bool = False,
+        seed: int = 0,
+        link_mbps: float = 100.0,
+        pool: int = 4,
+    ) -> None:
         self.workload = HdeWorkload(quick=quick, link_mbps=link_mbps)
         self.pages = self.workload.pages
         self.dirty_fraction = self.workload.dirty_fraction
@@ -72,14 +80,19 @@ class HdeComponent:
         self.seed = int(seed)
         self.pool = max(1, min(int(pool), 4))  # snapshots() caches 4 pairs
         self.link_bytes_per_second = link_mbps * 1e6 / 8.0
-        self.counters = VariantCounters([
-            ("dwcp_hde_bytes_in", "Snapshot bytes encoded"),
-            ("dwcp_hde_bytes_out", "Encoded bytes: frames, frame lengths and the changed-chunk bitmap"),
-            ("dwcp_hde_compress_seconds", "Wall seconds spent encoding (change detection, dictionary setup, zstd)"),
-            ("dwcp_hde_cpu_seconds", "CPU seconds spent encoding"),
-            ("dwcp_hde_link_seconds", "Seconds the WAN link needs to carry the encoded bytes"),
-        ], registry)
-        self.memory = VariantGauge("dwcp_hde_memory_bytes", "Peak compressor memory of the variant's current configuration", registry)
+        self.counters = VariantCounters(
+            [
+                ("dwcp_hde_bytes_in", "Snapshot bytes encoded"),
+                ("dwcp_hde_bytes_out", "Encoded bytes: frames, frame lengths and the changed-chunk bitmap"),
+                ("dwcp_hde_compress_seconds", "Wall seconds spent encoding (change detection, dictionary setup, zstd)"),
+                ("dwcp_hde_cpu_seconds", "CPU seconds spent encoding"),
+                ("dwcp_hde_link_seconds", "Seconds the WAN link needs to carry the encoded bytes"),
+            ],
+            registry,
+        )
+        self.memory = VariantGauge(
+            "dwcp_hde_memory_bytes", "Peak compressor memory of the variant's current configuration", registry
+        )
         self._peak: dict[str, int] = {}
         self._config_of: dict[str, Mapping[str, Any]] = {}
         self._cache: dict[tuple[int, int], tuple[memoryview, memoryview, np.ndarray, np.ndarray]] = {}
@@ -100,9 +113,12 @@ class HdeComponent:
             pair = snapshots(seed, self.pages, self.dirty_fraction)
             self._pairs[seed] = pair  # keeps the buffers alive for the addresses below
             self._addresses[seed] = (_address(pair.prev), _address(pair.new))
-            views = (memoryview(pair.prev), memoryview(pair.new),
-                     np.frombuffer(pair.prev, dtype=np.uint64).reshape(-1, chunk // 8),
-                     np.frombuffer(pair.new, dtype=np.uint64).reshape(-1, chunk // 8))
+            views = (
+                memoryview(pair.prev),
+                memoryview(pair.new),
+                np.frombuffer(pair.prev, dtype=np.uint64).reshape(-1, chunk // 8),
+                np.frombuffer(pair.new, dtype=np.uint64).reshape(-1, chunk // 8),
+            )
             if len(self._cache) >= 4 * self.pool:
                 self._cache.clear()
                 self._pairs = {seed: pair}
@@ -125,14 +141,21 @@ class HdeComponent:
             base = region * REGION
             changed = [i for i in range(per_region) if _MEMCMP(p0 + base + i * chunk, n0 + base + i * chunk, chunk)]
         else:
-            changed = (prev_rows[first : first + per_region] != new_rows[first : first + per_region]).any(axis=1).nonzero()[0].tolist()
+            changed = (
+                (prev_rows[first : first + per_region] != new_rows[first : first + per_region])
+                .any(axis=1)
+                .nonzero()[0]
+                .tolist()
+            )
         out = per_region / 8.0  # the changed-chunk bitmap: one bit per chunk
         peak = 0
         for i in changed:
             index = first + i
             a, b = _window_bounds(index, chunk, window, self.size)
             dictionary = zstandard.ZstdCompressionDict(prev[a:b], dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-            compressor = zstandard.ZstdCompressor(level=level, dict_data=dictionary, write_checksum=False, write_dict_id=False)
+            compressor = zstandard.ZstdCompressor(
+                level=level, dict_data=dictionary, write_checksum=False, write_dict_id=False
+            )
             frame = compressor.compress(new[index * chunk : (index + 1) * chunk])
             out += len(frame) + _varint_len(len(frame))
             peak = max(peak, compressor.memory_size() + (b - a) + chunk + len(frame))
@@ -151,7 +174,7 @@ class HdeComponent:
 
     def on_change(self, old: VariantState, new: VariantState) -> None:
         for variant in ("stable", "canary"):
-            if json.dumps(dict(old.config(variant)), sort_keys=True) != json.dumps(dict(new.config(variant)), sort_keys=True) or (
-                variant == "canary" and new.canary is None
-            ):
+            if json.dumps(dict(old.config(variant)), sort_keys=True) != json.dumps(
+                dict(new.config(variant)), sort_keys=True
+            ) or (variant == "canary" and new.canary is None):
                 self.memory.remove(variant)  # a new configuration has a new peak

@@ -43,17 +43,20 @@ class PbaComponent:
         self.workload = PbaWorkload(quick=quick)
         self.seed = int(seed)
         self.pool = max(1, min(int(pool), 8))  # trace() caches 8 traces
-        self.counters = VariantCounters([
-            ("dwcp_pba_abs_error_ratio", "Sum over evaluated seconds of |demand - prediction| / demand"),
-            ("dwcp_pba_evaluated_seconds", "Seconds of demand evaluated"),
-            ("dwcp_pba_demand_bytes", "Bandwidth demand"),
-            ("dwcp_pba_allocated_bytes", "Bandwidth allocated"),
-            ("dwcp_pba_allocated_unused_bytes", "Bandwidth allocated but not used"),
-            ("dwcp_pba_demand_over_allocation_bytes", "Demand above the allocation"),
-            ("dwcp_pba_reconfiguration_dropped_bytes", "Traffic dropped while the rate limiter was reprogrammed"),
-            ("dwcp_pba_prediction_seconds", "Compute time of the predictions"),
-            ("dwcp_pba_predictions", "Predictions made"),
-        ], registry)
+        self.counters = VariantCounters(
+            [
+                ("dwcp_pba_abs_error_ratio", "Sum over evaluated seconds of |demand - prediction| / demand"),
+                ("dwcp_pba_evaluated_seconds", "Seconds of demand evaluated"),
+                ("dwcp_pba_demand_bytes", "Bandwidth demand"),
+                ("dwcp_pba_allocated_bytes", "Bandwidth allocated"),
+                ("dwcp_pba_allocated_unused_bytes", "Bandwidth allocated but not used"),
+                ("dwcp_pba_demand_over_allocation_bytes", "Demand above the allocation"),
+                ("dwcp_pba_reconfiguration_dropped_bytes", "Traffic dropped while the rate limiter was reprogrammed"),
+                ("dwcp_pba_prediction_seconds", "Compute time of the predictions"),
+                ("dwcp_pba_predictions", "Predictions made"),
+            ],
+            registry,
+        )
 
     def units(self) -> Iterator[Unit]:
         for n in itertools.count():
@@ -62,8 +65,16 @@ class PbaComponent:
     def process(self, unit: Unit, variant: str, config: Mapping[str, Any]) -> None:
         t = self.workload.evaluate(config, unit.payload)
         self.counters.add(
-            variant, t.abs_error, t.seconds, t.demand * MBIT, t.allocated * MBIT, t.unused * MBIT, t.over_allocation * MBIT,
-            t.reconfiguration_dropped * MBIT, t.compute_seconds, t.predictions,
+            variant,
+            t.abs_error,
+            t.seconds,
+            t.demand * MBIT,
+            t.allocated * MBIT,
+            t.unused * MBIT,
+            t.over_allocation * MBIT,
+            t.reconfiguration_dropped * MBIT,
+            t.compute_seconds,
+            t.predictions,
         )
 
     def on_change(self, old: VariantState, new: VariantState) -> None:

@@ -46,7 +46,9 @@ class Component(Protocol):
 class ServiceLoop:
     """Runs a component under a follower until `stop` is set (or `duration` seconds have passed)."""
 
-    def __init__(self, component: Component, follower: ConfigFollower, registry: CollectorRegistry, *, rate: float = 0.0) -> None:
+    def __init__(
+        self, component: Component, follower: ConfigFollower, registry: CollectorRegistry, *, rate: float = 0.0
+    ) -> None:
         self.component = component
         self.follower = follower
         self.rate = rate
@@ -69,13 +71,18 @@ class ServiceLoop:
             try:
                 self.component.process(unit, variant, config)
                 self.done[variant] += 1
-            except Exception:  # noqa: BLE001 — one bad unit must not stop the service
+            except Exception:
                 self.errors[variant].inc()
                 log.exception("%s: unit %s (%s) failed", self.component.name, unit.key, variant)
             if now >= next_report:
                 state = self.follower.snapshot()
-                log.info("%s: %d stable / %d canary units so far; canary weight %d %%", self.component.name,
-                         self.done["stable"], self.done["canary"], state.weight)
+                log.info(
+                    "%s: %d stable / %d canary units so far; canary weight %d %%",
+                    self.component.name,
+                    self.done["stable"],
+                    self.done["canary"],
+                    state.weight,
+                )
                 next_report = now + report_seconds
             if interval:
                 next_at += interval

@@ -34,15 +34,20 @@ class StepAnalysis:
     canary: VariantMeasurement
 
 
-def _series(source: MetricsSource, template: str, variant: str, start: dt.datetime, end: dt.datetime, step: float) -> dict[float, float]:
+def _series(
+    source: MetricsSource, template: str, variant: str, start: dt.datetime, end: dt.datetime, step: float
+) -> dict[float, float]:
     query = render_query(template, variant, step)
     return {s.timestamp: s.value for s in source.samples(query, start, end, step)}
 
 
-def score_series(profile: ParameterProfileSpec, series: dict[str, dict[float, float]],
-                 baseline: dict[str, float] | None) -> list[float]:
+def score_series(
+    profile: ParameterProfileSpec, series: dict[str, dict[float, float]], baseline: dict[str, float] | None
+) -> list[float]:
     """The profile's score at every timestamp where all its scored metrics have a sample."""
-    scored = sorted({t.metric for t in profile.objective} | {c.metric for c in profile.constraints if c.metric in series})
+    scored = sorted(
+        {t.metric for t in profile.objective} | {c.metric for c in profile.constraints if c.metric in series}
+    )
     common = set.intersection(*(set(series[m]) for m in scored)) if scored else set()
     return [profile.score({m: series[m][ts] for m in scored}, baseline) for ts in sorted(common)]
 
@@ -68,20 +73,25 @@ def collect(
     needed |= {c.metric for c in profile.constraints if queries.get(c.metric)}
     windows = {"stable": (baseline_start or start, end), "canary": (start, end)}
     data = {
-        variant: {m: _series(source, queries[m] or "", variant, *windows[variant], step_seconds) for m in sorted(needed)}
+        variant: {
+            m: _series(source, queries[m] or "", variant, *windows[variant], step_seconds) for m in sorted(needed)
+        }
         for variant in ("stable", "canary")
     }
     stable_means = {m: mean(list(values.values())) for m, values in data["stable"].items()}
     baseline = None if any(v is None for v in stable_means.values()) else stable_means
     objective = MetricSamples(
-        metric="objective", goal="maximize",
-        baseline=score_series(profile, data["stable"], baseline), candidate=score_series(profile, data["canary"], baseline),
+        metric="objective",
+        goal="maximize",
+        baseline=score_series(profile, data["stable"], baseline),
+        candidate=score_series(profile, data["canary"], baseline),
     )
     guards = [
         (
             g,
             MetricSamples(
-                metric=g.metric, goal=g.goal,
+                metric=g.metric,
+                goal=g.goal,
                 baseline=[v for _, v in sorted(data["stable"][g.metric].items())],
                 candidate=[v for _, v in sorted(data["canary"][g.metric].items())],
             ),
@@ -103,7 +113,9 @@ def analyse_step(
 ) -> StepAnalysis:
     settings = AnalysisSettings.model_validate(rollout.model_dump(include=set(AnalysisSettings.model_fields)))
     try:
-        objective, guards, data = collect(profile, source, start, end, sample_seconds(rollout), baseline_start=baseline_start)
+        objective, guards, data = collect(
+            profile, source, start, end, sample_seconds(rollout), baseline_start=baseline_start
+        )
     except Unavailable as error:
         empty = MetricSamples(metric="objective", goal="maximize")
         return StepAnalysis(unavailable_verdict(str(error)), empty, VariantMeasurement(), VariantMeasurement())

@@ -12,7 +12,7 @@ from ..models.run import Condition
 
 
 def now_iso(now: dt.datetime) -> str:
-    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(
@@ -35,8 +35,12 @@ def set_condition(
             transition = condition.last_transition_time if condition.status == status_text else now_iso(now)
             out.append(
                 Condition(
-                    type=type_, status=status_text, reason=reason, message=message,
-                    last_transition_time=transition, observed_generation=generation,
+                    type=type_,
+                    status=status_text,
+                    reason=reason,
+                    message=message,
+                    last_transition_time=transition,
+                    observed_generation=generation,
                 )
             )
         else:
@@ -44,8 +48,12 @@ def set_condition(
     if not found:
         out.append(
             Condition(
-                type=type_, status=status_text, reason=reason, message=message,
-                last_transition_time=now_iso(now), observed_generation=generation,
+                type=type_,
+                status=status_text,
+                reason=reason,
+                message=message,
+                last_transition_time=now_iso(now),
+                observed_generation=generation,
             )
         )
     return out

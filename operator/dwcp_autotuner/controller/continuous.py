@@ -66,7 +66,7 @@ def profile_digest(profile: ParameterProfileSpec) -> str:
 # --- freeze windows ----------------------------------------------------------------------------------
 def frozen(windows: list[str], now: dt.datetime) -> str | None:
     """The freeze window `now` falls in, or None. Daily `HH:MM-HH:MM` (UTC, may wrap midnight) or `START/END`."""
-    now = now.astimezone(dt.timezone.utc)
+    now = now.astimezone(dt.UTC)
     for window in windows:
         if "/" in window:
             start, end = (_parse(part) for part in window.split("/", 1))
@@ -96,7 +96,9 @@ def sync_learning(ports: Ports, status: RunStatus, name: str, profile: Parameter
     return learning
 
 
-def before_proposal(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec) -> Transition | None:
+def before_proposal(
+    ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec
+) -> Transition | None:
     """Fine-tuning when due, exploration boost, freeze windows. Returns the transition that holds, else None."""
     window = frozen(ctx.spec.freeze_windows, ctx.now)
     if window:
@@ -119,7 +121,9 @@ def before_proposal(ctx: RunContext, ports: Ports, status: RunStatus, name: str,
     return None
 
 
-def guard_breaching(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec) -> str | None:
+def guard_breaching(
+    ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec
+) -> str | None:
     """Why no exploration may start now: a guard metric of the stable configuration breaches, else None.
 
     The stable configuration's guard metrics over the last `continuous.windowSeconds` are compared
@@ -140,13 +144,25 @@ def guard_breaching(ctx: RunContext, ports: Ports, status: RunStatus, name: str,
     for guard in profile.guards:
         template = queries.get(guard.metric) or ""
         try:
-            reference = [v.value for v in ports.metrics.samples(render_query(template, "canary", step), start, end, step)]
-            recent = [v.value for v in ports.metrics.samples(render_query(template, "stable", step), ctx.now - dt.timedelta(seconds=window), ctx.now, step)]
+            reference = [
+                v.value for v in ports.metrics.samples(render_query(template, "canary", step), start, end, step)
+            ]
+            recent = [
+                v.value
+                for v in ports.metrics.samples(
+                    render_query(template, "stable", step), ctx.now - dt.timedelta(seconds=window), ctx.now, step
+                )
+            ]
         except Unavailable:
             continue
-        check = evaluate_guard(guard, MetricSamples(metric=guard.metric, goal=guard.goal, baseline=reference, candidate=recent), settings)
+        check = evaluate_guard(
+            guard, MetricSamples(metric=guard.metric, goal=guard.goal, baseline=reference, candidate=recent), settings
+        )
         if check.breached:
-            return f"Guard {guard.metric} of the stable configuration breaches against its value at promotion: {check.message} No exploration until it recovers."
+            return (
+                f"Guard {guard.metric} of the stable configuration breaches against its value at promotion: "
+                f"{check.message} No exploration until it recovers."
+            )
     return None
 
 
@@ -158,16 +174,22 @@ def _exploration(ctx: RunContext, ports: Ports, status: RunStatus, name: str, pr
         learning.exploration_boosted_until = None
         ports.proposer.set_exploration(name, profile, 0.0)
         until = None
-    recent = [h for h in status.history if h.profile == name][-settings.stagnation_proposals:]
+    recent = [h for h in status.history if h.profile == name][-settings.stagnation_proposals :]
     stagnating = len(recent) == settings.stagnation_proposals and all(h.verdict != "Promoted" for h in recent)
     last_finished = _parse(recent[-1].finished_at) if recent else None
     boosted_at = None if until is None else until - dt.timedelta(seconds=settings.boost_seconds)
-    if stagnating and until is None and (boosted_at is None or (last_finished is not None and last_finished > boosted_at)):
+    if (
+        stagnating
+        and until is None
+        and (boosted_at is None or (last_finished is not None and last_finished > boosted_at))
+    ):
         until = ctx.now + dt.timedelta(seconds=settings.boost_seconds)
         learning.exploration_boosted_until = now_iso(until)
         ports.events.emit(
-            "Normal", "ExplorationRaised",
-            f"{name}: {settings.stagnation_proposals} proposals without a promotion; exploration at {settings.boost_epsilon:.2f} until {now_iso(until)}",
+            "Normal",
+            "ExplorationRaised",
+            f"{name}: {settings.stagnation_proposals} proposals without a promotion; "
+            f"exploration at {settings.boost_epsilon:.2f} until {now_iso(until)}",
         )
     if until is not None:
         ports.proposer.set_exploration(name, profile, settings.boost_epsilon)
@@ -185,8 +207,14 @@ def blocked(ctx: RunContext, status: RunStatus, name: str, config: Mapping[str, 
     return None
 
 
-def propose(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec,
-            stable: Mapping[str, object]) -> Proposal | NoProposal | None:
+def propose(
+    ctx: RunContext,
+    ports: Ports,
+    status: RunStatus,
+    name: str,
+    profile: ParameterProfileSpec,
+    stable: Mapping[str, object],
+) -> Proposal | NoProposal | None:
     """The proposer's proposal, skipping configurations rolled back within the cooldown (asks again, a bounded number of times)."""
     for _ in range(32):
         proposal = ports.proposer.propose(name, profile, stable)
@@ -196,11 +224,19 @@ def propose(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile
 
 
 def on_rollback(ctx: RunContext, status: RunStatus, current: ProposalStatus, reason: str) -> None:
-    status.rejected = (status.rejected + [RejectedConfig(profile=current.profile, config=current.config, at=now_iso(ctx.now), reason=reason)])[-REJECTED_LIMIT:]
+    status.rejected = (
+        status.rejected
+        + [RejectedConfig(profile=current.profile, config=current.config, at=now_iso(ctx.now), reason=reason)]
+    )[-REJECTED_LIMIT:]
 
 
-def on_promotion(ctx: RunContext, status: RunStatus, current: ProposalStatus, profile: ParameterProfileSpec,
-                 stable_digest: str | None) -> None:
+def on_promotion(
+    ctx: RunContext,
+    status: RunStatus,
+    current: ProposalStatus,
+    profile: ParameterProfileSpec,
+    stable_digest: str | None,
+) -> None:
     last = current.steps[-1] if current.steps else None
     status.baselines[current.profile] = Baseline(
         config_digest=stable_digest,
@@ -221,7 +257,9 @@ def on_finish(ctx: RunContext, ports: Ports, status: RunStatus) -> None:
         profile = ctx.profiles.get(name)
         if isinstance(profile, str) or profile is None or name in status.baselines:
             continue
-        status.baselines[name] = Baseline(config_digest=_stable_digest(ctx, ports, profile), profile_hash=profile_digest(profile))
+        status.baselines[name] = Baseline(
+            config_digest=_stable_digest(ctx, ports, profile), profile_hash=profile_digest(profile)
+        )
 
 
 def _stable_digest(ctx: RunContext, ports: Ports, profile: ParameterProfileSpec) -> str | None:
@@ -232,12 +270,20 @@ def _stable_digest(ctx: RunContext, ports: Ports, profile: ParameterProfileSpec)
 
 
 # --- the watch -------------------------------------------------------------------------------------
-def _series(source: MetricsSource, template: str, start: dt.datetime, end: dt.datetime, step: float) -> dict[float, float]:
+def _series(
+    source: MetricsSource, template: str, start: dt.datetime, end: dt.datetime, step: float
+) -> dict[float, float]:
     return {s.timestamp: s.value for s in source.samples(render_query(template, "stable", step), start, end, step)}
 
 
-def _score(profile: ParameterProfileSpec, source: MetricsSource, start: dt.datetime, end: dt.datetime, step: float,
-           reference: dict[str, float]) -> list[float]:
+def _score(
+    profile: ParameterProfileSpec,
+    source: MetricsSource,
+    start: dt.datetime,
+    end: dt.datetime,
+    step: float,
+    reference: dict[str, float],
+) -> list[float]:
     """The stable variant's score samples, by the same function (and relative-constraint reference) as at promotion."""
     queries = {m.name: m.query for m in profile.metrics}
     scored = {t.metric for t in profile.objective} | {c.metric for c in profile.constraints if queries.get(c.metric)}
@@ -266,7 +312,9 @@ def watch(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None
     return None
 
 
-def _check(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec) -> tuple[str, str] | None:
+def _check(
+    ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile: ParameterProfileSpec
+) -> tuple[str, str] | None:
     settings = ctx.spec.continuous
     base = status.baselines.setdefault(name, Baseline(profile_hash=profile_digest(profile)))
     if base.profile_hash is not None and base.profile_hash != profile_digest(profile):
@@ -280,7 +328,11 @@ def _check(ctx: RunContext, ports: Ports, status: RunStatus, name: str, profile:
     recent = _score(profile, ports.metrics, recent_start, ctx.now, step, base.reference_metrics)
     if base.objective is None:
         if recent:  # no promotion to compare with: this window is the reference
-            base.objective, base.window_start, base.window_end = float(np.mean(recent)), now_iso(recent_start), now_iso(ctx.now)
+            base.objective, base.window_start, base.window_end = (
+                float(np.mean(recent)),
+                now_iso(recent_start),
+                now_iso(ctx.now),
+            )
             base.config_digest = base.config_digest or current_digest
         return _schedule(ctx, status)
     if recent and base.objective != 0:
@@ -322,7 +374,10 @@ def _new_cycle(ctx: RunContext, ports: Ports, status: RunStatus, name: str, kind
     status.cycle += 1
     status.cycle_started_at = now_iso(ctx.now)
     status.cycle_proposals_start = status.proposals
-    status.triggers = (status.triggers + [TriggerRecord(cycle=status.cycle, profile=name, kind=kind, evidence=evidence, at=now_iso(ctx.now))])[-TRIGGER_LIMIT:]
+    status.triggers = (
+        status.triggers
+        + [TriggerRecord(cycle=status.cycle, profile=name, kind=kind, evidence=evidence, at=now_iso(ctx.now))]
+    )[-TRIGGER_LIMIT:]
     # The next baseline is the next promotion, or a fresh reference when nothing is promoted.
     for profile_name in ctx.spec.profiles:
         status.baselines.pop(profile_name, None)
@@ -334,13 +389,23 @@ def _new_cycle(ctx: RunContext, ports: Ports, status: RunStatus, name: str, kind
 
 def warm_start_condition(ctx: RunContext, status: RunStatus) -> list:
     """WarmStarted: whether the agents started from stored models (False with why when not)."""
-    states = {name: status.learning[name] for name in ctx.spec.profiles if name in status.learning and status.learning[name].warm_start}
+    states = {
+        name: status.learning[name]
+        for name in ctx.spec.profiles
+        if name in status.learning and status.learning[name].warm_start
+    }
     if not states:
         return status.conditions
-    for state, value, reason in (("Incompatible", "False", "ModelIncompatible"), ("Unreadable", "False", "ModelUnreadable"),
-                                 ("Loaded", "True", "ModelLoaded"), ("None", "False", "NoStoredModel")):
+    for state, value, reason in (
+        ("Incompatible", "False", "ModelIncompatible"),
+        ("Unreadable", "False", "ModelUnreadable"),
+        ("Loaded", "True", "ModelLoaded"),
+        ("None", "False", "NoStoredModel"),
+    ):
         names = [n for n, s in states.items() if s.warm_start == state]
         if names:
             message = "; ".join(f"{n}: {states[n].warm_start_message}" for n in names)
-            return set_condition(status.conditions, "WarmStarted", value, reason, message, now=ctx.now, generation=ctx.generation)
+            return set_condition(
+                status.conditions, "WarmStarted", value, reason, message, now=ctx.now, generation=ctx.generation
+            )
     return status.conditions

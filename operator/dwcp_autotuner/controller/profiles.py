@@ -19,12 +19,12 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
+from ..canary.protocol import ConfigRef
 from ..models.errors import format_validation_error
 from ..models.profile import ParameterProfileSpec, ProfileStatus
 from ..ports.base import ConfigStore, MetricsSource, NotFound, Unavailable, render_query
-from ..canary.protocol import ConfigRef
-from .conditions import set_condition
 from ..proposers.store import stored_model_state
+from .conditions import set_condition
 
 
 def parse_profile(spec: Mapping) -> ParameterProfileSpec | str:
@@ -54,7 +54,9 @@ def validate_profile(
     status.observed_generation = generation
 
     def ready(ok: bool, reason: str, message: str) -> ProfileStatus:
-        status.conditions = set_condition(status.conditions, "Ready", ok, reason, message, now=now, generation=generation)
+        status.conditions = set_condition(
+            status.conditions, "Ready", ok, reason, message, now=now, generation=generation
+        )
         status.message = message
         return status
 
@@ -86,7 +88,11 @@ def validate_profile(
     needed = {t.metric for t in profile.objective} | {g.metric for g in profile.guards}
     for metric in profile.metrics:
         if metric.name in needed and not metric.query:
-            return ready(False, "MissingQuery", f"spec.metrics: {metric.name} is used by the objective or a guard but has no query.")
+            return ready(
+                False,
+                "MissingQuery",
+                f"spec.metrics: {metric.name} is used by the objective or a guard but has no query.",
+            )
     if metrics is not None:
         for metric in profile.metrics:
             if not metric.query:
@@ -96,12 +102,24 @@ def validate_profile(
             except Unavailable as error:
                 return ready(False, "MetricsUnavailable", f"cannot check queries: {error}")
             if problem:
-                return ready(False, "InvalidQuery", f"spec.metrics[{metric.name}].query: Prometheus rejects it: {problem}")
-    return ready(True, "Valid", f"{len(profile.parameters)} parameters, target {ref.namespace}/{ref.name} key {ref.key}.")
+                return ready(
+                    False, "InvalidQuery", f"spec.metrics[{metric.name}].query: Prometheus rejects it: {problem}"
+                )
+    return ready(
+        True, "Valid", f"{len(profile.parameters)} parameters, target {ref.namespace}/{ref.name} key {ref.key}."
+    )
 
 
-def _model_condition(status: ProfileStatus, profile: ParameterProfileSpec, name: str, namespace: str, configs: ConfigStore,
-                     *, now: dt.datetime, generation: int | None) -> None:
+def _model_condition(
+    status: ProfileStatus,
+    profile: ParameterProfileSpec,
+    name: str,
+    namespace: str,
+    configs: ConfigStore,
+    *,
+    now: dt.datetime,
+    generation: int | None,
+) -> None:
     """ModelCompatible from the stored model's manifest; left out while no model is stored (or it cannot be read now)."""
     try:
         state = stored_model_state(configs, namespace, name, profile.space_hash())
@@ -111,4 +129,6 @@ def _model_condition(status: ProfileStatus, profile: ParameterProfileSpec, name:
         status.conditions = [c for c in status.conditions if c.type != "ModelCompatible"]
         return
     fits, reason, message = state
-    status.conditions = set_condition(status.conditions, "ModelCompatible", fits, reason, message, now=now, generation=generation)
+    status.conditions = set_condition(
+        status.conditions, "ModelCompatible", fits, reason, message, now=now, generation=generation
+    )

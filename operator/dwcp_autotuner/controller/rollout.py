@@ -19,8 +19,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from ..canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY, ConfigSnapshot, canonical_json
-from ..canary.protocol import digest, merge_stable, target_ref
+from ..canary.protocol import (
+    CANARY_KEY,
+    CANARY_REVISION_KEY,
+    CANARY_WEIGHT_KEY,
+    ConfigSnapshot,
+    canonical_json,
+    digest,
+    merge_stable,
+    target_ref,
+)
 from ..models.profile import ParameterProfileSpec
 from ..models.run import ProposalRecord, RunStatus, StepRecord, VariantMeans
 from ..ports.base import Conflict
@@ -41,14 +49,22 @@ def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | No
     current = status.current
     assert current is not None
     profile = ctx.profiles.get(current.profile)
-    ref = config_ref(current.target) if current.target is not None else (
-        target_ref(profile.target, ctx.namespace) if isinstance(profile, ParameterProfileSpec) else None
+    ref = (
+        config_ref(current.target)
+        if current.target is not None
+        else (target_ref(profile.target, ctx.namespace) if isinstance(profile, ParameterProfileSpec) else None)
     )
     if not isinstance(profile, ParameterProfileSpec):
         why = profile or "it is no longer in spec.profiles"
         snapshot = read_target(ports, ref, "is gone.") if ref is not None else None
-        return rollback(ctx, ports, status, snapshot if isinstance(snapshot, ConfigSnapshot) else None,
-                        "ProfileNotReady", f"profile {current.profile}: {why}")
+        return rollback(
+            ctx,
+            ports,
+            status,
+            snapshot if isinstance(snapshot, ConfigSnapshot) else None,
+            "ProfileNotReady",
+            f"profile {current.profile}: {why}",
+        )
     snapshot = read_target(ports, ref, "disappeared during the rollout.")
     if isinstance(snapshot, Transition):
         return snapshot
@@ -65,7 +81,9 @@ def _ours(status: RunStatus, snapshot: ConfigSnapshot) -> bool:
     return snapshot.canary_revision == current.revision and snapshot.canary == canonical_json(current.config)
 
 
-def _resume_start(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot) -> Transition | None:
+def _resume_start(
+    ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot
+) -> Transition | None:
     current = status.current
     assert current is not None
     if _ours(status, snapshot):  # the write happened; only the status was lost (and maybe the event)
@@ -77,12 +95,17 @@ def _resume_start(ctx: RunContext, ports: Ports, status: RunStatus, profile: Par
     if snapshot.stable_digest() != current.stable_digest:
         return _superseded(ctx, status, "the stable configuration changed before the canary started")
     if snapshot.canary is not None:
-        return _superseded(ctx, status, f"another canary ({snapshot.canary_revision or 'unknown revision'}) appeared "
-                                        "before this one started")
+        return _superseded(
+            ctx,
+            status,
+            f"another canary ({snapshot.canary_revision or 'unknown revision'}) appeared before this one started",
+        )
     return start_canary(ctx, ports, status, snapshot)
 
 
-def _resume_set_weight(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot) -> Transition | None:
+def _resume_set_weight(
+    ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot
+) -> Transition | None:
     current = status.current
     assert current is not None
     drift = _drift(ctx, status, snapshot)
@@ -96,7 +119,9 @@ def _resume_set_weight(ctx: RunContext, ports: Ports, status: RunStatus, profile
     return _set_weight(ctx, ports, status, snapshot, expected)
 
 
-def _resume_promote(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot) -> Transition | None:
+def _resume_promote(
+    ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot
+) -> Transition | None:
     current = status.current
     assert current is not None
     promoted = current.promote_digest or digest(canonical_json(current.config))  # older statuses wrote the config whole
@@ -107,7 +132,9 @@ def _resume_promote(ctx: RunContext, ports: Ports, status: RunStatus, profile: P
     return _drift_transition(status, snapshot, "the ConfigMap changed while a promotion was pending")
 
 
-def _resume_rollback(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot) -> Transition | None:
+def _resume_rollback(
+    ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot
+) -> Transition | None:
     current = status.current
     assert current is not None
     reason, message = current.pending_reason or "RolledBack", status.message or ""
@@ -127,7 +154,9 @@ RESUME: dict[str, Resume] = {
 
 
 # --- one step: drift, timing, analysis, decision -------------------------------------------------------
-def _step(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot) -> Transition | None:
+def _step(
+    ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot
+) -> Transition | None:
     current = status.current
     assert current is not None
     drift = _drift(ctx, status, snapshot)
@@ -140,8 +169,11 @@ def _step(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterPr
         return None  # held for a human
     degraded = get_condition(status.conditions, "Degraded")
     if degraded is not None and degraded.status == "True":
-        return Transition("AsExpected", f"Proposal {current.number} for {current.profile}: the ConfigMap is as the run "
-                                        f"left it; the canary at {current.canary_weight} % goes on.")
+        return Transition(
+            "AsExpected",
+            f"Proposal {current.number} for {current.profile}: the ConfigMap is as the run "
+            f"left it; the canary at {current.canary_weight} % goes on.",
+        )
 
     # Analyse once the step has run for an analysis interval, and again one interval after an inconclusive
     # analysis (so `maxInconclusive` counts analysis intervals, not operator ticks). The window always
@@ -153,17 +185,28 @@ def _step(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterPr
     steps = _steps(ctx)
     index = min(current.step_index, len(steps) - 1)
     # At 100 % the stable variant gets no work: its samples come from the interval before this step.
-    baseline_start = started - dt.timedelta(seconds=rollout.analysis_interval_seconds) if current.canary_weight >= 100 else started
+    baseline_start = (
+        started - dt.timedelta(seconds=rollout.analysis_interval_seconds) if current.canary_weight >= 100 else started
+    )
     step = Step(index, steps)
-    result = analyse_step(profile, ports.metrics, rollout, started, ctx.now, last_step=step.last, baseline_start=baseline_start)
+    result = analyse_step(
+        profile, ports.metrics, rollout, started, ctx.now, last_step=step.last, baseline_start=baseline_start
+    )
     verdict = result.verdict
     current.last_analysis_at = now_iso(ctx.now)
     current.means = VariantMeans(stable=result.stable.score, canary=result.canary.score)
     current.p_value = verdict.p_value
     current.samples = {"stable": result.stable.n, "canary": result.canary.n}
-    entry = StepRecord(index=index, weight=current.canary_weight, analysed_at=current.last_analysis_at, verdict=verdict.phase,
-                       reason=verdict.reason, p_value=None if verdict.p_value is None else float(f"{verdict.p_value:.4g}"),
-                       stable=result.stable, canary=result.canary)
+    entry = StepRecord(
+        index=index,
+        weight=current.canary_weight,
+        analysed_at=current.last_analysis_at,
+        verdict=verdict.phase,
+        reason=verdict.reason,
+        p_value=None if verdict.p_value is None else float(f"{verdict.p_value:.4g}"),
+        stable=result.stable,
+        canary=result.canary,
+    )
     current.steps = [s for s in current.steps if s.index != index] + [entry]
     if result.stable.n or result.canary.n:
         ports.proposer.observe(current.profile, profile, current.stable_config, current.config, entry)
@@ -184,11 +227,17 @@ def _step(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterPr
         return rollback(ctx, ports, status, snapshot, decision.reason, decision.message)
     current.inconclusive = decision.inconclusive
     if isinstance(decision, Hold):
-        return Transition("Held", f"Holding the canary at {current.canary_weight} % after {current.inconclusive} "
-                                  f"inconclusive analyses: {decision.message}")
+        return Transition(
+            "Held",
+            f"Holding the canary at {current.canary_weight} % after {current.inconclusive} "
+            f"inconclusive analyses: {decision.message}",
+        )
     assert isinstance(decision, Wait)
-    return Transition(decision.reason, f"Analysis {decision.inconclusive}/{rollout.max_inconclusive} inconclusive "
-                                       f"({decision.reason}): {decision.message}")
+    return Transition(
+        decision.reason,
+        f"Analysis {decision.inconclusive}/{rollout.max_inconclusive} inconclusive "
+        f"({decision.reason}): {decision.message}",
+    )
 
 
 def _steps(ctx: RunContext) -> tuple[int, ...]:
@@ -207,10 +256,13 @@ def _drift(ctx: RunContext, status: RunStatus, snapshot: ConfigSnapshot) -> Tran
 
 def _drift_transition(status: RunStatus, snapshot: ConfigSnapshot, what: str) -> Transition:
     ref = snapshot.ref
-    return Transition("ConfigMapDrift", (
-        f"ConfigMap {ref.namespace}/{ref.name} was changed by someone else ({what}); the run is paused and will not "
-        "overwrite it. Restore the ConfigMap to resume, or delete the run to abandon the rollout."
-    ))
+    return Transition(
+        "ConfigMapDrift",
+        (
+            f"ConfigMap {ref.namespace}/{ref.name} was changed by someone else ({what}); the run is paused and will not "
+            "overwrite it. Restore the ConfigMap to resume, or delete the run to abandon the rollout."
+        ),
+    )
 
 
 # --- actions -----------------------------------------------------------------------------------------
@@ -236,7 +288,11 @@ def start_canary(ctx: RunContext, ports: Ports, status: RunStatus, snapshot: Con
         ports.configs.write(
             snapshot.ref,
             expected_resource_version=snapshot.resource_version,
-            set_keys={CANARY_KEY: canonical_json(current.config), CANARY_WEIGHT_KEY: str(weight), CANARY_REVISION_KEY: current.revision},
+            set_keys={
+                CANARY_KEY: canonical_json(current.config),
+                CANARY_WEIGHT_KEY: str(weight),
+                CANARY_REVISION_KEY: current.revision,
+            },
         )
     except Conflict:
         return None  # the ConfigMap moved since the read: the next tick re-reads, checks and finishes the start
@@ -262,23 +318,39 @@ def _superseded(ctx: RunContext, status: RunStatus, why: str) -> Transition:
     current = status.current
     assert current is not None
     message = f"Proposal {current.number} for {current.profile} dropped: {why}; nothing of it was written."
-    record(status, ProposalRecord(
-        number=current.number, profile=current.profile, config=current.config, verdict="Held", reason="Superseded",
-        message=message, revision=current.revision, stable_config=current.stable_config, finished_at=now_iso(ctx.now),
-    ))
+    record(
+        status,
+        ProposalRecord(
+            number=current.number,
+            profile=current.profile,
+            config=current.config,
+            verdict="Held",
+            reason="Superseded",
+            message=message,
+            revision=current.revision,
+            stable_config=current.stable_config,
+            finished_at=now_iso(ctx.now),
+        ),
+    )
     status.current = None
     return Transition("Superseded", message)
 
 
-def _set_weight(ctx: RunContext, ports: Ports, status: RunStatus, snapshot: ConfigSnapshot, weight: int) -> Transition | None:
+def _set_weight(
+    ctx: RunContext, ports: Ports, status: RunStatus, snapshot: ConfigSnapshot, weight: int
+) -> Transition | None:
     try:
-        ports.configs.write(snapshot.ref, expected_resource_version=snapshot.resource_version, set_keys={CANARY_WEIGHT_KEY: str(weight)})
+        ports.configs.write(
+            snapshot.ref, expected_resource_version=snapshot.resource_version, set_keys={CANARY_WEIGHT_KEY: str(weight)}
+        )
     except Conflict:
         return None  # re-read and re-check drift on the next tick; the pending action stays
     return _weight_written(ctx, ports, status, weight)
 
 
-def _weight_written(ctx: RunContext, ports: Ports, status: RunStatus, weight: int, *, resumed: bool = False) -> Transition:
+def _weight_written(
+    ctx: RunContext, ports: Ports, status: RunStatus, weight: int, *, resumed: bool = False
+) -> Transition:
     """The canary weight is in the ConfigMap: the step starts now and gets a full analysis interval."""
     current = status.current
     assert current is not None
@@ -300,7 +372,9 @@ def _promoted_bytes(snapshot: ConfigSnapshot, config: dict) -> str:
     return merge_stable(snapshot.stable or "{}", config)
 
 
-def _promote(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot) -> Transition | None:
+def _promote(
+    ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot
+) -> Transition | None:
     current = status.current
     assert current is not None
     try:
@@ -328,22 +402,46 @@ def _after_promotion(ctx: RunContext, ports: Ports, status: RunStatus, profile: 
         f"Promoted proposal {current.number} for {current.profile}: objective "
         f"{'n/a' if improvement is None else f'{improvement:+.2f} %'} (p={p})."
     )
-    record(status, ProposalRecord(
-        number=current.number, profile=current.profile, config=current.config, verdict="Promoted", reason="CanaryBetter",
-        message=message, improvement_pct=None if improvement is None else round(improvement, 4), p_value=current.p_value,
-        revision=current.revision, stable_config=current.stable_config, steps=current.steps, finished_at=now_iso(ctx.now),
-    ))
-    ports.proposer.learn(current.profile, profile, ProposalVerdict(
-        number=current.number, stable=dict(current.stable_config), proposed=dict(current.config), promoted=True,
-        reason="CanaryBetter", reward=(improvement or 0.0) / 100.0,
-    ))
-    continuous.on_promotion(ctx, status, current, profile, current.promote_digest or digest(canonical_json(current.config)))
+    record(
+        status,
+        ProposalRecord(
+            number=current.number,
+            profile=current.profile,
+            config=current.config,
+            verdict="Promoted",
+            reason="CanaryBetter",
+            message=message,
+            improvement_pct=None if improvement is None else round(improvement, 4),
+            p_value=current.p_value,
+            revision=current.revision,
+            stable_config=current.stable_config,
+            steps=current.steps,
+            finished_at=now_iso(ctx.now),
+        ),
+    )
+    ports.proposer.learn(
+        current.profile,
+        profile,
+        ProposalVerdict(
+            number=current.number,
+            stable=dict(current.stable_config),
+            proposed=dict(current.config),
+            promoted=True,
+            reason="CanaryBetter",
+            reward=(improvement or 0.0) / 100.0,
+        ),
+    )
+    continuous.on_promotion(
+        ctx, status, current, profile, current.promote_digest or digest(canonical_json(current.config))
+    )
     continuous.sync_learning(ports, status, current.profile, profile)
     status.current = None
     return Transition("Promoted", message, event_key=f"{current.number}/Promoted")
 
 
-def rollback(ctx: RunContext, ports: Ports, status: RunStatus, snapshot: ConfigSnapshot | None, reason: str, message: str) -> Transition | None:
+def rollback(
+    ctx: RunContext, ports: Ports, status: RunStatus, snapshot: ConfigSnapshot | None, reason: str, message: str
+) -> Transition | None:
     current = status.current
     assert current is not None
     current.pending_action = "Rollback"
@@ -353,29 +451,53 @@ def rollback(ctx: RunContext, ports: Ports, status: RunStatus, snapshot: ConfigS
     if snapshot is not None and snapshot.canary is not None and snapshot.canary_revision == current.revision:
         try:
             # Only the canary keys go; the stable bytes are never rewritten by a rollback.
-            ports.configs.write(snapshot.ref, expected_resource_version=snapshot.resource_version, remove_keys=snapshot.canary_keys)
+            ports.configs.write(
+                snapshot.ref, expected_resource_version=snapshot.resource_version, remove_keys=snapshot.canary_keys
+            )
         except Conflict:
             return None  # re-read next time; the pending rollback is finished then
     profile = ctx.profiles.get(current.profile)
-    return _after_rollback(ctx, ports, status, profile if isinstance(profile, ParameterProfileSpec) else None, reason, message)
+    return _after_rollback(
+        ctx, ports, status, profile if isinstance(profile, ParameterProfileSpec) else None, reason, message
+    )
 
 
-def _after_rollback(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec | None,
-                    reason: str, message: str) -> Transition:
+def _after_rollback(
+    ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec | None, reason: str, message: str
+) -> Transition:
     current = status.current
     assert current is not None
     text = f"Rolled back proposal {current.number} for {current.profile} ({reason}): {message}".rstrip(": ")
-    record(status, ProposalRecord(
-        number=current.number, profile=current.profile, config=current.config, verdict="RolledBack", reason=reason,
-        message=text, p_value=current.p_value, revision=current.revision, stable_config=current.stable_config,
-        steps=current.steps, finished_at=now_iso(ctx.now),
-    ))
+    record(
+        status,
+        ProposalRecord(
+            number=current.number,
+            profile=current.profile,
+            config=current.config,
+            verdict="RolledBack",
+            reason=reason,
+            message=text,
+            p_value=current.p_value,
+            revision=current.revision,
+            stable_config=current.stable_config,
+            steps=current.steps,
+            finished_at=now_iso(ctx.now),
+        ),
+    )
     continuous.on_rollback(ctx, status, current, reason)
     if profile is not None:
-        ports.proposer.learn(current.profile, profile, ProposalVerdict(
-            number=current.number, stable=dict(current.stable_config), proposed=dict(current.config), promoted=False,
-            reason=reason, reward=ROLLBACK_REWARD,
-        ))
+        ports.proposer.learn(
+            current.profile,
+            profile,
+            ProposalVerdict(
+                number=current.number,
+                stable=dict(current.stable_config),
+                proposed=dict(current.config),
+                promoted=False,
+                reason=reason,
+                reward=ROLLBACK_REWARD,
+            ),
+        )
         continuous.sync_learning(ports, status, current.profile, profile)
     status.current = None
     return Transition("RolledBack", text, cause=reason, event_key=f"{current.number}/RolledBack")

@@ -70,7 +70,9 @@ class RunRef:
     now: dt.datetime
 
 
-def reconcile_invalid(ref: RunRef, configs: ConfigStore, events: EventSink, status: RunStatus, problem: str) -> RunStatus:
+def reconcile_invalid(
+    ref: RunRef, configs: ConfigStore, events: EventSink, status: RunStatus, problem: str
+) -> RunStatus:
     """The spec does not validate: withdraw a canary that is out (from where it was written), then fail.
 
     An edit the schema accepts but the models reject, or an operator upgrade that checks more, must not
@@ -90,11 +92,21 @@ def reconcile_invalid(ref: RunRef, configs: ConfigStore, events: EventSink, stat
             withdrawn = False
     if withdrawn and current is not None:
         problem += "; the canary that was out was withdrawn (the stable configuration is unchanged)"
-        record(status, ProposalRecord(
-            number=current.number, profile=current.profile, config=current.config, verdict="RolledBack",
-            reason="InvalidSpec", message=problem, revision=current.revision, stable_config=current.stable_config,
-            steps=current.steps, finished_at=now_iso(ref.now),
-        ))
+        record(
+            status,
+            ProposalRecord(
+                number=current.number,
+                profile=current.profile,
+                config=current.config,
+                verdict="RolledBack",
+                reason="InvalidSpec",
+                message=problem,
+                revision=current.revision,
+                stable_config=current.stable_config,
+                steps=current.steps,
+                finished_at=now_iso(ref.now),
+            ),
+        )
         events.emit("Warning", "RolledBack", f"{current.profile}: canary {current.revision} withdrawn: {problem}")
         status.current = None
     return apply(ref, events, status, Transition("InvalidSpec", problem))
@@ -102,8 +114,9 @@ def reconcile_invalid(ref: RunRef, configs: ConfigStore, events: EventSink, stat
 
 def _start_over(status: RunStatus) -> RunStatus:
     """A fresh run for the fixed spec; what was learned and decided before (history, rejections) is kept."""
-    return RunStatus(history=status.history, rejected=status.rejected, learning=status.learning,
-                     training=status.training)
+    return RunStatus(
+        history=status.history, rejected=status.rejected, learning=status.learning, training=status.training
+    )
 
 
 def _next(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:
@@ -172,10 +185,16 @@ def _finish(ctx: RunContext, ports: Ports, status: RunStatus, reason: str) -> Tr
     promoted = sum(1 for h in status.history if h.verdict == "Promoted")
     recommended = sum(1 for h in status.history if h.verdict == "Recommended")
     if ctx.spec.mode == "Recommend" or promoted:
-        what = f"{recommended} recommendation(s)" if ctx.spec.mode == "Recommend" else f"{promoted} of {status.proposals} proposal(s) promoted"
+        what = (
+            f"{recommended} recommendation(s)"
+            if ctx.spec.mode == "Recommend"
+            else f"{promoted} of {status.proposals} proposal(s) promoted"
+        )
         imp = "" if status.improvement_pct is None else f", objective {status.improvement_pct:+.1f} %"
         return Transition(reason, f"Finished ({reason}): {what}{imp}.", to=Phase.SUCCEEDED)
-    message = f"Finished ({reason}): no proposal was better than the stable configuration; every canary was rolled back."
+    message = (
+        f"Finished ({reason}): no proposal was better than the stable configuration; every canary was rolled back."
+    )
     return Transition(reason, message, to=Phase.ROLLED_BACK)
 
 
@@ -188,10 +207,13 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | N
     if isinstance(snapshot, Transition):
         return snapshot
     if snapshot.canary is not None:
-        return Transition("ForeignCanary", (
-            f"ConfigMap {ref.namespace}/{ref.name} already has a canary ({snapshot.canary_revision or 'unknown revision'}); "
-            "another run or a person is rolling out. Waiting."
-        ))
+        return Transition(
+            "ForeignCanary",
+            (
+                f"ConfigMap {ref.namespace}/{ref.name} already has a canary ({snapshot.canary_revision or 'unknown revision'}); "
+                "another run or a person is rolling out. Waiting."
+            ),
+        )
     stable = parse_stable(profile, snapshot)
     if isinstance(stable, str):
         return Transition("InvalidStableConfig", stable)
@@ -201,35 +223,67 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | N
         return hold
     proposal = continuous.propose(ctx, ports, status, name, profile, stable)  # skips configurations in their cooldown
     number = status.proposals + 1
-    if proposal is None or isinstance(proposal, NoProposal) or canonical_json(proposal.config) == canonical_json(stable):
+    if (
+        proposal is None
+        or isinstance(proposal, NoProposal)
+        or canonical_json(proposal.config) == canonical_json(stable)
+    ):
         message = proposal.message if isinstance(proposal, NoProposal) else "The agent proposed no change."
         status.proposals = number
-        record(status, ProposalRecord(
-            number=number, profile=name, config=stable, verdict="Held",
-            reason=proposal.reason if isinstance(proposal, NoProposal) else "NoChange",
-            message=message, finished_at=now_iso(ctx.now),
-        ))
+        record(
+            status,
+            ProposalRecord(
+                number=number,
+                profile=name,
+                config=stable,
+                verdict="Held",
+                reason=proposal.reason if isinstance(proposal, NoProposal) else "NoChange",
+                message=message,
+                finished_at=now_iso(ctx.now),
+            ),
+        )
         return Transition("NoChange", message)
 
     if ctx.spec.mode == "Recommend":
         status.proposals = number
         status.recommendations = [r for r in status.recommendations if r.profile != name] + [
             Recommendation(
-                profile=name, config=proposal.config, expected_improvement_pct=proposal.expected_improvement_pct,
-                confidence=proposal.confidence, reason=proposal.reason,
+                profile=name,
+                config=proposal.config,
+                expected_improvement_pct=proposal.expected_improvement_pct,
+                confidence=proposal.confidence,
+                reason=proposal.reason,
             )
         ]
-        record(status, ProposalRecord(
-            number=number, profile=name, config=proposal.config, verdict="Recommended", reason="RecommendMode",
-            message=proposal.reason, improvement_pct=proposal.expected_improvement_pct, stable_config=stable,
-            finished_at=now_iso(ctx.now),
-        ))
-        return Transition("Recommended", f"Recommended a configuration for {name}; the ConfigMap is not touched in Recommend mode.")
+        record(
+            status,
+            ProposalRecord(
+                number=number,
+                profile=name,
+                config=proposal.config,
+                verdict="Recommended",
+                reason="RecommendMode",
+                message=proposal.reason,
+                improvement_pct=proposal.expected_improvement_pct,
+                stable_config=stable,
+                finished_at=now_iso(ctx.now),
+            ),
+        )
+        return Transition(
+            "Recommended", f"Recommended a configuration for {name}; the ConfigMap is not touched in Recommend mode."
+        )
 
     status.current = ProposalStatus(
-        number=number, profile=name, config=proposal.config, stable_config=stable,
-        revision=f"{ctx.name}-{name}-{number}"[:253], target=TargetRef(namespace=ref.namespace, name=ref.name, key=ref.key),
-        step_index=0, canary_weight=0, stable_digest=snapshot.stable_digest(), pending_action="StartCanary",
+        number=number,
+        profile=name,
+        config=proposal.config,
+        stable_config=stable,
+        revision=f"{ctx.name}-{name}-{number}"[:253],
+        target=TargetRef(namespace=ref.namespace, name=ref.name, key=ref.key),
+        step_index=0,
+        canary_weight=0,
+        stable_digest=snapshot.stable_digest(),
+        pending_action="StartCanary",
         expected_improvement_pct=proposal.expected_improvement_pct,
     )
     status.proposals = number

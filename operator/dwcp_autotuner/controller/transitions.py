@@ -89,58 +89,159 @@ _FINISH = {
 
 RULES: tuple[Rule, ...] = (
     _progress("Started", [P.PENDING], P.PRETRAINING, "The run was picked up.", event=("Normal", "Started")),
-    _progress("Pretraining", [P.PRETRAINING], None, "The agents train on the profiles' twins; `status.training` counts."),
-    _progress("Pretrained", [P.PRETRAINING], P.PROPOSING, "Pretraining finished (or there was no twin).",
-              event=("Normal", "Pretrained")),
-    _progress("NoChange", [P.PROPOSING], None, "The proposer had nothing to roll out; the proposal counts (history: Held).",
-              event=("Normal", "NoChange"), always=True),
-    _progress("Recommended", [P.PROPOSING], None, "`mode: Recommend`: a configuration went to `status.recommendations`.",
-              event=("Normal", "Recommended"), always=True),
-    _progress("Frozen", [P.PROPOSING], None, "Inside a freeze window: no new proposal until it ends.",
-              event=("Normal", "Frozen")),
-    _progress("GuardBreaching", [P.PROPOSING], None, "A guard of the stable configuration breaches: no exploration.",
-              event=("Warning", "GuardBreaching")),
-    _progress("CanaryStarted", [P.PROPOSING, P.ROLLING_OUT], P.ROLLING_OUT,
-              "A proposal was written to the canary keys at the first step.", event=("Normal", "CanaryStarted"),
-              always=True),
-    _progress("Superseded", WORKING, P.PROPOSING, "A proposal whose canary was never written was dropped: the stable "
-              "configuration changed, or another canary appeared, first (history: Held).",
-              event=("Normal", "Superseded"), always=True),
-    _progress("StepAdvanced", [P.ROLLING_OUT], None, "A step passed its analysis; the weight went to the next step.",
-              event=("Normal", "StepAdvanced"), always=True),
+    _progress(
+        "Pretraining", [P.PRETRAINING], None, "The agents train on the profiles' twins; `status.training` counts."
+    ),
+    _progress(
+        "Pretrained",
+        [P.PRETRAINING],
+        P.PROPOSING,
+        "Pretraining finished (or there was no twin).",
+        event=("Normal", "Pretrained"),
+    ),
+    _progress(
+        "NoChange",
+        [P.PROPOSING],
+        None,
+        "The proposer had nothing to roll out; the proposal counts (history: Held).",
+        event=("Normal", "NoChange"),
+        always=True,
+    ),
+    _progress(
+        "Recommended",
+        [P.PROPOSING],
+        None,
+        "`mode: Recommend`: a configuration went to `status.recommendations`.",
+        event=("Normal", "Recommended"),
+        always=True,
+    ),
+    _progress(
+        "Frozen",
+        [P.PROPOSING],
+        None,
+        "Inside a freeze window: no new proposal until it ends.",
+        event=("Normal", "Frozen"),
+    ),
+    _progress(
+        "GuardBreaching",
+        [P.PROPOSING],
+        None,
+        "A guard of the stable configuration breaches: no exploration.",
+        event=("Warning", "GuardBreaching"),
+    ),
+    _progress(
+        "CanaryStarted",
+        [P.PROPOSING, P.ROLLING_OUT],
+        P.ROLLING_OUT,
+        "A proposal was written to the canary keys at the first step.",
+        event=("Normal", "CanaryStarted"),
+        always=True,
+    ),
+    _progress(
+        "Superseded",
+        WORKING,
+        P.PROPOSING,
+        "A proposal whose canary was never written was dropped: the stable "
+        "configuration changed, or another canary appeared, first (history: Held).",
+        event=("Normal", "Superseded"),
+        always=True,
+    ),
+    _progress(
+        "StepAdvanced",
+        [P.ROLLING_OUT],
+        None,
+        "A step passed its analysis; the weight went to the next step.",
+        event=("Normal", "StepAdvanced"),
+        always=True,
+    ),
     *(_progress(reason, [P.ROLLING_OUT], None, meaning) for reason, meaning in _INCONCLUSIVE.items()),
-    _progress("Held", [P.ROLLING_OUT], None, "`onInconclusive: Hold` after `maxInconclusive` inconclusive analyses: "
-              "the canary stays for a human.", progressing=False, extra=(("Degraded", "True", "Inconclusive"),),
-              event=("Warning", "CanaryHeld")),
-    _progress("Promoted", [P.ROLLING_OUT], P.PROPOSING, "The canary was better at the last step and became stable.",
-              event=("Normal", "Promoted"), always=True),
-    _progress("RolledBack", [P.ROLLING_OUT], P.PROPOSING, "The canary keys were withdrawn; `RolledBack` says why.",
-              extra=(("RolledBack", "True", "{cause}"),), event=("Warning", "RolledBack"), always=True),
-    _progress("Reoptimizing", FINISHED, P.PROPOSING, "A continuous run saw a trigger and started a new cycle.",
-              event=("Normal", "Reoptimizing"), always=True),
+    _progress(
+        "Held",
+        [P.ROLLING_OUT],
+        None,
+        "`onInconclusive: Hold` after `maxInconclusive` inconclusive analyses: the canary stays for a human.",
+        progressing=False,
+        extra=(("Degraded", "True", "Inconclusive"),),
+        event=("Warning", "CanaryHeld"),
+    ),
+    _progress(
+        "Promoted",
+        [P.ROLLING_OUT],
+        P.PROPOSING,
+        "The canary was better at the last step and became stable.",
+        event=("Normal", "Promoted"),
+        always=True,
+    ),
+    _progress(
+        "RolledBack",
+        [P.ROLLING_OUT],
+        P.PROPOSING,
+        "The canary keys were withdrawn; `RolledBack` says why.",
+        extra=(("RolledBack", "True", "{cause}"),),
+        event=("Warning", "RolledBack"),
+        always=True,
+    ),
+    _progress(
+        "Reoptimizing",
+        FINISHED,
+        P.PROPOSING,
+        "A continuous run saw a trigger and started a new cycle.",
+        event=("Normal", "Reoptimizing"),
+        always=True,
+    ),
     *(
         rule
         for reason, meaning in _FINISH.items()
         for rule in (
-            _progress(reason, [P.PROPOSING], P.SUCCEEDED, f"Finished with a promotion (or recommendations): {meaning}",
-                      progressing=False, extra=(("Succeeded", "True", reason),), event=("Normal", "Finished")),
-            _progress(reason, [P.PROPOSING], P.ROLLED_BACK, f"Finished, nothing promoted: {meaning}",
-                      progressing=False,
-                      extra=(("Succeeded", "False", "NothingPromoted"), ("RolledBack", "True", "NothingPromoted")),
-                      event=("Normal", "Finished")),
+            _progress(
+                reason,
+                [P.PROPOSING],
+                P.SUCCEEDED,
+                f"Finished with a promotion (or recommendations): {meaning}",
+                progressing=False,
+                extra=(("Succeeded", "True", reason),),
+                event=("Normal", "Finished"),
+            ),
+            _progress(
+                reason,
+                [P.PROPOSING],
+                P.ROLLED_BACK,
+                f"Finished, nothing promoted: {meaning}",
+                progressing=False,
+                extra=(("Succeeded", "False", "NothingPromoted"), ("RolledBack", "True", "NothingPromoted")),
+                event=("Normal", "Finished"),
+            ),
         )
     ),
-    Rule("InvalidSpec", ACTIVE | FINISHED, P.FAILED, "failed", "The spec does not validate; a canary that was out is "
-         "withdrawn first. Terminal until the spec changes.", event=("Warning", "InvalidSpec")),
-    Rule("ProfileNotReady", ACTIVE - {P.ROLLING_OUT}, None, "ready",
-         "A profile is missing or not Ready: the run waits for it.", event=("Warning", "ProfileNotReady")),
+    Rule(
+        "InvalidSpec",
+        ACTIVE | FINISHED,
+        P.FAILED,
+        "failed",
+        "The spec does not validate; a canary that was out is withdrawn first. Terminal until the spec changes.",
+        event=("Warning", "InvalidSpec"),
+    ),
+    Rule(
+        "ProfileNotReady",
+        ACTIVE - {P.ROLLING_OUT},
+        None,
+        "ready",
+        "A profile is missing or not Ready: the run waits for it.",
+        event=("Warning", "ProfileNotReady"),
+    ),
     _degraded("ConfigMapDrift", "Someone else changed the target ConfigMap during a rollout; the run pauses."),
     _degraded("ForeignCanary", "The ConfigMap carries another run's or a person's canary; the run waits."),
     _degraded("TargetNotFound", "The target ConfigMap is missing; the run waits."),
     _degraded("InvalidStableConfig", "The stable value does not parse or is out of bounds."),
     _degraded("KubernetesUnavailable", "The API server failed or refused a request; retried every tick."),
-    Rule("AsExpected", WORKING, None, "degraded", "What was in the run's way is gone; it goes on.",
-         event=("Normal", "Resumed")),
+    Rule(
+        "AsExpected",
+        WORKING,
+        None,
+        "degraded",
+        "What was in the run's way is gone; it goes on.",
+        event=("Normal", "Resumed"),
+    ),
 )
 
 _BY_KEY: dict[tuple[str, Phase | None], Rule] = {(r.reason, r.target): r for r in RULES}
@@ -169,7 +270,9 @@ def rule_for(transition: Transition, phase: Phase) -> Rule:
     target = transition.to if transition.to is not None else (next(iter(targets)) if len(targets) == 1 else None)
     rule = _BY_KEY.get((transition.reason, target))
     if rule is None:
-        raise IllegalTransition(f"{transition.reason} cannot lead to {transition.to}; it leads to {sorted(map(str, targets))}")
+        raise IllegalTransition(
+            f"{transition.reason} cannot lead to {transition.to}; it leads to {sorted(map(str, targets))}"
+        )
     if phase not in rule.sources:
         raise IllegalTransition(f"{transition.reason} cannot leave {phase} (only {sorted(map(str, rule.sources))})")
     return rule
@@ -196,8 +299,15 @@ def apply(ctx: RunIdentity, events: EventSink, status: RunStatus, transition: Tr
         degraded = get_condition(conditions, "Degraded")
         if degraded is not None and degraded.status == "True" and not any(t == "Degraded" for t, _, _ in rule.extra):
             put("Degraded", "False", "AsExpected")
-        conditions = set_condition(conditions, "Ready", "True", "SpecValid", "The run's spec and profiles are valid.",
-                                   now=ctx.now, generation=ctx.generation)
+        conditions = set_condition(
+            conditions,
+            "Ready",
+            "True",
+            "SpecValid",
+            "The run's spec and profiles are valid.",
+            now=ctx.now,
+            generation=ctx.generation,
+        )
     elif rule.kind == "degraded":
         put("Degraded", "False" if transition.reason == "AsExpected" else "True", transition.reason)
     elif rule.kind == "ready":
@@ -215,8 +325,15 @@ def apply(ctx: RunIdentity, events: EventSink, status: RunStatus, transition: Tr
         kind, reason = rule.event
         events.emit(kind, reason, transition.event_message or transition.message, key=transition.event_key)
     if changed or rule.always:
-        log.info("run %s/%s: %s -> %s (%s): %s", ctx.namespace, ctx.name, previous_phase, status.phase,
-                 transition.reason, transition.message)
+        log.info(
+            "run %s/%s: %s -> %s (%s): %s",
+            ctx.namespace,
+            ctx.name,
+            previous_phase,
+            status.phase,
+            transition.reason,
+            transition.message,
+        )
     return status
 
 
@@ -228,7 +345,9 @@ def markdown_table() -> str:
         sources = ", ".join(str(p) for p in order if p in rule.sources)
         target = str(rule.target) if rule.target is not None else "(stays)"
         sets = _conditions_text(rule)
-        event = "" if rule.event is None else f"{rule.event[1]} ({rule.event[0]}{', every time' if rule.always else ''})"
+        event = (
+            "" if rule.event is None else f"{rule.event[1]} ({rule.event[0]}{', every time' if rule.always else ''})"
+        )
         lines.append(f"| `{rule.reason}` | {sources} | {target} | {sets} | {event} | {rule.meaning} |")
     return "\n".join(lines)
 

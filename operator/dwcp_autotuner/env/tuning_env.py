@@ -80,7 +80,10 @@ class TuningEnv:
         self._grid_sizes = np.array([len(components[ci].space.parameters[pi].grid()) for ci, pi in self._params])
         # Precomputed normalised position of every grid value, so encoding a state is an index lookup.
         self._norm_tables = [
-            np.array([components[ci].space.parameters[pi].normalize(v) for v in components[ci].space.parameters[pi].grid()], dtype=np.float32)
+            np.array(
+                [components[ci].space.parameters[pi].normalize(v) for v in components[ci].space.parameters[pi].grid()],
+                dtype=np.float32,
+            )
             for ci, pi in self._params
         ]
         self._baseline_index = [c.twin.baseline_index() for c in components]
@@ -146,7 +149,9 @@ class TuningEnv:
             return ActionMeaning(None, None, 0)
         j, down = divmod(action - 1, 2)
         ci, pi = self._params[j]
-        return ActionMeaning(self.components[ci].name, self.components[ci].space.parameters[pi].name, -1 if down else +1)
+        return ActionMeaning(
+            self.components[ci].name, self.components[ci].space.parameters[pi].name, -1 if down else +1
+        )
 
     def configs(self) -> dict[str, dict[str, ParamValue]]:
         """The current configuration of every component."""
@@ -181,7 +186,7 @@ class TuningEnv:
         obs = self._obs
         for j, (ci, pi) in enumerate(self._params):
             obs[j] = self._norm_tables[j][self._indices[ci][pi]]
-        obs[len(self._params):] = self._history.reshape(-1)
+        obs[len(self._params) :] = self._history.reshape(-1)
         return obs.copy()
 
     # --- the Environment protocol -------------------------------------------------------------------

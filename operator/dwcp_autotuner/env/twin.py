@@ -91,7 +91,9 @@ class Twin:
             "metric_names": list(self.metric_names),
             "provenance": self.provenance,
         }
-        _atomic_write(path_stem.with_suffix(".npz"), lambda f: np.savez_compressed(f, means=self.means, noise_cv=self.noise_cv))
+        _atomic_write(
+            path_stem.with_suffix(".npz"), lambda f: np.savez_compressed(f, means=self.means, noise_cv=self.noise_cv)
+        )
         _atomic_write(path_stem.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
     @classmethod
@@ -110,8 +112,14 @@ class Twin:
 def cache_key(space: TuningSpace, workload: Workload, seed: int, repeats: int = 1) -> str:
     """Everything that changes the measured surface: the space's grid, the workload's options, seed, repeats."""
     blob = json.dumps(
-        {"space": space.space_hash(), "workload": workload.name, "options": workload.options(), "seed": seed,
-         "repeats": repeats, "format": TWIN_FORMAT},
+        {
+            "space": space.space_hash(),
+            "workload": workload.name,
+            "options": workload.options(),
+            "seed": seed,
+            "repeats": repeats,
+            "format": TWIN_FORMAT,
+        },
         sort_keys=True,
     )
     return f"{workload.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
@@ -147,7 +155,10 @@ def measure_twin(
     shape = tuple(len(p.grid()) for p in space.parameters)
     total_points = int(np.prod(shape))
     rng = np.random.default_rng(seed)
-    noise_indices = [tuple(int(i) for i in np.unravel_index(k, shape)) for k in rng.choice(total_points, size=min(noise_points, total_points), replace=False)]
+    noise_indices = [
+        tuple(int(i) for i in np.unravel_index(k, shape))
+        for k in rng.choice(total_points, size=min(noise_points, total_points), replace=False)
+    ]
     total = total_points * repeats + len(noise_indices) * noise_repeats
     done = 0
     means = np.empty((*shape, len(metric_names)))
@@ -178,9 +189,10 @@ def measure_twin(
         cvs.append(np.where(mean > 1e-12, runs_arr.std(axis=0, ddof=1) / np.maximum(mean, 1e-12), 0.0))
     noise_cv = np.median(np.array(cvs), axis=0) if cvs else np.zeros(len(metric_names))
     provenance = {
-        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()})",
+        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()})",
         "seed": seed,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "workload": workload.name,
         "options": workload.options(),
         "space_hash": space.space_hash(),

@@ -59,7 +59,15 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
     def profile_changed(body, patch, **_) -> None:
         patch.status.update(runtime.reconcile_profile(body))
 
-    @kopf.timer(GROUP, VERSION, PROFILES, interval=config.profile_recheck_seconds, idle=config.profile_recheck_seconds, backoff=backoff, registry=registry)
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PROFILES,
+        interval=config.profile_recheck_seconds,
+        idle=config.profile_recheck_seconds,
+        backoff=backoff,
+        registry=registry,
+    )
     def profile_recheck(body, patch, **_) -> None:
         status = runtime.reconcile_profile(body)
         if status != {k: v for k, v in (body.get("status") or {}).items() if k in status}:

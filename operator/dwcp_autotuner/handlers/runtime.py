@@ -63,21 +63,45 @@ class OperatorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.proposals = Counter("dwcp_autotuner_proposals", "Proposals rolled out (canary started)", ["namespace", "run", "profile"], registry=self.registry)
-        self.promotions = Counter("dwcp_autotuner_promotions", "Canaries promoted to stable", ["namespace", "run"], registry=self.registry)
-        self.rollbacks = Counter("dwcp_autotuner_rollbacks", "Canaries rolled back", ["namespace", "run"], registry=self.registry)
-        self.canary_weight = Gauge("dwcp_autotuner_canary_weight_percent", "Current canary weight", ["namespace", "run", "profile"], registry=self.registry)
-        self.improvement = Gauge("dwcp_autotuner_improvement_percent", "Objective improvement from promotions", ["namespace", "run"], registry=self.registry)
+        self.proposals = Counter(
+            "dwcp_autotuner_proposals",
+            "Proposals rolled out (canary started)",
+            ["namespace", "run", "profile"],
+            registry=self.registry,
+        )
+        self.promotions = Counter(
+            "dwcp_autotuner_promotions", "Canaries promoted to stable", ["namespace", "run"], registry=self.registry
+        )
+        self.rollbacks = Counter(
+            "dwcp_autotuner_rollbacks", "Canaries rolled back", ["namespace", "run"], registry=self.registry
+        )
+        self.canary_weight = Gauge(
+            "dwcp_autotuner_canary_weight_percent",
+            "Current canary weight",
+            ["namespace", "run", "profile"],
+            registry=self.registry,
+        )
+        self.improvement = Gauge(
+            "dwcp_autotuner_improvement_percent",
+            "Objective improvement from promotions",
+            ["namespace", "run"],
+            registry=self.registry,
+        )
         self.reconcile_latency = Histogram(
-            "dwcp_autotuner_reconcile_seconds", "Time of one reconcile of a run or profile", ["kind"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
+            "dwcp_autotuner_reconcile_seconds",
+            "Time of one reconcile of a run or profile",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
         )
 
 
 class CountingEvents:
     """An EventSink that also counts proposals, promotions and rollbacks for /metrics."""
 
-    def __init__(self, inner: EventSink, metrics: OperatorMetrics, namespace: str, run: str, profile_of: callable) -> None:
+    def __init__(
+        self, inner: EventSink, metrics: OperatorMetrics, namespace: str, run: str, profile_of: callable
+    ) -> None:
         self.inner, self.metrics, self.namespace, self.run, self.profile_of = inner, metrics, namespace, run, profile_of
 
     def emit(self, kind, reason, message, key=None) -> None:
@@ -97,12 +121,19 @@ def make_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClien
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     else:
         configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=configuration)
+        kubernetes.config.load_kube_config(
+            config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
     return kubernetes.client.ApiClient(configuration)
 
 
 class OperatorRuntime:
-    def __init__(self, config: OperatorConfig, api_client: kubernetes.client.ApiClient | None = None, metrics: OperatorMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        api_client: kubernetes.client.ApiClient | None = None,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.config = config
         self.api_client = api_client or make_api_client(config.kubeconfig)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
@@ -110,7 +141,9 @@ class OperatorRuntime:
         self.configs: ConfigStore = KubernetesConfigStore(self.core)
         self.metrics = metrics or OperatorMetrics()
         self._pools: dict[str, AgentPool] = {}
-        self._profile_uids: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid: stored models are owned by their profile
+        self._profile_uids: dict[
+            tuple[str, str], str
+        ] = {}  # (namespace, name) -> uid: stored models are owned by their profile
         self._prometheus: dict[str, PrometheusMetrics] = {}
         self._lock = threading.Lock()
 
@@ -147,11 +180,17 @@ class OperatorRuntime:
                 self._prometheus[url] = PrometheusMetrics(url)
             return self._prometheus[url]
 
-    def pool(self, uid: str, spec: OptimizationRunSpec, namespace: str = "default", run: str | None = None) -> AgentPool:
+    def pool(
+        self, uid: str, spec: OptimizationRunSpec, namespace: str = "default", run: str | None = None
+    ) -> AgentPool:
         with self._lock:
             if uid not in self._pools:
-                models = ModelStore(self.configs, namespace, owner_of=lambda profile: self._profile_owner(namespace, profile), run=run)
-                self._pools[uid] = AgentPool(spec.agent, cache_dir=self.config.cache_dir, quick_twins=self.config.quick_twins, models=models)
+                models = ModelStore(
+                    self.configs, namespace, owner_of=lambda profile: self._profile_owner(namespace, profile), run=run
+                )
+                self._pools[uid] = AgentPool(
+                    spec.agent, cache_dir=self.config.cache_dir, quick_twins=self.config.quick_twins, models=models
+                )
             return self._pools[uid]
 
     def _profile_owner(self, namespace: str, profile: str) -> OwnerRef | None:
@@ -167,7 +206,13 @@ class OperatorRuntime:
     def patch_status(self, plural: str, namespace: str, name: str, status: Mapping) -> None:
         """A merge patch of the status subresource; nulls delete fields that are gone."""
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": dict(status)}, _content_type="application/merge-patch+json"
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+            _content_type="application/merge-patch+json",
         )
 
     # --- profiles ---------------------------------------------------------------------------------------
@@ -179,13 +224,21 @@ class OperatorRuntime:
         url = self.config.prometheus_url
         metrics = None if isinstance(parsed, str) else self.prometheus(url)
         status = validate_profile(
-            spec, meta.get("namespace", "default"), configs=self.configs, metrics=metrics,
-            generation=meta.get("generation"), now=_now(), previous=previous, name=meta.get("name"),
+            spec,
+            meta.get("namespace", "default"),
+            configs=self.configs,
+            metrics=metrics,
+            generation=meta.get("generation"),
+            now=_now(),
+            previous=previous,
+            name=meta.get("name"),
         )
         self.metrics.reconcile_latency.labels("profile").observe(time.perf_counter() - started)
         return status.model_dump(mode="json", by_alias=True)
 
-    def load_profiles(self, namespace: str, names: list[str], *, require_ready: bool = False) -> dict[str, ParameterProfileSpec | str]:
+    def load_profiles(
+        self, namespace: str, names: list[str], *, require_ready: bool = False
+    ) -> dict[str, ParameterProfileSpec | str]:
         """Each profile's spec, or why it cannot be used.
 
         With `require_ready` (before a new proposal) a profile must also have been validated by the
@@ -199,9 +252,13 @@ class OperatorRuntime:
             try:
                 obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PROFILES, name)
             except ApiException as error:
-                profiles[name] = f"ParameterProfile {namespace}/{name} not found" if error.status == 404 else f"cannot read it ({error.status} {error.reason})"
+                profiles[name] = (
+                    f"ParameterProfile {namespace}/{name} not found"
+                    if error.status == 404
+                    else f"cannot read it ({error.status} {error.reason})"
+                )
                 continue
-            except Exception as error:  # noqa: BLE001 — connection errors
+            except Exception as error:
                 profiles[name] = f"cannot read it ({error})"
                 continue
             if (obj.get("metadata") or {}).get("uid"):
@@ -248,7 +305,11 @@ class OperatorRuntime:
         # The controller persists a proposal (write-ahead) before it starts its canary, so the
         # latest persisted status names the profile of a CanaryStarted event.
         counting = CountingEvents(
-            events, self.metrics, namespace, name, lambda: latest["status"].current.profile if latest["status"].current else ""
+            events,
+            self.metrics,
+            namespace,
+            name,
+            lambda: latest["status"].current.profile if latest["status"].current else "",
         )
 
         try:
@@ -258,8 +319,13 @@ class OperatorRuntime:
             problem = format_validation_error(error, "spec")
         if problem is not None:
             # (an API failure while withdrawing a canary raises: Kopf retries the tick)
-            new_status = reconcile_invalid(RunRef(name, namespace, uid, generation, _now()), self.configs, counting,
-                                           self._with_target(namespace, status), problem)
+            new_status = reconcile_invalid(
+                RunRef(name, namespace, uid, generation, _now()),
+                self.configs,
+                counting,
+                self._with_target(namespace, status),
+                problem,
+            )
             if new_status != status:
                 persist(new_status)
             return new_status
@@ -346,4 +412,4 @@ def _parse_status(model, raw):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)

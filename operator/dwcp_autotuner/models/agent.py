@@ -54,12 +54,8 @@ class AgentSettings(BaseModel):
     double_dqn: bool = Field(True, description="Double-DQN target (online argmax, target value).")
 
     # --- target network ------------------------------------------------------------------------
-    target_update_interval: int = Field(
-        500, ge=1, description="Gradient updates between target-network updates."
-    )
-    tau: float = Field(
-        1.0, gt=0, le=1, description="Target update weight: 1 = hard copy, <1 = Polyak averaging."
-    )
+    target_update_interval: int = Field(500, ge=1, description="Gradient updates between target-network updates.")
+    tau: float = Field(1.0, gt=0, le=1, description="Target update weight: 1 = hard copy, <1 = Polyak averaging.")
 
     # --- network -------------------------------------------------------------------------------
     hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(

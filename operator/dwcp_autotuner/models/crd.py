@@ -97,27 +97,79 @@ _OVERLAYS: dict[str, Overlay] = {
     "SoftConstraint": Overlay(
         validations=(
             {"rule": "!has(self.min) || !has(self.max) || self.min <= self.max", "message": "min must not exceed max"},
-            {"rule": "has(self.max) || has(self.min) || has(self.maxIncreasePct)",
-             "message": "set max, min or maxIncreasePct"},
+            {
+                "rule": "has(self.max) || has(self.min) || has(self.maxIncreasePct)",
+                "message": "set max, min or maxIncreasePct",
+            },
         ),
         non_nullable=frozenset({"min", "max", "maxIncreasePct"}),
     ),
 }
 
 # Keywords copied as they are (after their node has been typed).
-_PLAIN_KEYWORDS = ("minimum", "maximum", "multipleOf", "minLength", "maxLength", "pattern", "minItems", "maxItems",
-                   "minProperties", "maxProperties", "format")
+_PLAIN_KEYWORDS = (
+    "minimum",
+    "maximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "format",
+)
 # Keywords handled explicitly somewhere below.
-_HANDLED = {"$ref", "anyOf", "oneOf", "allOf", "type", "description", "default", "title", "enum", "const",
-            "properties", "required", "additionalProperties", "items", "exclusiveMinimum", "exclusiveMaximum",
-            "$defs", *_PLAIN_KEYWORDS}
+_HANDLED = {
+    "$ref",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "type",
+    "description",
+    "default",
+    "title",
+    "enum",
+    "const",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "$defs",
+    *_PLAIN_KEYWORDS,
+}
 _SCALARS = {"integer", "number", "string", "boolean"}
 # Output order of a node's keys (the rest follow in insertion order).
-_KEY_ORDER = ("description", "type", "format", "nullable", "default", "enum", "minimum", "exclusiveMinimum",
-              "maximum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "pattern", "minItems",
-              "maxItems", "minProperties", "maxProperties", "x-kubernetes-int-or-string",
-              "x-kubernetes-preserve-unknown-fields", "required", "properties", "additionalProperties", "items",
-              "x-kubernetes-validations")
+_KEY_ORDER = (
+    "description",
+    "type",
+    "format",
+    "nullable",
+    "default",
+    "enum",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "x-kubernetes-validations",
+)
 
 
 class SchemaConversionError(ValueError):
@@ -304,9 +356,13 @@ def _fits(schema: Mapping[str, Any], value: Any) -> bool:
     if actual in ("integer", "number"):
         if not math.isfinite(value):
             return False
-        if "minimum" in schema and (value < schema["minimum"] or (schema.get("exclusiveMinimum") and value == schema["minimum"])):
+        if "minimum" in schema and (
+            value < schema["minimum"] or (schema.get("exclusiveMinimum") and value == schema["minimum"])
+        ):
             return False
-        if "maximum" in schema and (value > schema["maximum"] or (schema.get("exclusiveMaximum") and value == schema["maximum"])):
+        if "maximum" in schema and (
+            value > schema["maximum"] or (schema.get("exclusiveMaximum") and value == schema["maximum"])
+        ):
             return False
     if actual == "string":
         if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", math.inf):
@@ -468,8 +524,9 @@ class _Dumper(yaml.SafeDumper):
 
 def render(crd: Mapping[str, Any]) -> str:
     """The YAML text of one CRD file, header included."""
-    body = yaml.dump(dict(crd), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120,
-                     default_flow_style=False)
+    body = yaml.dump(
+        dict(crd), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, default_flow_style=False
+    )
     return HEADER + body
 
 
@@ -499,10 +556,16 @@ def check(out: Path) -> list[str]:
         path = out / name
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current != text:
-            diffs.append("".join(difflib.unified_diff(
-                current.splitlines(keepends=True), text.splitlines(keepends=True),
-                fromfile=str(path) if path.exists() else "/dev/null", tofile=f"{path} (generated)",
-            )))
+            diffs.append(
+                "".join(
+                    difflib.unified_diff(
+                        current.splitlines(keepends=True),
+                        text.splitlines(keepends=True),
+                        fromfile=str(path) if path.exists() else "/dev/null",
+                        tofile=f"{path} (generated)",
+                    )
+                )
+            )
     return diffs
 
 
@@ -513,8 +576,12 @@ DEFAULT_OUTS = (Path("crds"), Path("charts/dwcp-autotuner/crds"))
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dwcp_autotuner.models.crd", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, action="append",
-                        help="directory of the CRD files (repeatable; default: crds and charts/dwcp-autotuner/crds)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        action="append",
+        help="directory of the CRD files (repeatable; default: crds and charts/dwcp-autotuner/crds)",
+    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when the files differ")
     args = parser.parse_args(argv)
     status = 0
@@ -528,8 +595,10 @@ def _check_one(out: Path) -> int:
     for diff in diffs:
         sys.stdout.write(diff)
     if diffs:
-        print(f"\n{out}: CRDs are stale; regenerate with `python -m dwcp_autotuner.models.crd --out {out}`",
-              file=sys.stderr)
+        print(
+            f"\n{out}: CRDs are stale; regenerate with `python -m dwcp_autotuner.models.crd --out {out}`",
+            file=sys.stderr,
+        )
         return 1
     print(f"{out}: CRDs are up to date")
     return 0

@@ -21,28 +21,42 @@ class ConfigMapTarget(CamelModel):
     """The ConfigMap that holds the component's configuration (the canary protocol's keys sit beside it)."""
 
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Name of the ConfigMap.")
-    namespace: str | None = Field(None, pattern=DNS_LABEL, max_length=63, description="Namespace; defaults to the profile's.")
-    key: str = Field("config.json", pattern=r"^[-._a-zA-Z0-9]+$", max_length=253,
-                     description="Key holding the stable configuration as a JSON object.")
+    namespace: str | None = Field(
+        None, pattern=DNS_LABEL, max_length=63, description="Namespace; defaults to the profile's."
+    )
+    key: str = Field(
+        "config.json",
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        max_length=253,
+        description="Key holding the stable configuration as a JSON object.",
+    )
 
 
 class ParameterProfileSpec(TuningSpace):
     """The spec of a ParameterProfile custom resource; also accepted by `dwcp-autotuner tune --profile`."""
 
     target: ConfigMapTarget | None = Field(None, description="The ConfigMap to tune (required by the operator).")
-    guards: list[GuardLimit] = Field(default_factory=list, description="Metrics that must not get worse during a rollout.")
-    twin: TwinName | None = Field(None, description="Built-in workload whose measured twin pretrains the agent (hde, pba, acp).")
+    guards: list[GuardLimit] = Field(
+        default_factory=list, description="Metrics that must not get worse during a rollout."
+    )
+    twin: TwinName | None = Field(
+        None, description="Built-in workload whose measured twin pretrains the agent (hde, pba, acp)."
+    )
 
     @model_validator(mode="after")
     def _check_guards(self) -> ParameterProfileSpec:
         known = {m.name for m in self.metrics}
         for i, guard in enumerate(self.guards):
             if guard.metric not in known:
-                raise ValueError(f"guards[{i}].metric: unknown metric {guard.metric!r} (known: {', '.join(sorted(known))})")
+                raise ValueError(
+                    f"guards[{i}].metric: unknown metric {guard.metric!r} (known: {', '.join(sorted(known))})"
+                )
         return self
 
     def tuning_space(self) -> TuningSpace:
-        return TuningSpace.model_validate(self.model_dump(include={"parameters", "metrics", "objective", "constraints"}))
+        return TuningSpace.model_validate(
+            self.model_dump(include={"parameters", "metrics", "objective", "constraints"})
+        )
 
 
 class ProfileStatus(CamelModel):
@@ -55,5 +69,7 @@ class ProfileStatus(CamelModel):
         "ModelCompatible (once a model is stored): whether the stored model fits the current parameter space.",
     )
     parameters: int | None = Field(None, ge=0, description="Number of tunable parameters in the spec.")
-    twin: str | None = Field(None, description="Built-in twin the agent pretrains on for this profile; empty when it has none.")
+    twin: str | None = Field(
+        None, description="Built-in twin the agent pretrains on for this profile; empty when it has none."
+    )
     message: str | None = Field(None, description="Human-readable summary of the last reconciliation.")

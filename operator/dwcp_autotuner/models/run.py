@@ -42,20 +42,29 @@ class RunAgentSettings(AgentSettings):
     episodes: int = Field(200, ge=1, description="Pretraining episodes on the profile's twin (when it has one).")
     steps_per_episode: int = Field(100, ge=1, description="Steps per pretraining episode.")
     warm_start: str | None = Field(
-        None, description="Name of a ConfigMap in the run's namespace holding a stored model to start from "
-        "(default: the profile's own stored model, `<profile>-model`, when there is one)."
+        None,
+        description="Name of a ConfigMap in the run's namespace holding a stored model to start from "
+        "(default: the profile's own stored model, `<profile>-model`, when there is one).",
     )
-    persist_model: bool = Field(True, description="Store the model in `<profile>-model` ConfigMaps after every learning step.")
-    fine_tune_interval_seconds: int = Field(86400, ge=60, description="Fine-tune the policy on the collected samples this often.")
+    persist_model: bool = Field(
+        True, description="Store the model in `<profile>-model` ConfigMaps after every learning step."
+    )
+    fine_tune_interval_seconds: int = Field(
+        86400, ge=60, description="Fine-tune the policy on the collected samples this often."
+    )
     fine_tune_updates: int = Field(200, ge=1, description="Gradient updates of one fine-tuning.")
     fine_tune_min_gain_pct: float = Field(
-        1.0, ge=0, description="A fine-tuned policy replaces the deployed one only when better by more than this (twin score or held-out samples)."
+        1.0,
+        ge=0,
+        description="A fine-tuned policy replaces the deployed one only when better by more than this (twin score or held-out samples).",
     )
 
 
 class Budget(CamelModel):
     max_proposals: int = Field(5, ge=1, le=1000, description="Stop after this many proposals (promoted or not).")
-    deadline_seconds: int | None = Field(None, ge=1, description="Stop proposing this many seconds after the run started.")
+    deadline_seconds: int | None = Field(
+        None, ge=1, description="Stop proposing this many seconds after the run started."
+    )
     target_improvement_pct: float | None = Field(
         None, gt=0, description="Stop once the promoted configurations improved the objective by this much in total."
     )
@@ -65,22 +74,33 @@ class RolloutSettings(AnalysisSettings):
     """Canary steps and their analysis (the analysis limits are `AnalysisSettings`' fields)."""
 
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
-        default_factory=lambda: [5, 25, 50, 100], min_length=1, description="Canary weights in percent (1-100), increasing, ending at 100."
+        default_factory=lambda: [5, 25, 50, 100],
+        min_length=1,
+        description="Canary weights in percent (1-100), increasing, ending at 100.",
     )
     analysis_interval_seconds: float = Field(
-        600.0, ge=0.1,
+        600.0,
+        ge=0.1,
         description="Seconds the canary runs at each step before it is analysed. It must hold minSamples samples "
         "at the sample spacing (sampleSeconds): the run fails with InvalidSpec when it cannot.",
     )
     sample_seconds: float | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Spacing of the metric samples in an analysis, and the range `{{window}}` renders to in the queries. "
         "Keep it at least twice Prometheus's scrape interval, or rate() returns nothing. "
         "Default: analysisIntervalSeconds / (2 × minSamples), but never below the operator's --min-sample-seconds "
         "(chart value minSampleSeconds, default 60: twice a 30 s scrape).",
     )
-    max_inconclusive: int = Field(3, ge=1, description="Inconclusive analyses (no data, too few samples, not significant) tolerated before on_inconclusive applies.")
-    on_inconclusive: Literal["Rollback", "Hold"] = Field("Rollback", description="Rollback: restore the stable config. Hold: keep the canary where it is and wait for a human.")
+    max_inconclusive: int = Field(
+        3,
+        ge=1,
+        description="Inconclusive analyses (no data, too few samples, not significant) tolerated before on_inconclusive applies.",
+    )
+    on_inconclusive: Literal["Rollback", "Hold"] = Field(
+        "Rollback",
+        description="Rollback: restore the stable config. Hold: keep the canary where it is and wait for a human.",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -95,22 +115,44 @@ class RolloutSettings(AnalysisSettings):
 
 
 class ExplorationSettings(CamelModel):
-    rejected_cooldown_seconds: int = Field(86400, ge=0, description="A rolled-back configuration is not proposed again for this long.")
-    stagnation_proposals: int = Field(3, ge=1, description="After this many proposals in a row without a promotion, exploration is raised.")
+    rejected_cooldown_seconds: int = Field(
+        86400, ge=0, description="A rolled-back configuration is not proposed again for this long."
+    )
+    stagnation_proposals: int = Field(
+        3, ge=1, description="After this many proposals in a row without a promotion, exploration is raised."
+    )
     boost_seconds: int = Field(21600, ge=1, description="How long raised exploration lasts.")
     boost_epsilon: float = Field(0.5, gt=0, le=1, description="Exploration rate while raised.")
-    pause_on_guard_breach: bool = Field(True, description="No new proposal while a guard of the stable configuration breaches (continuous runs).")
+    pause_on_guard_breach: bool = Field(
+        True, description="No new proposal while a guard of the stable configuration breaches (continuous runs)."
+    )
 
 
 class ContinuousSettings(CamelModel):
     enabled: bool = Field(False, description="Keep watching after the run finished and re-optimize on a trigger.")
     check_interval_seconds: int = Field(3600, ge=1, description="How often the triggers are evaluated.")
-    window_seconds: int = Field(3600, ge=1, description="Length of the recent window (and of the reference window after a promotion).")
-    degradation_pct: float = Field(5.0, gt=0, description="Re-optimize when the stable objective is worse than at promotion by more than this.")
-    shift_significance: float = Field(0.001, gt=0, lt=0.5, description="p-value of the two-sample Kolmogorov-Smirnov test that flags a workload shift.")
-    workload_metrics: list[str] = Field(default_factory=list, description="Metrics tested for a workload shift (default: the profile's metrics outside the objective).")
-    schedule_seconds: int | None = Field(2592000, ge=60, description="Re-optimize at least this often (default 30 days); null: never on a schedule.")
-    proposals_per_cycle: int | None = Field(None, ge=1, description="Proposals of each re-optimization (default: budget.maxProposals).")
+    window_seconds: int = Field(
+        3600, ge=1, description="Length of the recent window (and of the reference window after a promotion)."
+    )
+    degradation_pct: float = Field(
+        5.0, gt=0, description="Re-optimize when the stable objective is worse than at promotion by more than this."
+    )
+    shift_significance: float = Field(
+        0.001,
+        gt=0,
+        lt=0.5,
+        description="p-value of the two-sample Kolmogorov-Smirnov test that flags a workload shift.",
+    )
+    workload_metrics: list[str] = Field(
+        default_factory=list,
+        description="Metrics tested for a workload shift (default: the profile's metrics outside the objective).",
+    )
+    schedule_seconds: int | None = Field(
+        2592000, ge=60, description="Re-optimize at least this often (default 30 days); null: never on a schedule."
+    )
+    proposals_per_cycle: int | None = Field(
+        None, ge=1, description="Proposals of each re-optimization (default: budget.maxProposals)."
+    )
 
 
 def sample_seconds(rollout: RolloutSettings, min_sample_seconds: float = 1.0) -> float:
@@ -144,7 +186,11 @@ def resolve_sampling(spec: OptimizationRunSpec, min_sample_seconds: float) -> tu
     samples = samples_per_analysis(resolved.rollout)
     if samples >= rollout.min_samples:
         return resolved, None
-    source = "spec.rollout.sampleSeconds" if rollout.sample_seconds is not None else f"the operator's --min-sample-seconds ({min_sample_seconds:g})"
+    source = (
+        "spec.rollout.sampleSeconds"
+        if rollout.sample_seconds is not None
+        else f"the operator's --min-sample-seconds ({min_sample_seconds:g})"
+    )
     needed = (rollout.min_samples - 1) * spacing
     return resolved, (
         f"spec.rollout: an analysis interval of {rollout.analysis_interval_seconds:g} s holds only {samples} sample(s) per variant "
@@ -154,8 +200,12 @@ def resolve_sampling(spec: OptimizationRunSpec, min_sample_seconds: float) -> tu
 
 
 class OptimizationRunSpec(CamelModel):
-    profiles: list[str] = Field(min_length=1, description="Names of ParameterProfiles (same namespace) to tune, one proposal at a time in turn.")
-    mode: Mode = Field("Apply", description="Apply: canary-roll proposals out. Recommend: only write recommendations to status.")
+    profiles: list[str] = Field(
+        min_length=1, description="Names of ParameterProfiles (same namespace) to tune, one proposal at a time in turn."
+    )
+    mode: Mode = Field(
+        "Apply", description="Apply: canary-roll proposals out. Recommend: only write recommendations to status."
+    )
     agent: RunAgentSettings = Field(default_factory=RunAgentSettings, description="DQN settings.")
     budget: Budget = Field(default_factory=Budget, description="When the run stops.")
     rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Canary steps and analysis.")
@@ -165,7 +215,9 @@ class OptimizationRunSpec(CamelModel):
         description="No new proposal inside these windows: daily `HH:MM-HH:MM` (UTC) or `START/END` (RFC3339).",
     )
     exploration: ExplorationSettings = Field(default_factory=ExplorationSettings, description="Safe exploration.")
-    continuous: ContinuousSettings = Field(default_factory=ContinuousSettings, description="Continuous re-optimization.")
+    continuous: ContinuousSettings = Field(
+        default_factory=ContinuousSettings, description="Continuous re-optimization."
+    )
 
     @model_validator(mode="after")
     def _unique_profiles(self) -> OptimizationRunSpec:
@@ -225,18 +277,26 @@ class ProposalStatus(CamelModel):
     number: int = Field(description="1-based proposal counter of the run.")
     profile: str
     config: dict[str, int | float | str]
-    stable_config: dict[str, int | float | str] = Field(description="The stable configuration the canary is compared with.")
+    stable_config: dict[str, int | float | str] = Field(
+        description="The stable configuration the canary is compared with."
+    )
     revision: str | None = Field(None, description="Immutable revision ConfigMap holding this proposal.")
-    target: TargetRef | None = Field(None, description="The ConfigMap key the canary is written to (withdrawn from there).")
+    target: TargetRef | None = Field(
+        None, description="The ConfigMap key the canary is written to (withdrawn from there)."
+    )
     step_index: int = 0
     canary_weight: int = 0
     step_started_at: str | None = Field(None, description="When the current step's weight was written.")
-    last_analysis_at: str | None = Field(None, description="When the current step was last analysed (the next analysis is one interval later).")
+    last_analysis_at: str | None = Field(
+        None, description="When the current step was last analysed (the next analysis is one interval later)."
+    )
     inconclusive: int = Field(0, description="Inconclusive analyses so far in this proposal.")
     means: VariantMeans = Field(default_factory=VariantMeans)
     p_value: float | None = None
     samples: dict[str, int] = Field(default_factory=dict, description="Samples per variant in the last analysis.")
-    stable_digest: str | None = Field(None, description="sha256 of the stable bytes when the rollout began (drift detection).")
+    stable_digest: str | None = Field(
+        None, description="sha256 of the stable bytes when the rollout began (drift detection)."
+    )
     pending_action: Literal["StartCanary", "SetWeight", "Promote", "Rollback"] | None = Field(
         None, description="Written before the ConfigMap is changed, cleared after: a restart finishes or verifies it."
     )
@@ -256,7 +316,9 @@ class ProposalRecord(CamelModel):
     improvement_pct: float | None = None
     p_value: float | None = None
     revision: str | None = None
-    stable_config: dict[str, int | float | str] | None = Field(None, description="The configuration it was compared with.")
+    stable_config: dict[str, int | float | str] | None = Field(
+        None, description="The configuration it was compared with."
+    )
     steps: list[StepRecord] = Field(default_factory=list, description="The last analysis of each step.")
     finished_at: str
 
@@ -292,7 +354,9 @@ class LearningStatus(CamelModel):
     last_fine_tune_at: str | None = None
     last_fine_tune: str | None = Field(None, description="Outcome of the last fine-tuning.")
     saved_at: str | None = None
-    exploration_boosted_until: str | None = Field(None, description="Raised exploration (no improvement for a while) until then.")
+    exploration_boosted_until: str | None = Field(
+        None, description="Raised exploration (no improvement for a while) until then."
+    )
 
 
 class RejectedConfig(CamelModel):
@@ -309,7 +373,9 @@ class Baseline(CamelModel):
     profile_hash: str | None = None
     objective: float | None = Field(None, description="Mean score (objective minus penalties) of the reference window.")
     reference_metrics: dict[str, float] = Field(
-        default_factory=dict, description="Metric means the score's relative constraints were judged against at promotion.")
+        default_factory=dict,
+        description="Metric means the score's relative constraints were judged against at promotion.",
+    )
     window_start: str | None = None
     window_end: str | None = None
 
@@ -329,18 +395,31 @@ class RunStatus(CamelModel):
     started_at: str | None = None
     proposals: int = Field(0, description="Proposals made so far.")
     current: ProposalStatus | None = None
-    history: list[ProposalRecord] = Field(default_factory=list, description="Most recent proposals, newest last (bounded).")
+    history: list[ProposalRecord] = Field(
+        default_factory=list, description="Most recent proposals, newest last (bounded)."
+    )
     recommendations: list[Recommendation] = Field(default_factory=list)
-    improvement_pct: float | None = Field(None, description="Total improvement of the objective from promoted proposals.")
+    improvement_pct: float | None = Field(
+        None, description="Total improvement of the objective from promoted proposals."
+    )
     training: dict[str, TrainingStatus] = Field(default_factory=dict, description="Pretraining statistics per profile.")
-    learning: dict[str, LearningStatus] = Field(default_factory=dict, description="Learning from production per profile.")
-    rejected: list[RejectedConfig] = Field(default_factory=list, description="Rolled-back configurations (bounded), not proposed again within the cooldown.")
+    learning: dict[str, LearningStatus] = Field(
+        default_factory=dict, description="Learning from production per profile."
+    )
+    rejected: list[RejectedConfig] = Field(
+        default_factory=list,
+        description="Rolled-back configurations (bounded), not proposed again within the cooldown.",
+    )
     cycle: int = Field(0, description="Re-optimization cycle (0: the first optimization).")
     cycle_started_at: str | None = None
     cycle_proposals_start: int = Field(0, description="`proposals` when the current cycle began.")
-    baselines: dict[str, Baseline] = Field(default_factory=dict, description="Per profile: what the continuous watch compares with.")
+    baselines: dict[str, Baseline] = Field(
+        default_factory=dict, description="Per profile: what the continuous watch compares with."
+    )
     last_check_at: str | None = None
-    triggers: list[TriggerRecord] = Field(default_factory=list, description="Re-optimization triggers, newest last (bounded).")
+    triggers: list[TriggerRecord] = Field(
+        default_factory=list, description="Re-optimization triggers, newest last (bounded)."
+    )
     message: str | None = None
 
 

@@ -35,14 +35,22 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 class Parameter(CamelModel):
     """One tunable parameter and the rules it must always obey."""
 
-    name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Key of the parameter in the component's configuration.")
-    type: Literal["int", "float", "choice"] = Field("int", description="Value type: int, float or choice (one of `choices`).")
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=63, description="Key of the parameter in the component's configuration."
+    )
+    type: Literal["int", "float", "choice"] = Field(
+        "int", description="Value type: int, float or choice (one of `choices`)."
+    )
     min: float | None = Field(None, description="Hard lower bound (numeric types); never crossed.")
     max: float | None = Field(None, description="Hard upper bound (numeric types); never crossed.")
     choices: list[StrictParamValue] | None = Field(None, description="Allowed values, in order (type choice).")
-    default: StrictParamValue = Field(description="Value the component runs with before tuning; the grid is anchored here.")
+    default: StrictParamValue = Field(
+        description="Value the component runs with before tuning; the grid is anchored here."
+    )
     step: float | None = Field(None, description="Linear step (scale linear). Defaults to 1 for int parameters.")
-    scale: Literal["linear", "log2"] = Field("linear", description="linear: ±step per action; log2: ×2 or ÷2 per action.")
+    scale: Literal["linear", "log2"] = Field(
+        "linear", description="linear: ±step per action; log2: ×2 or ÷2 per action."
+    )
     unit: str = Field("", description="Unit, for reports only.")
     description: str = Field("", description="What the parameter does, for reports only.")
 
@@ -79,7 +87,9 @@ class Parameter(CamelModel):
             if self.min <= 0:
                 raise ValueError(f"parameter {self.name!r}: log2 scale needs min > 0")
             if self.step is not None:
-                raise ValueError(f"parameter {self.name!r}: step is not used with scale log2 (each action doubles or halves)")
+                raise ValueError(
+                    f"parameter {self.name!r}: step is not used with scale log2 (each action doubles or halves)"
+                )
         else:
             if self.step is None:
                 if self.type == "float":
@@ -184,7 +194,9 @@ class Parameter(CamelModel):
             raise ValueRefused("invalid_value", f"{self.name}: {_json(raw)} is not a finite number")
         assert self.min is not None and self.max is not None
         if not self.min <= number <= self.max:
-            raise ValueRefused("out_of_bounds", f"{self.name}: {_fmt(number)} is outside [{_fmt(self.min)}, {_fmt(self.max)}]")
+            raise ValueRefused(
+                "out_of_bounds", f"{self.name}: {_fmt(number)} is outside [{_fmt(self.min)}, {_fmt(self.max)}]"
+            )
         if self.type == "int":
             if number != int(number):
                 raise ValueRefused("invalid_value", f"{self.name}: {_json(raw)} is not a whole number")
@@ -211,7 +223,11 @@ def _json(value: object) -> str:
 class MetricSpec(CamelModel):
     """A measured quantity of the component."""
 
-    name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Metric name, referenced by the objective, constraints and guards.")
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="Metric name, referenced by the objective, constraints and guards.",
+    )
     unit: str = Field("", description="Unit, for reports only.")
     description: str = Field("", description="What the metric measures.")
     query: str | None = Field(
@@ -226,7 +242,9 @@ class ObjectiveTerm(CamelModel):
     metric: str = Field(description="Name of a metric in `metrics`.")
     goal: Goal = Field(description="Whether larger or smaller values are better.")
     weight: float = Field(1.0, gt=0, description="Relative importance of the term.")
-    scale: float = Field(1.0, gt=0, description="Typical magnitude of the metric, so that terms of different units add up.")
+    scale: float = Field(
+        1.0, gt=0, description="Typical magnitude of the metric, so that terms of different units add up."
+    )
 
 
 class SoftConstraint(CamelModel):
@@ -236,7 +254,9 @@ class SoftConstraint(CamelModel):
     max: float | None = Field(None, description="The metric should stay at or below this value.")
     min: float | None = Field(None, description="The metric should stay at or above this value.")
     max_increase_pct: float | None = Field(
-        None, ge=0, description="The metric should not rise by more than this percentage over the baseline configuration."
+        None,
+        ge=0,
+        description="The metric should not rise by more than this percentage over the baseline configuration.",
     )
     penalty: float = Field(1.0, ge=0, description="Objective units lost per unit of relative violation.")
 
@@ -245,7 +265,9 @@ class SoftConstraint(CamelModel):
         if self.max is None and self.min is None and self.max_increase_pct is None:
             raise ValueError(f"constraint on {self.metric!r}: set max, min or maxIncreasePct")
         if self.max is not None and self.min is not None and self.min > self.max:
-            raise ValueError(f"constraint on {self.metric!r}: min ({_fmt(self.min)}) must not exceed max ({_fmt(self.max)})")
+            raise ValueError(
+                f"constraint on {self.metric!r}: min ({_fmt(self.min)}) must not exceed max ({_fmt(self.max)})"
+            )
         return self
 
     def violation(self, value: float, baseline: float | None) -> float:
@@ -268,7 +290,9 @@ class TuningSpace(CamelModel):
     parameters: list[Parameter] = Field(min_length=1, description="Tunable parameters.")
     metrics: list[MetricSpec] = Field(min_length=1, description="Measured metrics.")
     objective: list[ObjectiveTerm] = Field(min_length=1, description="Weighted metrics whose sum is maximized.")
-    constraints: list[SoftConstraint] = Field(default_factory=list, description="Soft limits on metrics, with penalties.")
+    constraints: list[SoftConstraint] = Field(
+        default_factory=list, description="Soft limits on metrics, with penalties."
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> TuningSpace:
@@ -281,7 +305,9 @@ class TuningSpace(CamelModel):
                 raise ValueError(f"objective[{i}].metric: unknown metric {term.metric!r} (known: {', '.join(names)})")
         for i, constraint in enumerate(self.constraints):
             if constraint.metric not in known:
-                raise ValueError(f"constraints[{i}].metric: unknown metric {constraint.metric!r} (known: {', '.join(names)})")
+                raise ValueError(
+                    f"constraints[{i}].metric: unknown metric {constraint.metric!r} (known: {', '.join(names)})"
+                )
         return self
 
     # --- configurations -------------------------------------------------------------------------

@@ -55,7 +55,9 @@ class ConfigStore(Protocol):
     ) -> ConfigSnapshot:
         """One patch guarded by resourceVersion: raises Conflict if the ConfigMap changed since the read."""
 
-    def create_revision(self, namespace: str, name: str, data: Mapping[str, str], *, owner: OwnerRef | None, labels: Mapping[str, str]) -> None:
+    def create_revision(
+        self, namespace: str, name: str, data: Mapping[str, str], *, owner: OwnerRef | None, labels: Mapping[str, str]
+    ) -> None:
         """Create an immutable ConfigMap; if it already exists with the same data, do nothing (idempotent)."""
 
     def read_revision(self, namespace: str, name: str) -> Mapping[str, str]:

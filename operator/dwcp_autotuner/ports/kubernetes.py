@@ -169,8 +169,9 @@ class KubernetesConfigStore:
             if exc.status == 404:
                 raise NotFound(f"ConfigMap {ref.namespace}/{ref.name} not found") from None
             if exc.status == 409 or (exc.status == 422 and not self._names_fields(exc)):
-                raise Conflict(f"ConfigMap {ref.namespace}/{ref.name} changed since resourceVersion "
-                               f"{current_rv}: {_describe(exc)}") from None
+                raise Conflict(
+                    f"ConfigMap {ref.namespace}/{ref.name} changed since resourceVersion {current_rv}: {_describe(exc)}"
+                ) from None
             raise _unavailable(what, exc) from None
         except _TRANSPORT_ERRORS as exc:
             raise _unavailable(what, exc) from None
@@ -242,29 +243,49 @@ class KubernetesConfigStore:
         """Create the ConfigMap, or overwrite its keys (merge patch, unconditional: the newest model wins) if it exists."""
         owner_refs = None
         if owner is not None:
-            owner_refs = [k8s.V1OwnerReference(api_version=owner.api_version, kind=owner.kind, name=owner.name,
-                                               uid=owner.uid, controller=False, block_owner_deletion=False)]
+            owner_refs = [
+                k8s.V1OwnerReference(
+                    api_version=owner.api_version,
+                    kind=owner.kind,
+                    name=owner.name,
+                    uid=owner.uid,
+                    controller=False,
+                    block_owner_deletion=False,
+                )
+            ]
         body = k8s.V1ConfigMap(
             api_version="v1",
             kind="ConfigMap",
-            metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels) or None, owner_references=owner_refs),
+            metadata=k8s.V1ObjectMeta(
+                name=name, namespace=namespace, labels=dict(labels) or None, owner_references=owner_refs
+            ),
             data=dict(data or {}) or None,
             binary_data={k: base64.b64encode(bytes(v)).decode("ascii") for k, v in binary_data.items()} or None,
         )
         what = f"write model ConfigMap {namespace}/{name}"
         try:
             try:
-                self.api.create_namespaced_config_map(namespace, body, field_manager=self.field_manager,
-                                                      _request_timeout=self.timeout_seconds)
+                self.api.create_namespaced_config_map(
+                    namespace, body, field_manager=self.field_manager, _request_timeout=self.timeout_seconds
+                )
                 return
             except ApiException as exc:
                 if exc.status != 409:
                     raise
             # Exists: a merge patch of the same keys (the operator's RBAC has `patch`, not `update`).
-            patch = {"metadata": {"labels": dict(labels)}, "data": body.data or {}, "binaryData": body.binary_data or {}}
-            self.api.patch_namespaced_config_map(name, namespace, patch, field_manager=self.field_manager,
-                                                 _content_type="application/merge-patch+json",
-                                                 _request_timeout=self.timeout_seconds)
+            patch = {
+                "metadata": {"labels": dict(labels)},
+                "data": body.data or {},
+                "binaryData": body.binary_data or {},
+            }
+            self.api.patch_namespaced_config_map(
+                name,
+                namespace,
+                patch,
+                field_manager=self.field_manager,
+                _content_type="application/merge-patch+json",
+                _request_timeout=self.timeout_seconds,
+            )
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(f"{what}: not found") from None
@@ -334,15 +355,21 @@ class KubernetesEvents:
     def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> None:
         try:
             self._emit(kind, reason, message, key)
-        except Exception as exc:  # noqa: BLE001 — events must never break a reconciliation
-            _LOGGER.warning("could not record event %s/%s about %s %s: %s", kind, reason,
-                            self.involved_object.get("kind"), self.involved_object.get("name"), exc)
+        except Exception as exc:
+            _LOGGER.warning(
+                "could not record event %s/%s about %s %s: %s",
+                kind,
+                reason,
+                self.involved_object.get("kind"),
+                self.involved_object.get("name"),
+                exc,
+            )
 
     def _emit(self, kind: str, reason: str, message: str, action: str | None = None) -> None:
         message = message if len(message) <= 1024 else message[:1021] + "..."
         reason = reason[:128]
         key = (kind, reason, message)
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         with self._lock:
             recent = None if action is not None else self._recent.get(key)
             if recent is not None and time.monotonic() - recent[2] > self.aggregate_seconds:
@@ -363,8 +390,11 @@ class KubernetesEvents:
                 if exc.status != 404:  # 404: the event expired (TTL) — create a new one
                     raise
         name = self._new_name() if action is None else self._action_name(action)
-        ref = {k: v for k, v in self.involved_object.items()
-               if k in ("apiVersion", "kind", "name", "namespace", "uid", "resourceVersion", "fieldPath")}
+        ref = {
+            k: v
+            for k, v in self.involved_object.items()
+            if k in ("apiVersion", "kind", "name", "namespace", "uid", "resourceVersion", "fieldPath")
+        }
         body = k8s.CoreV1Event(
             api_version="v1",
             kind="Event",

@@ -123,7 +123,7 @@ class PrometheusMetrics:
         422 execution: e.g. many-to-many matching on the current data), None when accepted; raises
         `Unavailable` when Prometheus cannot be asked.
         """
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         try:
             self._range(query, now, now, 1.0)
         except QueryRejected as exc:

@@ -66,8 +66,9 @@ class Proposer:
         """A configuration different from `stable`, a `NoProposal` with the reason, or None (nothing to propose)."""
         raise NotImplementedError
 
-    def observe(self, profile_name: str, profile: ParameterProfileSpec, stable: Config, canary: Config,
-                step: StepRecord) -> None:
+    def observe(
+        self, profile_name: str, profile: ParameterProfileSpec, stable: Config, canary: Config, step: StepRecord
+    ) -> None:
         """One analysed canary step: both variants' measurements (the stable one is free data)."""
 
     def learn(self, profile_name: str, profile: ParameterProfileSpec, verdict: ProposalVerdict) -> None:

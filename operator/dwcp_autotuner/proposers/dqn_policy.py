@@ -90,8 +90,9 @@ class DQNPolicy:
         if self.agent is None or action is None or verdict.number in self.learned:
             return False
         self.learned.add(verdict.number)
-        transition = Transition(self.observation(verdict.stable), action, float(verdict.reward),
-                                self.observation(verdict.proposed), True)
+        transition = Transition(
+            self.observation(verdict.stable), action, float(verdict.reward), self.observation(verdict.proposed), True
+        )
         self.learning.samples += 1
         if self.learning.samples % HOLDOUT_EVERY == 0:
             self.holdout = (self.holdout + [transition])[-PRODUCTION_LIMIT:]
@@ -107,7 +108,9 @@ class DQNPolicy:
         if agent is None or len(agent.replay) < self.settings.batch_size:
             outcome = "skipped: too few samples"
         else:
-            candidate = restore_agent(make_checkpoint(agent, profile_hash=self.space_hash, replay_sample=len(agent.replay)), agent.settings)
+            candidate = restore_agent(
+                make_checkpoint(agent, profile_hash=self.space_hash, replay_sample=len(agent.replay)), agent.settings
+            )
             for _ in range(self.settings.fine_tune_updates):
                 candidate.update()
             self.learning.model_updates += 1
@@ -143,7 +146,9 @@ def normalised(profile: ParameterProfileSpec, config: Mapping[str, object]) -> n
     return np.array([p.normalize(config[p.name]) for p in profile.parameters], dtype=np.float32)
 
 
-def first_move(profile: ParameterProfileSpec, stable: Mapping[str, object], proposed: Mapping[str, object]) -> int | None:
+def first_move(
+    profile: ParameterProfileSpec, stable: Mapping[str, object], proposed: Mapping[str, object]
+) -> int | None:
     """The action (1 + 2j + down) of the largest normalised change from `stable` to `proposed`."""
     best, action = 0.0, None
     for j, p in enumerate(profile.parameters):
@@ -178,4 +183,7 @@ def transitions_to(transitions: list[Transition]) -> dict | None:
 def transitions_from(data) -> list[Transition]:
     if not data:
         return []
-    return [Transition(o, int(a), float(r), n, True) for o, a, r, n in zip(data["obs"], data["action"], data["reward"], data["next_obs"])]
+    return [
+        Transition(o, int(a), float(r), n, True)
+        for o, a, r, n in zip(data["obs"], data["action"], data["reward"], data["next_obs"])
+    ]

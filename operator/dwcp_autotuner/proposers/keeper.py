@@ -55,18 +55,20 @@ class ModelKeeper:
             policy.agent = restore_agent(checkpoint, self.settings)
         learning.warm_start = "Loaded"
         learning.warm_start_message = (
-            f"model {target} ({meta.get('kind')}, {checkpoint.gradient_updates} updates, {learning.samples} production samples)"
+            f"model {target} ({meta.get('kind')}, {checkpoint.gradient_updates} updates, "
+            f"{learning.samples} production samples)"
         )
 
     def save(self, policy: DQNPolicy) -> None:
         if self.models is None or not self.settings.persist_model or policy.agent is None:
             return
-        checkpoint = make_checkpoint(policy.agent, profile_hash=policy.space_hash, normalisation=policy.meta(),
-                                     replay_sample=REPLAY_SAMPLE)
+        checkpoint = make_checkpoint(
+            policy.agent, profile_hash=policy.space_hash, normalisation=policy.meta(), replay_sample=REPLAY_SAMPLE
+        )
         # The run's settings carry run-only fields (episodes, warmStart, …) a checkpoint does not know.
         base = AgentSettings.model_validate(policy.agent.settings.model_dump(include=set(AgentSettings.model_fields)))
         try:
             policy.learning.model = self.models.save(policy.name, dataclasses.replace(checkpoint, settings=base))
-            policy.learning.saved_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            policy.learning.saved_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         except (Unavailable, NotFound) as error:  # learning goes on; the next save retries
             log.warning("could not store the model of %s: %s", policy.name, error)

@@ -31,7 +31,12 @@ class _Entry:
 
 class AgentPool(Proposer):
     def __init__(
-        self, settings: RunAgentSettings, *, cache_dir: Path | None = None, quick_twins: bool = True, models: ModelStore | None = None
+        self,
+        settings: RunAgentSettings,
+        *,
+        cache_dir: Path | None = None,
+        quick_twins: bool = True,
+        models: ModelStore | None = None,
     ) -> None:
         self.settings = settings
         self.keeper = ModelKeeper(models, settings)
@@ -49,8 +54,14 @@ class AgentPool(Proposer):
             entry = self._entries.get(name)
             if entry is None or entry.space_hash != profile.space_hash():
                 if profile.twin is not None:
-                    policy: DQNPolicy = TwinPolicy(name, profile, self.settings, cache_dir=self.cache_dir,
-                                                   quick_twins=self.quick_twins, closed=self._closed)
+                    policy: DQNPolicy = TwinPolicy(
+                        name,
+                        profile,
+                        self.settings,
+                        cache_dir=self.cache_dir,
+                        quick_twins=self.quick_twins,
+                        closed=self._closed,
+                    )
                     policy.on_trained = lambda p=policy: self.keeper.save(p)
                 else:
                     policy = OnlineDQN(name, profile, self.settings)
@@ -66,7 +77,11 @@ class AgentPool(Proposer):
             if entry.online is None:
                 entry.online = OnlineDQN(policy.name, policy.profile, self.settings)
                 entry.online.learning = policy.learning
-                entry.online.proposals, entry.online.tried, entry.online.holdout = policy.proposals, policy.tried, policy.holdout
+                entry.online.proposals, entry.online.tried, entry.online.holdout = (
+                    policy.proposals,
+                    policy.tried,
+                    policy.holdout,
+                )
             return entry.online
         return policy
 
@@ -75,7 +90,9 @@ class AgentPool(Proposer):
         policy = self._entry(profile_name, profile).policy
         return policy.pretrain() if isinstance(policy, TwinPolicy) else None
 
-    def propose(self, profile_name: str, profile: ParameterProfileSpec, stable: Mapping[str, object]) -> Proposal | NoProposal | None:
+    def propose(
+        self, profile_name: str, profile: ParameterProfileSpec, stable: Mapping[str, object]
+    ) -> Proposal | NoProposal | None:
         entry = self._entry(profile_name, profile)
         policy = self._acting(entry)
         if policy is not entry.policy:

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..agent.checkpoint import Checkpoint, CheckpointError, CheckpointMismatch, from_bytes, to_bytes
-from ..ports.base import ConfigStore, NotFound, OwnerRef
 from ..canary.protocol import ConfigRef
+from ..ports.base import ConfigStore, NotFound, OwnerRef
 
 PART_BYTES = 900 * 1024
 MANIFEST_KEY = "manifest.json"
@@ -53,8 +53,18 @@ class Manifest:
     run: str | None = None
 
     def dump(self) -> str:
-        return json.dumps({"format": MANIFEST_FORMAT, "profileHash": self.profile_hash, "parts": self.parts, "bytes": self.size,
-                           "sha256": self.sha256, "savedAt": self.saved_at, "run": self.run}, sort_keys=True)
+        return json.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "profileHash": self.profile_hash,
+                "parts": self.parts,
+                "bytes": self.size,
+                "sha256": self.sha256,
+                "savedAt": self.saved_at,
+                "run": self.run,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def parse(cls, text: str | None) -> Manifest:
@@ -65,12 +75,21 @@ class Manifest:
         if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
             raise CheckpointError("not a dwcp-autotuner model ConfigMap (manifest.json missing or of another format)")
         try:
-            return cls(str(raw["profileHash"]), int(raw["parts"]), int(raw["bytes"]), str(raw["sha256"]), raw.get("savedAt"), raw.get("run"))
+            return cls(
+                str(raw["profileHash"]),
+                int(raw["parts"]),
+                int(raw["bytes"]),
+                str(raw["sha256"]),
+                raw.get("savedAt"),
+                raw.get("run"),
+            )
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"model manifest lacks or mangles {error}") from None
 
 
-def stored_model_state(configs: ConfigStore, namespace: str, profile_name: str, space_hash: str) -> tuple[bool, str, str] | None:
+def stored_model_state(
+    configs: ConfigStore, namespace: str, profile_name: str, space_hash: str
+) -> tuple[bool, str, str] | None:
     """Whether the profile's stored model fits its current parameter space: (fits, reason, message), None when none is stored.
 
     It runs at every profile re-check, so the profile says *before* the next run whether its warm start
@@ -83,14 +102,26 @@ def stored_model_state(configs: ConfigStore, namespace: str, profile_name: str, 
     except NotFound:
         return None
     except CheckpointError as error:
-        return False, "ModelUnreadable", f"ConfigMap {namespace}/{name}: {error}; the next run starts without it and replaces it."
+        return (
+            False,
+            "ModelUnreadable",
+            f"ConfigMap {namespace}/{name}: {error}; the next run starts without it and replaces it.",
+        )
     saved = f"saved {manifest.saved_at or 'at an unknown time'}" + (f" by run {manifest.run}" if manifest.run else "")
     if manifest.profile_hash != space_hash:
-        return False, "ModelIncompatible", (
-            f"the model in ConfigMap {namespace}/{name} ({saved}) was trained for parameter space {manifest.profile_hash}; "
-            f"the profile's space is now {space_hash}: the next run starts without it and replaces it."
+        return (
+            False,
+            "ModelIncompatible",
+            (
+                f"the model in ConfigMap {namespace}/{name} ({saved}) was trained for parameter space {manifest.profile_hash}; "
+                f"the profile's space is now {space_hash}: the next run starts without it and replaces it."
+            ),
         )
-    return True, "ModelCompatible", f"ConfigMap {namespace}/{name} ({saved}, {manifest.size} bytes in {manifest.parts} part(s)) fits the parameter space."
+    return (
+        True,
+        "ModelCompatible",
+        f"ConfigMap {namespace}/{name} ({saved}, {manifest.size} bytes in {manifest.parts} part(s)) fits the parameter space.",
+    )
 
 
 class ModelStore:
@@ -105,20 +136,34 @@ class ModelStore:
         run: str | None = None,
         part_bytes: int = PART_BYTES,
     ) -> None:
-        self.configs, self.namespace, self.owner_of, self.run, self.part_bytes = configs, namespace, owner_of, run, part_bytes
+        self.configs, self.namespace, self.owner_of, self.run, self.part_bytes = (
+            configs,
+            namespace,
+            owner_of,
+            run,
+            part_bytes,
+        )
 
-    def save(self, profile_name: str, checkpoint: Checkpoint, *, name: str | None = None, now: dt.datetime | None = None) -> str:
+    def save(
+        self, profile_name: str, checkpoint: Checkpoint, *, name: str | None = None, now: dt.datetime | None = None
+    ) -> str:
         """Write the model; returns the name of its (first) ConfigMap."""
         base = name or model_configmap_name(profile_name)
         blob = to_bytes(checkpoint, compress=True)
-        parts = [blob[i:i + self.part_bytes] for i in range(0, len(blob), self.part_bytes)] or [b""]
+        parts = [blob[i : i + self.part_bytes] for i in range(0, len(blob), self.part_bytes)] or [b""]
         owner = self.owner_of(profile_name)
         labels = {LABEL: profile_name}
         for index in range(len(parts) - 1, 0, -1):  # further parts first, the manifest last
-            self.configs.put_binary(self.namespace, _part_name(base, index), {BLOB_KEY: parts[index]}, owner=owner, labels=labels)
-        saved_at = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        manifest = Manifest(checkpoint.profile_hash, len(parts), len(blob), hashlib.sha256(blob).hexdigest(), saved_at, self.run)
-        self.configs.put_binary(self.namespace, base, {BLOB_KEY: parts[0]}, data={MANIFEST_KEY: manifest.dump()}, owner=owner, labels=labels)
+            self.configs.put_binary(
+                self.namespace, _part_name(base, index), {BLOB_KEY: parts[index]}, owner=owner, labels=labels
+            )
+        saved_at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        manifest = Manifest(
+            checkpoint.profile_hash, len(parts), len(blob), hashlib.sha256(blob).hexdigest(), saved_at, self.run
+        )
+        self.configs.put_binary(
+            self.namespace, base, {BLOB_KEY: parts[0]}, data={MANIFEST_KEY: manifest.dump()}, owner=owner, labels=labels
+        )
         return base
 
     def load(self, name: str, *, profile_hash: str) -> Checkpoint:
@@ -135,7 +180,9 @@ class ModelStore:
             try:
                 chunks.append(self.configs.get_binary(self.namespace, _part_name(name, index))[1].get(BLOB_KEY, b""))
             except NotFound:
-                raise CheckpointError(f"model {self.namespace}/{name}: part {index} of {manifest.parts} is missing") from None
+                raise CheckpointError(
+                    f"model {self.namespace}/{name}: part {index} of {manifest.parts} is missing"
+                ) from None
         blob = b"".join(chunks)
         if len(blob) != manifest.size or hashlib.sha256(blob).hexdigest() != manifest.sha256:
             raise CheckpointError(f"model {self.namespace}/{name}: parts do not match the manifest (interrupted save?)")

@@ -36,8 +36,16 @@ log = logging.getLogger(__name__)
 class TwinPolicy(DQNPolicy):
     kind = "twin"
 
-    def __init__(self, name: str, profile: ParameterProfileSpec, settings: RunAgentSettings, *,
-                 cache_dir: Path | None, quick_twins: bool, closed: threading.Event) -> None:
+    def __init__(
+        self,
+        name: str,
+        profile: ParameterProfileSpec,
+        settings: RunAgentSettings,
+        *,
+        cache_dir: Path | None,
+        quick_twins: bool,
+        closed: threading.Event,
+    ) -> None:
         super().__init__(name, profile, settings)
         self.cache_dir, self.quick_twins, self.closed = cache_dir, quick_twins, closed
         self.env: TuningEnv | None = None
@@ -70,7 +78,9 @@ class TwinPolicy(DQNPolicy):
             space = self.profile.tuning_space()
             workload = make_workload(self.profile.twin, quick=self.quick_twins)
             twin, _ = load_or_measure_twin(space, workload, seed=settings.seed, cache_dir=self.cache_dir)
-            env = TuningEnv([Component(self.name, space, twin)], steps_per_episode=settings.steps_per_episode, seed=settings.seed)
+            env = TuningEnv(
+                [Component(self.name, space, twin)], steps_per_episode=settings.steps_per_episode, seed=settings.seed
+            )
 
             def on_episode(stats) -> None:
                 self.progress = TrainingStatus(
@@ -85,18 +95,25 @@ class TwinPolicy(DQNPolicy):
             if self.closed.is_set():
                 return
             warm = self.warm
-            if warm is not None and (warm.observation_size, warm.action_count) == (env.observation_size, env.action_count):
+            if warm is not None and (warm.observation_size, warm.action_count) == (
+                env.observation_size,
+                env.action_count,
+            ):
                 agent = restore_agent(warm, settings)  # the stored model: no pretraining from scratch
-                self.progress = self.progress.model_copy(update={"message": f"warm start: {self.learning.warm_start_message}"})
+                self.progress = self.progress.model_copy(
+                    update={"message": f"warm start: {self.learning.warm_start_message}"}
+                )
             else:
                 agent = DQNAgent(env.observation_size, env.action_count, settings)
                 agent.train(env, on_episode=on_episode, should_stop=self.closed.is_set, torch_threads=1)
             self.warm = None
             self.agent, self.env, self.twin = agent, env, twin
             self.on_trained()
-        except Exception as error:  # noqa: BLE001 — a failed pretraining degrades to online learning, visibly
+        except Exception as error:
             log.exception("pretraining %s failed", self.name)
-            self.progress = self.progress.model_copy(update={"message": f"pretraining failed ({error}); learning online instead"})
+            self.progress = self.progress.model_copy(
+                update={"message": f"pretraining failed ({error}); learning online instead"}
+            )
         finally:
             self.progress = self.progress.model_copy(
                 update={"episodes": settings.episodes, "wall_seconds": round(time.perf_counter() - started, 3)}
@@ -144,7 +161,9 @@ class TwinPolicy(DQNPolicy):
         return best
 
 
-def twin_confidence(twin: Twin, stable: tuple[int, ...], candidate: tuple[int, ...], rng: np.random.Generator, draws: int = 200) -> float:
+def twin_confidence(
+    twin: Twin, stable: tuple[int, ...], candidate: tuple[int, ...], rng: np.random.Generator, draws: int = 200
+) -> float:
     """Share of paired noisy twin samples in which the candidate's objective beats the stable one's."""
     space = twin.space
 

@@ -190,9 +190,7 @@ class Verdict(CamelModel):
     phase: Phase
     reason: Reason
     message: str
-    p_value: float | None = Field(
-        None, description="The objective's one-sided p-value that the candidate is better."
-    )
+    p_value: float | None = Field(None, description="The objective's one-sided p-value that the candidate is better.")
     improvement_pct: float | None = Field(
         None, description="The objective's relative change in percent, positive = better."
     )
@@ -430,8 +428,7 @@ def compare(
 def _check_pairing(limit: GuardLimit, samples: MetricSamples) -> None:
     if samples.metric != limit.metric or samples.goal != limit.goal:
         raise ValueError(
-            f"guard limit {limit.metric!r} ({limit.goal}) paired with samples of "
-            f"{samples.metric!r} ({samples.goal})"
+            f"guard limit {limit.metric!r} ({limit.goal}) paired with samples of {samples.metric!r} ({samples.goal})"
         )
 
 
@@ -482,8 +479,7 @@ def evaluate_guard(limit: GuardLimit, samples: MetricSamples, settings: Analysis
             status="Held",
             reason="WithinTolerance",
             message=(
-                f"{worse_txt}, p={_fmt_p(cmp.p_value_worse)} < {settings.significance:g}), "
-                f"within the {tol} tolerance."
+                f"{worse_txt}, p={_fmt_p(cmp.p_value_worse)} < {settings.significance:g}), within the {tol} tolerance."
             ),
         )
     return GuardCheck(

@@ -40,9 +40,16 @@ from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from ..models.space import ParamValue, TuningSpace, ValueRefused
-from ..canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY, WeightRefused, canonical_json, stable_object
+from ..canary.protocol import (
+    CANARY_KEY,
+    CANARY_REVISION_KEY,
+    CANARY_WEIGHT_KEY,
+    WeightRefused,
+    canonical_json,
+    stable_object,
+)
 from ..canary.protocol import parse_weight as protocol_weight
+from ..models.space import ParamValue, TuningSpace, ValueRefused
 from .routing import Variant, route
 
 log = logging.getLogger("dwcp_autotuner.sdk")
@@ -126,13 +133,20 @@ class SdkMetrics:
         registry = REGISTRY if registry is None else registry
         self.registry = registry
         self.refusals = Counter(
-            "dwcp_sdk_config_refusals", "Configuration values refused (the last good configuration kept running)",
-            ["key", "reason"], registry=registry,
+            "dwcp_sdk_config_refusals",
+            "Configuration values refused (the last good configuration kept running)",
+            ["key", "reason"],
+            registry=registry,
         )
-        self.updates = Counter("dwcp_sdk_config_updates", "Configuration values accepted and applied", ["key"], registry=registry)
+        self.updates = Counter(
+            "dwcp_sdk_config_updates", "Configuration values accepted and applied", ["key"], registry=registry
+        )
         self.weight = Gauge("dwcp_sdk_canary_weight", "Canary weight in effect (percent of units)", registry=registry)
         self.parameters = Gauge(
-            "dwcp_sdk_parameter_value", "Numeric parameter values in effect", ["variant", "parameter"], registry=registry
+            "dwcp_sdk_parameter_value",
+            "Numeric parameter values in effect",
+            ["variant", "parameter"],
+            registry=registry,
         )
         self.units = Counter("dwcp_sdk_units", "Units of work assigned to each variant", ["variant"], registry=registry)
         self.units_by_variant = {v: self.units.labels(v) for v in ("stable", "canary")}
@@ -224,7 +238,7 @@ class ConfigFollower:
         log.info("%s: following %s", self.name, self.source.describe())
         try:
             self.source.run(self, self._stop)
-        except Exception:  # noqa: BLE001 — a source bug must not kill the component; it keeps the last good config
+        except Exception:
             log.exception("%s: the configuration source stopped", self.name)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -269,7 +283,9 @@ class ConfigFollower:
         """The source cannot read the ConfigMap now; logged once per distinct message."""
         if message != self._unavailable:
             self._unavailable = message
-            log.warning("%s: %s; keeping the last good configuration %s", self.name, message, _canonical(self._state.stable))
+            log.warning(
+                "%s: %s; keeping the last good configuration %s", self.name, message, _canonical(self._state.stable)
+            )
 
     def apply(self, data: Mapping[str, str], origin: str = "") -> VariantState:
         """Validate one read of the ConfigMap's data and switch to it (what is valid of it)."""
@@ -307,7 +323,7 @@ class ConfigFollower:
         for callback in list(self._callbacks):
             try:
                 callback(old, new)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("%s: a configuration-change callback failed", self.name)
         return new
 
@@ -393,11 +409,29 @@ class ConfigFollower:
         if _canonical(old.stable) != _canonical(new.stable) and not stable_logged:
             log.info("%s: stable configuration %s (was %s)", self.name, _canonical(new.stable), _canonical(old.stable))
         if new.canary is None and old.canary is not None:
-            log.info("%s: canary %s removed; every unit runs with the stable configuration", self.name, old.revision or "(no revision)")
-        elif new.canary is not None and (_canonical(new.canary) != _canonical(old.canary) or new.revision != old.revision):
-            log.info("%s: canary %s at %d %%: %s", self.name, new.revision or "(no revision)", new.weight, _canonical(new.canary))
+            log.info(
+                "%s: canary %s removed; every unit runs with the stable configuration",
+                self.name,
+                old.revision or "(no revision)",
+            )
+        elif new.canary is not None and (
+            _canonical(new.canary) != _canonical(old.canary) or new.revision != old.revision
+        ):
+            log.info(
+                "%s: canary %s at %d %%: %s",
+                self.name,
+                new.revision or "(no revision)",
+                new.weight,
+                _canonical(new.canary),
+            )
         elif new.canary is not None and new.weight != old.weight:
-            log.info("%s: canary %s weight %d %% (was %d %%)", self.name, new.revision or "(no revision)", new.weight, old.weight)
+            log.info(
+                "%s: canary %s weight %d %% (was %d %%)",
+                self.name,
+                new.revision or "(no revision)",
+                new.weight,
+                old.weight,
+            )
 
 
 def _numeric(value: ParamValue | None) -> float | None:

@@ -5,9 +5,10 @@
 `rate()` has a start point) and looked up once (`counter["canary"].inc(n)` costs a dict lookup and a
 lock). `VariantCounters` is several such counters updated by one call under one lock — what a
 component that adds half a dozen totals per unit of work wants (each separate `inc` costs a few
-microseconds once the unit's own work has evicted the interpreter's data from the CPU caches). `VariantHistogram` takes many observations at once (`observe_many(variant, values)`, numpy,
-one lock per call): a simulated epoch may produce thousands of latencies, and a Python loop of
-`Histogram.observe` would cost more than the unit of work.
+microseconds once the unit's own work has evicted the interpreter's data from the CPU caches).
+`VariantHistogram` takes many observations at once (`observe_many(variant, values)`, numpy, one lock
+per call): a simulated epoch may produce thousands of latencies, and a Python loop of `Histogram.observe`
+would cost more than the unit of work.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def bucket(unit_key: str, revision: str = "") -> int:
 
 
 def route(unit_key: str, weight: int, revision: str = "") -> Variant:
-    """"canary" when the unit's bucket is below `weight` (integer percent, 0–100), else "stable"."""
+    """ "canary" when the unit's bucket is below `weight` (integer percent, 0–100), else "stable"."""
     if weight <= 0:
         return "stable"
     if weight >= BUCKETS:

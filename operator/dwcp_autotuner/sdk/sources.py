@@ -122,7 +122,9 @@ def api_client(kubeconfig: str | None = None) -> Any:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     else:
-        kubernetes.config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=configuration)
+        kubernetes.config.load_kube_config(
+            config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -162,7 +164,9 @@ class KubernetesSource:
         while not stop.is_set():
             try:
                 if resource_version is None:
-                    cm = core.read_namespaced_config_map(self.name, self.namespace, _request_timeout=self.request_timeout_seconds)
+                    cm = core.read_namespaced_config_map(
+                        self.name, self.namespace, _request_timeout=self.request_timeout_seconds
+                    )
                     resource_version = cm.metadata.resource_version
                     sink.apply(dict(cm.data or {}), origin=f"resourceVersion {resource_version}")
                 watch = kubernetes.watch.Watch()
@@ -175,7 +179,10 @@ class KubernetesSource:
                     resource_version=resource_version,
                     allow_watch_bookmarks=True,
                     timeout_seconds=self.watch_timeout_seconds,
-                    _request_timeout=(self.request_timeout_seconds, self.watch_timeout_seconds + self.request_timeout_seconds),
+                    _request_timeout=(
+                        self.request_timeout_seconds,
+                        self.watch_timeout_seconds + self.request_timeout_seconds,
+                    ),
                 ):
                     if stop.is_set():
                         watch.stop()
@@ -210,10 +217,14 @@ class KubernetesSource:
                     sink.unavailable(f"ConfigMap {self.namespace}/{self.name} not found")
                     resource_version = None
                 else:
-                    sink.unavailable(f"Kubernetes API error {error.status} {error.reason} for ConfigMap {self.namespace}/{self.name}")
+                    sink.unavailable(
+                        f"Kubernetes API error {error.status} {error.reason} for ConfigMap {self.namespace}/{self.name}"
+                    )
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
-            except Exception as error:  # noqa: BLE001 — connection refused, timeouts, …: retry
-                sink.unavailable(f"cannot watch ConfigMap {self.namespace}/{self.name}: {type(error).__name__}: {error}"[:300])
+            except Exception as error:
+                sink.unavailable(
+                    f"cannot watch ConfigMap {self.namespace}/{self.name}: {type(error).__name__}: {error}"[:300]
+                )
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ..agent.checkpoint import make_checkpoint, save_checkpoint
-from ..models.agent import AgentSettings
 from ..agent.dqn import DQNAgent
 from ..env.rollout import visit
 from ..env.tuning_env import Component, TuningEnv
 from ..env.twin import Twin, load_or_measure_twin
+from ..models.agent import AgentSettings
 from ..models.space import ParamValue, TuningSpace
 from ..rollout.statistics import AnalysisSettings, MetricSamples, Verdict, analyse
 from ..workloads import make_workload
@@ -174,7 +174,12 @@ def _measure_twins(options: TuneOptions, result: TuneResult, progress: Progress)
             progress.advance(task, done, f"{done}/{total} runs", total=total)
 
         comp.twin, comp.twin_from_cache = load_or_measure_twin(
-            comp.space, workload, seed=options.seed, repeats=options.twin_repeats, cache_dir=options.cache_dir, progress=on_run
+            comp.space,
+            workload,
+            seed=options.seed,
+            repeats=options.twin_repeats,
+            cache_dir=options.cache_dir,
+            progress=on_run,
         )
         comp.twin_seconds = time.perf_counter() - started
         progress.finish(task)
@@ -198,7 +203,9 @@ def _train(options: TuneOptions, result: TuneResult, progress: Progress) -> tupl
         "metrics": env.metric_count,
         "history": env.history,
     }
-    progress.start("train", f"training DQN ({env.observation_size}-dim state, {env.action_count} actions)", settings.episodes)
+    progress.start(
+        "train", f"training DQN ({env.observation_size}-dim state, {env.action_count} actions)", settings.episodes
+    )
     started = time.perf_counter()
     last_checkpoint = [0]
 
@@ -207,7 +214,9 @@ def _train(options: TuneOptions, result: TuneResult, progress: Progress) -> tupl
         result.history["epsilon"].append(float(stats.epsilon))
         result.history["loss"].append(float(stats.mean_loss))
         loss = "-" if math.isnan(stats.mean_loss) else f"{stats.mean_loss:.4f}"
-        progress.advance("train", stats.episode + 1, f"return {stats.episode_return:+.3f}  ε {stats.epsilon:.3f}  loss {loss}")
+        progress.advance(
+            "train", stats.episode + 1, f"return {stats.episode_return:+.3f}  ε {stats.epsilon:.3f}  loss {loss}"
+        )
         if stats.episode + 1 - last_checkpoint[0] >= options.checkpoint_every:
             last_checkpoint[0] = stats.episode + 1
             _save(agent, env, options, result)

@@ -17,6 +17,10 @@ class Budget:
 
 # The default is the original system's budget: 1000 episodes x 500 steps, epsilon x0.995 per
 # episode with floor 0.01 (it reported 14.7 h for this; here it takes minutes, see bench/).
-DEFAULT = Budget(episodes=1000, steps_per_episode=500, epsilon_decay=0.995, verify_samples=20, quick_workloads=False, twin_repeats=3)
+DEFAULT = Budget(
+    episodes=1000, steps_per_episode=500, epsilon_decay=0.995, verify_samples=20, quick_workloads=False, twin_repeats=3
+)
 # --quick: fewer, shorter episodes, a faster decay so exploration still ends, smaller workload data.
-QUICK = Budget(episodes=150, steps_per_episode=120, epsilon_decay=0.97, verify_samples=10, quick_workloads=True, twin_repeats=1)
+QUICK = Budget(
+    episodes=150, steps_per_episode=120, epsilon_decay=0.97, verify_samples=10, quick_workloads=True, twin_repeats=1
+)

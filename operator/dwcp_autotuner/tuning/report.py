@@ -31,7 +31,7 @@ def component_json(comp: ComponentResult, result: TuneResult) -> dict:
     verdict = comp.verdict
     base_metrics = mean_metrics(comp.baseline_runs)
     tuned_metrics = mean_metrics(comp.tuned_runs)
-    scores = (verdict.objective if verdict else None)
+    scores = verdict.objective if verdict else None
     return {
         "baseline": {
             "config": comp.space.default_config(),
@@ -50,7 +50,9 @@ def component_json(comp: ComponentResult, result: TuneResult) -> dict:
         "improvement_pct": _num(verdict.improvement_pct if verdict else None, 3),
         "fraction_of_optimum": _num(comp.fraction_of_optimum, 4),
         "p_value": None if verdict is None or verdict.p_value is None else float(verdict.p_value),
-        "verdict": None if verdict is None else {"phase": verdict.phase, "reason": verdict.reason, "message": verdict.message},
+        "verdict": None
+        if verdict is None
+        else {"phase": verdict.phase, "reason": verdict.reason, "message": verdict.message},
         "verify_samples": len(comp.tuned_runs),
         "significance": result.options.analysis.significance,
         "episodes": result.training.get("episodes"),
@@ -74,7 +76,7 @@ def report_json(result: TuneResult) -> dict:
         "report_version": REPORT_VERSION,
         "status": result.status,
         "phase_reached": result.phase,
-        "started": _dt.datetime.fromtimestamp(result.started, _dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.fromtimestamp(result.started, _dt.UTC).isoformat(timespec="seconds"),
         "wall_seconds": _num((result.finished or result.started) - result.started, 2),
         "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs)",
         "settings": {
@@ -106,7 +108,9 @@ def _fmt(value) -> str:
 def report_markdown(data: dict) -> str:
     lines = ["# dwcp-autotuner tune report", ""]
     status = data["status"]
-    lines.append(f"Status: **{status}**" + ("" if status == "complete" else f" (stopped during {data['phase_reached']})"))
+    lines.append(
+        f"Status: **{status}**" + ("" if status == "complete" else f" (stopped during {data['phase_reached']})")
+    )
     settings = data["settings"]
     lines.append(
         f"Seed {settings['seed']}, {'quick preset, ' if settings['quick'] else ''}link {settings['link_mbps']} Mbit/s, "
@@ -121,7 +125,13 @@ def report_markdown(data: dict) -> str:
             f"{training.get('gradient_updates', '–')} gradient updates in {_fmt(training.get('wall_seconds'))} s; "
             f"state {env.get('observation_size')} dimensions, {env.get('action_count')} actions."
         )
-    lines += ["", "## Summary", "", "| component | improvement | p-value | verdict | fraction of twin optimum |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "| component | improvement | p-value | verdict | fraction of twin optimum |",
+        "|---|---|---|---|---|",
+    ]
     for name, comp in data["components"].items():
         verdict = comp["verdict"] or {}
         imp, frac = comp["improvement_pct"], comp["fraction_of_optimum"]
@@ -134,9 +144,15 @@ def report_markdown(data: dict) -> str:
             lines.append(comp["verdict"]["message"])
             lines.append("")
         lines += ["| parameter | default | tuned | twin optimum |", "|---|---|---|---|"]
-        base_cfg, tuned_cfg, opt_cfg = comp["baseline"]["config"], comp["tuned"]["config"] or {}, comp["optimum"]["config"] or {}
+        base_cfg, tuned_cfg, opt_cfg = (
+            comp["baseline"]["config"],
+            comp["tuned"]["config"] or {},
+            comp["optimum"]["config"] or {},
+        )
         for param in base_cfg:
-            lines.append(f"| {param} | {_fmt(base_cfg[param])} | {_fmt(tuned_cfg.get(param))} | {_fmt(opt_cfg.get(param))} |")
+            lines.append(
+                f"| {param} | {_fmt(base_cfg[param])} | {_fmt(tuned_cfg.get(param))} | {_fmt(opt_cfg.get(param))} |"
+            )
         lines += ["", "| metric (mean of real runs) | default | tuned | change |", "|---|---|---|---|"]
         base_m, tuned_m = comp["baseline"]["metrics"], comp["tuned"]["metrics"]
         for metric, base in base_m.items():
@@ -173,7 +189,17 @@ def report_markdown(data: dict) -> str:
                 "more verification runs (--verify-samples) or a quieter machine may settle it."
             )
         lines += ["", f"![sensitivity](sensitivity-{name}.png)"]
-    lines += ["", "## Training", "", "![learning curve](learning_curve.png)", "", "![epsilon](epsilon.png)", "", "![loss](loss.png)", ""]
+    lines += [
+        "",
+        "## Training",
+        "",
+        "![learning curve](learning_curve.png)",
+        "",
+        "![epsilon](epsilon.png)",
+        "",
+        "![loss](loss.png)",
+        "",
+    ]
     if data.get("checkpoint"):
         lines.append(f"Checkpoint: `{data['checkpoint']}`.")
     return "\n".join(lines) + "\n"
@@ -203,7 +229,7 @@ def write_plots(result: TuneResult, folder: Path) -> list[Path]:
         window = max(1, len(returns) // 20)
         if window > 1:
             smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
-            ax.plot(episodes[window - 1:], smooth, color="#08519c", label=f"mean of {window}")
+            ax.plot(episodes[window - 1 :], smooth, color="#08519c", label=f"mean of {window}")
         ax.set(xlabel="episode", ylabel="return", title="Learning curve")
         ax.legend()
         save(fig, "learning_curve.png")

@@ -192,7 +192,9 @@ class HdeWorkload:
         indices = sorted({p // chunk for p in design.points.tolist()})
         return [i for i in indices if changed[i] or not self.skip_unchanged]
 
-    def encode(self, config: Mapping[str, ConfigValue], seed: int, chunks: list[int] | None = None) -> list[tuple[int, bytes]]:
+    def encode(
+        self, config: Mapping[str, ConfigValue], seed: int, chunks: list[int] | None = None
+    ) -> list[tuple[int, bytes]]:
         """Compressed frames of the given chunks (default: those a run compresses)."""
         level, chunk, window = self._config(config)
         pair = snapshots(int(seed), self.pages, self.dirty_fraction)
@@ -319,7 +321,9 @@ def sample_design(seed: int, pages: int, dirty_fraction: float, count: int, dirt
         return SampleDesign(np.zeros(0, dtype=np.int64), size)
     for block in population.tolist():
         base = block * BLOCK
-        dictionary = zstandard.ZstdCompressionDict(pair.prev[base : base + BLOCK], dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        dictionary = zstandard.ZstdCompressionDict(
+            pair.prev[base : base + BLOCK], dict_type=zstandard.DICT_TYPE_RAWCONTENT
+        )
         compressor = zstandard.ZstdCompressor(level=1, dict_data=dictionary, write_checksum=False, write_dict_id=False)
         size[block] = max(len(compressor.compress(pair.new[base : base + BLOCK])), 16)
     # Defensive mixture: 70 % by size, 30 % uniform, so that chunks whose output the size measure
@@ -354,8 +358,9 @@ class _ContentGenerator:
         # occasional punctuation and newlines.
         n_vocab = 3000
         lengths = np.clip(rng.geometric(0.22, n_vocab), 1, 12)
-        letters = rng.choice(np.frombuffer(b"etaoinshrdlcumwfgypbvkjxqz", dtype=np.uint8), size=int(lengths.sum()),
-                             p=_letter_freq())
+        letters = rng.choice(
+            np.frombuffer(b"etaoinshrdlcumwfgypbvkjxqz", dtype=np.uint8), size=int(lengths.sum()), p=_letter_freq()
+        )
         seps = rng.choice(np.frombuffer(b"    ,.\n", dtype=np.uint8), size=n_vocab)
         word_lengths = lengths + 1
         flat = np.empty(int(word_lengths.sum()), dtype=np.uint8)
@@ -412,8 +417,36 @@ class _ContentGenerator:
 
 
 def _letter_freq() -> np.ndarray:
-    f = np.array([12.7, 9.1, 8.2, 7.5, 7.0, 6.7, 6.3, 6.1, 6.0, 4.3, 4.0, 2.8, 2.8, 2.4, 2.4, 2.2, 2.0, 2.0, 1.9,
-                  1.5, 1.0, 0.8, 0.15, 0.15, 0.1, 0.07])
+    f = np.array(
+        [
+            12.7,
+            9.1,
+            8.2,
+            7.5,
+            7.0,
+            6.7,
+            6.3,
+            6.1,
+            6.0,
+            4.3,
+            4.0,
+            2.8,
+            2.8,
+            2.4,
+            2.4,
+            2.2,
+            2.0,
+            2.0,
+            1.9,
+            1.5,
+            1.0,
+            0.8,
+            0.15,
+            0.15,
+            0.1,
+            0.07,
+        ]
+    )
     return f / f.sum()
 
 
@@ -451,7 +484,9 @@ def _window_bounds(index: int, chunk: int, window: int, size: int) -> tuple[int,
     return lo, lo + window
 
 
-def _compress_chunk(prev: bytes, new: bytes, index: int, chunk: int, window: int, level: int) -> tuple[bytes, float, float, int]:
+def _compress_chunk(
+    prev: bytes, new: bytes, index: int, chunk: int, window: int, level: int
+) -> tuple[bytes, float, float, int]:
     """Compress one chunk against its window of the previous snapshot; (frame, wall s, cpu s, bytes)."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
     lo, hi = _window_bounds(index, chunk, window, len(prev))

@@ -54,7 +54,12 @@ class PbaWorkload:
     metric_names = METRICS
 
     def __init__(
-        self, *, quick: bool = False, hours: float | None = None, reconfig_loss_ms: float = 30.0, trend_damping: float = 0.5
+        self,
+        *,
+        quick: bool = False,
+        hours: float | None = None,
+        reconfig_loss_ms: float = 30.0,
+        trend_damping: float = 0.5,
     ) -> None:
         self.quick = bool(quick)
         self.hours = float(hours if hours is not None else (1.5 if quick else 3.0))
