@@ -324,7 +324,7 @@ OPERATOR_MAY = {
     ("autotune.dwcp.io", "optimizationruns"): {"get", "list", "watch", "patch"},
     ("autotune.dwcp.io", "parameterprofiles/status"): {"get", "patch"},
     ("autotune.dwcp.io", "optimizationruns/status"): {"get", "patch"},
-    ("", "configmaps"): {"get", "list", "watch", "patch", "create"},
+    ("", "configmaps"): {"get", "patch", "create"},
     ("", "events"): {"create", "patch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
@@ -382,11 +382,43 @@ def _grants(docs, kind: str) -> dict[tuple[str | None, str, str], set[str]]:
 
 
 @needs_helm
+@needs_helm
+def test_where_a_target_may_be_follows_what_rbac_grants_and_metrics_bind_as_asked():
+    # Cluster-wide: a profile targets its own namespace only, unless the chart allows more.
+    assert _flag(operator_args(render("default")), "--allowed-target-namespace") == [""]
+    assert _flag(
+        operator_args(render("default", "--set", "allowCrossNamespaceTargets=true")), "--allowed-target-namespace"
+    ) == ["*"]
+    # Namespaced: exactly the namespaces that have a Role.
+    docs = render("default", "--set", "watchNamespaces={a,b}", "--set", "targetNamespaces={c,a}")
+    assert _flag(operator_args(docs), "--allowed-target-namespace") == ["", "a", "b", "c"]
+    assert {r["metadata"]["namespace"] for r in of_kind(docs, "Role")} == {"a", "b", "c"}
+    assert _flag(operator_args(render("default")), "--metrics-address") == ["0.0.0.0"]
+    assert _flag(operator_args(render("default", "--set", "metrics.address=127.0.0.1")), "--metrics-address") == [
+        "127.0.0.1"
+    ]
+
+
+@needs_helm
+def test_the_optional_network_policy_allows_dns_the_api_server_and_prometheus_only():
+    assert not of_kind(render("default"), "NetworkPolicy")
+    [policy] = of_kind(render("default", "--set", "networkPolicy.enabled=true"), "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    ports = [sorted(p["port"] for p in rule["ports"]) for rule in spec["egress"]]
+    assert ports == [[53, 53], [443, 6443], [9090]]
+    assert spec["egress"][2]["to"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert [p["port"] for p in spec["ingress"][0]["ports"]] == [9090]
+
+
 def test_rbac_scope_follows_watch_namespaces():
     # Every namespace: one ClusterRole with the workload rules; no Roles.
     docs = render("default")
     cluster = _grants(docs, "ClusterRole")
-    assert cluster[(None, "", "configmaps")] == {"get", "list", "watch", "patch", "create"}
+    assert cluster[(None, "", "configmaps")] == {"get", "patch", "create"}
     assert cluster[(None, "autotune.dwcp.io", "optimizationruns/status")] == {"get", "patch"}
     assert cluster[(None, "", "events")] == {"create", "patch"}
     assert not _grants(docs, "Role")
@@ -400,7 +432,7 @@ def test_rbac_scope_follows_watch_namespaces():
     assert not of_kind(docs, "ClusterRole", "ClusterRoleBinding")
     roles = _grants(docs, "Role")
     for ns in ("team-a", "team-b"):
-        assert roles[(ns, "", "configmaps")] == {"get", "list", "watch", "patch", "create"}
+        assert roles[(ns, "", "configmaps")] == {"get", "patch", "create"}
         assert roles[(ns, "autotune.dwcp.io", "parameterprofiles")] == {"get", "list", "watch", "patch"}
         assert roles[(ns, "kopf.dev", "kopfpeerings")] == {"get", "list", "watch", "patch"}  # replicaCount: 2
         assert any(b["metadata"]["namespace"] == ns for b in of_kind(docs, "RoleBinding"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,15 @@ def test_invalid_profile_file_names_the_field(tmp_path, fields, expected):
         (["--episodes", "many"], "argument --episodes: invalid int value: 'many'"),
         (["--components", "hde,zip"], "--components: unknown component 'zip'"),
         (["--significance", "2"], "--significance: Input should be less than 0.5"),
-        (["--link-mbps", "0"], "--link-mbps: must be greater than 0"),
+        (["--link-mbps", "0"], "--link-mbps: must be a finite number greater than 0"),
+        (["--link-mbps", "inf"], "--link-mbps: must be a finite number greater than 0 (got inf)"),
+        (["--seed", str(2**70)], "--seed: Input should be less than or equal to 4294967295"),
+        (["--learning-rate", "inf"], "--learning-rate: Input should be a finite number"),
+        (["--learning-rate", "nan"], "--learning-rate: Input should be a finite number"),
+        (["--episodes", str(10**30)], "--episodes: Input should be less than or equal to 1000000"),
+        (["--episodes", "100000", "--steps", "100000"], "is more than 100,000,000"),
+        (["--components", "hde,,pba"], "--components: 'hde,,pba' has an empty name"),
+        (["--output", ""], "argument --output/-o: must name a folder"),
         (["--verify-samples", "1"], "--verify-samples: at least 3"),
         (["--epsilon-decay", "1.5"], "--epsilon-decay: Input should be less than or equal to 1"),
         (["--bogus"], "unrecognized arguments: --bogus"),
@@ -91,6 +100,58 @@ def test_profile_that_is_not_yaml_or_missing(tmp_path):
     assert "No such file" in one_line_error(cli("tune", "--profile", str(tmp_path / "absent.yaml")))
 
 
-def test_operator_flags_are_checked_before_connecting():
-    assert "--tick-seconds: must be greater than 0" in one_line_error(cli("operator", "--tick-seconds", "0"))
-    assert "--min-sample-seconds: must be at least 1" in one_line_error(cli("operator", "--min-sample-seconds", "0.5"))
+def test_folders_that_cannot_be_written_are_refused_before_any_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for flag in ("--output", "--cache-dir"):
+        started = time.monotonic()
+        line = one_line_error(cli("tune", "--quick", flag, str(blocker / "inside")))
+        assert (
+            line.startswith(f"dwcp-autotuner tune: error: {flag}: cannot write to")
+            or "exists and is not a folder" in line
+        )
+        assert time.monotonic() - started < 60  # refused at once, not after measuring twins
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--tick-seconds", "0"], "--tick-seconds: must be a finite number greater than 0"),
+        (["--tick-seconds", "nan"], "--tick-seconds: must be a finite number greater than 0 (got nan)"),
+        (["--profile-recheck-seconds", "nan"], "--profile-recheck-seconds: must be a finite number greater than 0"),
+        (["--min-sample-seconds", "0.5"], "--min-sample-seconds: must be a finite number at least 1"),
+        (["--min-sample-seconds", "inf"], "--min-sample-seconds: must be a finite number at least 1 (got inf)"),
+        (["--prometheus-url", "http://[::1"], "--prometheus-url: 'http://[::1' is not a valid URL"),
+    ],
+)
+def test_operator_flags_are_checked_before_connecting(args, expected):
+    assert expected in one_line_error(cli("operator", *args))
+
+
+def test_a_metrics_port_in_use_is_one_line_naming_the_port_and_the_flag(tmp_path):
+    import socket
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+        "current-context: x\n"
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = one_line_error(
+            cli(
+                "operator",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--metrics-port",
+                str(port),
+                "--metrics-address",
+                "127.0.0.1",
+                "--liveness",
+                "",
+            )
+        )
+    assert f"--metrics-port {port}" in line and "--metrics-address 127.0.0.1" in line and "cannot listen" in line

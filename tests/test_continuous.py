@@ -27,7 +27,7 @@ from dwcp_autotuner.controller.run import reconcile
 from dwcp_autotuner.models.agent import AgentSettings
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import OptimizationRunSpec, RunAgentSettings, RunStatus
-from dwcp_autotuner.ports.base import OwnerRef, RecordingEvents
+from dwcp_autotuner.ports.base import Foreign, OwnerRef, RecordingEvents
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
 from dwcp_autotuner.proposers.base import Proposal, ProposalVerdict, Proposer
 from dwcp_autotuner.proposers.pool import AgentPool
@@ -225,11 +225,46 @@ def test_the_profile_says_whether_its_stored_model_fits_before_a_run_starts(tmp_
     assert condition(changed, "Ready").status == "True"  # the profile itself is fine: only the model is not reused
 
     # A mangled manifest is reported, and deleting the model removes the condition.
-    store.put_binary(NS, "svc-model", {"model.zst": b"x"}, data={"manifest.json": "{"}, owner=None, labels={})
+    store.put_binary(
+        NS,
+        "svc-model",
+        {"model.zst": b"x"},
+        data={"manifest.json": "{"},
+        owner=None,
+        labels={"autotune.dwcp.io/model": "svc"},
+    )
     unreadable = check(profile, previous=changed)
     assert next(c for c in unreadable.conditions if c.type == "ModelCompatible").reason == "ModelUnreadable"
     store.path(NS, "svc-model").unlink()
     assert [c.type for c in check(profile, previous=unreadable).conditions] == ["Ready"]
+
+
+def test_a_users_configmap_with_the_models_name_is_never_overwritten_and_the_profile_says_so(tmp_path):
+    store = FileConfigStore(tmp_path)
+    store.put(NS, "svc-model", {"settings": "the user's own"})  # created by someone else, no operator label
+    models = ModelStore(store, NS)
+    with pytest.raises(Foreign, match="not the operator's"):
+        models.save("svc", make_checkpoint(DQNAgent(2, 5), profile_hash="abc"))
+    assert store.read(ConfigRef(NS, "svc-model")).data == {"settings": "the user's own"}
+    status = validate_profile(
+        make_profile().dump(),
+        NS,
+        configs=store,
+        metrics=None,
+        generation=1,
+        now=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        name="svc",
+    )
+    model = next(c for c in status.conditions if c.type == "ModelCompatible")
+    assert (model.status, model.reason) == ("False", "ModelNameTaken") and "never modified" in model.message
+    # A pool that cannot store its model says why in the learning status, and learning goes on.
+    pool = AgentPool(agent_settings(), models=models)
+    profile = make_profile()
+    for _ in range(3):
+        proposal = pool.propose("svc", profile, STABLE)
+        pool.learn("svc", profile, verdict(STABLE, proposal.config, 0.1))
+    learning = pool.learning_status("svc", profile)
+    assert learning.samples == 3 and "not the operator's" in (learning.save_error or "")
 
 
 def test_an_operator_restart_keeps_the_learning_state(tmp_path):

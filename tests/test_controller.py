@@ -197,23 +197,68 @@ def test_hold_keeps_the_canary_and_says_so(tmp_path):
     assert h.configmap()[CANARY_WEIGHT_KEY] == "5"
 
 
-def test_drift_pauses_the_run_and_never_overwrites_the_human_edit(tmp_path):
+def test_a_human_edit_of_the_stable_key_mid_rollout_is_kept_and_the_canary_withdrawn(tmp_path):
+    """The canary was compared with a stable configuration that moved: it goes; the edit stays, never overwritten."""
     h = Harness(tmp_path)
     h.tick(), h.tick(), h.tick()
+    assert CANARY_KEY in h.configmap()
     ref = ConfigRef(NS, "svc-config")
     snap = h.store.read(ref)
     human = canonical_json({"batch": 50, "timeout": 1000})
     h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={"config.json": human})
-    for _ in range(6):
-        h.tick()
-    assert condition(h.status, "Degraded").reason == "ConfigMapDrift"
-    assert h.configmap()["config.json"] == human  # untouched
-    assert h.configmap()[CANARY_WEIGHT_KEY] == "5"  # the rollout did not advance either
-    # Restoring the ConfigMap resumes the run.
+    h.tick()
+    assert h.configmap()["config.json"] == human and not set(CANARY_KEYS) & set(h.configmap())
+    last = h.status.history[-1]
+    assert (last.verdict, last.reason) == ("RolledBack", "StableEdited") and h.status.current is None
+    assert condition(h.status, "RolledBack").reason == "StableEdited"
+    assert h.proposer.learned == []  # an edit is no verdict on the configuration
+    assert not h.status.rejected  # nor does it put the configuration in the rejection cooldown
+    h.run_until({"Succeeded", "RolledBack"})
+    assert h.configmap()["config.json"] == human
+
+
+def test_an_edit_of_the_canary_weight_pauses_the_run_and_says_how_to_go_on(tmp_path):
+    h = Harness(tmp_path)
+    h.tick(), h.tick(), h.tick()
+    ref = ConfigRef(NS, "svc-config")
     snap = h.store.read(ref)
-    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={"config.json": h.stable_bytes})
-    h.run_until({"Succeeded"})
+    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={CANARY_WEIGHT_KEY: "40"})
+    for _ in range(4):
+        h.tick()
+    degraded = condition(h.status, "Degraded")
+    assert degraded.reason == "ConfigMapDrift" and "weight was changed to 40" in degraded.message
+    assert "restore" in degraded.message and "remove the canary keys" in degraded.message
+    assert h.configmap()[CANARY_WEIGHT_KEY] == "40"  # never overwritten
+    # Restoring what the run wrote resumes it.
+    snap = h.store.read(ref)
+    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={CANARY_WEIGHT_KEY: "5"})
+    h.tick()
     assert condition(h.status, "Degraded").status == "False"
+    h.run_until({"Succeeded"})
+
+
+def test_canary_keys_removed_by_hand_end_the_proposal_instead_of_wedging_the_run(tmp_path):
+    h = Harness(
+        tmp_path,
+        proposals=(CANDIDATE, {"batch": 40, "timeout": 1000}),
+        spec=OptimizationRunSpec.model_validate(
+            {
+                "profiles": ["svc"],
+                "budget": {"maxProposals": 2},
+                "rollout": {"analysisIntervalSeconds": 60, "minSamples": 5},
+            }
+        ),
+    )
+    h.tick(), h.tick(), h.tick()
+    ref = ConfigRef(NS, "svc-config")
+    snap = h.store.read(ref)
+    h.store.write(ref, expected_resource_version=snap.resource_version, remove_keys=CANARY_KEYS)
+    h.tick()
+    last = h.status.history[-1]
+    assert (last.verdict, last.reason) == ("RolledBack", "CanaryRemoved") and h.status.current is None
+    assert h.configmap()["config.json"] == h.stable_bytes
+    h.run_until({"Succeeded", "RolledBack"})
+    assert h.status.proposals == 2  # the run went on with its next proposal
 
 
 @pytest.mark.parametrize("crash_at", ["StartCanary", "SetWeight", "Promote"])

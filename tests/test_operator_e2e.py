@@ -66,7 +66,10 @@ def condition(status: dict | None, type_: str) -> dict:
 class Operator:
     """`python -m dwcp_autotuner.cli.main operator` as a child process that tests may SIGKILL and restart."""
 
-    def __init__(self, kubeconfig: pathlib.Path, prometheus_url: str, workdir: pathlib.Path) -> None:
+    def __init__(
+        self, kubeconfig: pathlib.Path, prometheus_url: str, workdir: pathlib.Path, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        self.extra_args = extra_args
         self.kubeconfig = kubeconfig
         self.prometheus_url = prometheus_url
         self.workdir = workdir
@@ -115,6 +118,7 @@ class Operator:
                 self.prometheus_url,
                 "--cache-dir",
                 str(self.workdir / "cache"),
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -680,7 +684,8 @@ def test_prometheus_outage_never_promotes_and_rolls_back_or_holds(cluster: Clust
 
 
 # --- 5. drift ----------------------------------------------------------------------------------------
-def test_a_human_edit_during_the_rollout_pauses_the_run_and_is_never_overwritten(cluster: Cluster, ns: str) -> None:
+def test_human_edits_during_the_rollout_are_never_overwritten(cluster: Cluster, ns: str) -> None:
+    """An edit of the canary weight pauses the run; an edit of the stable key withdraws the canary and is kept."""
     metric = metric_names(cluster, "drift", stable=100.0, canary=110.0)
     cluster.kubectl.apply(ns, configmap("svc-config"), profile("svc", "svc-config", metric), run("tune", ["svc"]))
     wait_for(
@@ -690,29 +695,38 @@ def test_a_human_edit_during_the_rollout_pauses_the_run_and_is_never_overwritten
         interval=0.05,
         on_timeout=lambda: cluster.debug(ns, "tune", "svc-config"),
     )
+    cluster.kubectl(
+        "patch", "-n", ns, "configmap/svc-config", "--type=merge", "-p", json.dumps({"data": {CANARY_WEIGHT_KEY: "40"}})
+    )
+    degraded = cluster.kubectl.wait(ns, "optimizationrun/tune", "condition=Degraded", timeout=30)
+    assert degraded.returncode == 0, degraded.stderr + cluster.debug(ns, "tune", "svc-config")
+    for _ in range(8):  # several ticks, and more than an analysis interval
+        time.sleep(TICK)
+        assert cluster.data(ns, "svc-config")[CANARY_WEIGHT_KEY] == "40"
+    status = cluster.run_status(ns, "tune")
+    assert status["phase"] == "RollingOut" and condition(status, "Degraded")["reason"] == "ConfigMapDrift"
+    assert "will not overwrite" in status["message"] and "remove the canary keys" in status["message"]
+
     human = '{"batch": 40, "timeout": 1000}'
     cluster.kubectl(
         "patch", "-n", ns, "configmap/svc-config", "--type=merge", "-p", json.dumps({"data": {"config.json": human}})
     )
-    weight = cluster.weight(ns, "svc-config")
-    degraded = cluster.kubectl.wait(ns, "optimizationrun/tune", "condition=Degraded", timeout=30)
-    assert degraded.returncode == 0, degraded.stderr + cluster.debug(ns, "tune", "svc-config")
-    assert condition(cluster.run_status(ns, "tune"), "Degraded")["reason"] == "ConfigMapDrift"
-
-    for _ in range(8):  # several ticks, and more than an analysis interval
-        time.sleep(TICK)
-        data = cluster.data(ns, "svc-config")
-        assert data["config.json"] == human
-        assert data[CANARY_WEIGHT_KEY] == str(weight)
-    status = cluster.run_status(ns, "tune")
-    assert status["phase"] == "RollingOut" and condition(status, "Degraded")["reason"] == "ConfigMapDrift"
-    assert "ConfigMap" in status["message"] and "will not overwrite" in status["message"]
+    wait_for(
+        lambda: not set(CANARY_KEYS) & set(cluster.data(ns, "svc-config")),
+        30,
+        "the canary withdrawn after the stable edit",
+        on_timeout=lambda: cluster.debug(ns, "tune", "svc-config"),
+    )
+    assert cluster.data(ns, "svc-config")["config.json"] == human
+    wait_for(
+        lambda: (cluster.run_status(ns, "tune").get("history") or [{}])[0].get("reason") == "StableEdited",
+        30,
+        "the proposal recorded as StableEdited",
+        on_timeout=lambda: cluster.debug(ns, "tune", "svc-config"),
+    )
     assert cluster.event_count(ns, "tune", "Promoted") == 0
-
-    # Abandoning the run removes only the canary keys.
     cluster.delete_run(ns, "tune")
-    data = cluster.data(ns, "svc-config")
-    assert data["config.json"] == human and not set(CANARY_KEYS) & set(data)
+    assert cluster.data(ns, "svc-config")["config.json"] == human
 
 
 # --- 6. invalid resources ------------------------------------------------------------------------

@@ -126,5 +126,5 @@ seccompProfile:
 {{- define "dwcp-autotuner.rules.configmaps" -}}
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "patch", "create"]
+  verbs: ["get", "patch", "create"]
 {{- end -}}

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-RESERVED_PREFIX = "autotune.dwcp.io."
+from ..models.base import RESERVED_PREFIX
+
 CANARY_KEY = f"{RESERVED_PREFIX}canary"
 CANARY_WEIGHT_KEY = f"{RESERVED_PREFIX}canary-weight"
 CANARY_REVISION_KEY = f"{RESERVED_PREFIX}canary-revision"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
+from ..models.run import check_http_url
 from .errors import CliError
 
 
@@ -41,20 +43,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics-port", type=int, default=9090, help="port of the operator's own /metrics (0 disables; default 9090)"
     )
+    p.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        help="address /metrics binds to (default 0.0.0.0: every interface of the pod; 127.0.0.1 outside a cluster)",
+    )
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' disables)")
+    p.add_argument(
+        "--allowed-target-namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="a namespace whose ConfigMaps profiles may target besides their own (repeatable; the chart sets "
+        "these from watchNamespaces and targetNamespaces); '*': any namespace",
+    )
     p.add_argument("--cache-dir", type=Path, help="where measured twins are cached")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(handler=run)
 
 
+def _seconds(flag: str, value: float, minimum: float, *, inclusive: bool) -> None:
+    ok = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+    if not ok:
+        bound = f"at least {minimum:g}" if inclusive else f"greater than {minimum:g}"
+        raise CliError(f"{flag}: must be a finite number {bound} (got {value})")
+
+
+def _allowed(values: list[str] | None) -> tuple[str, ...] | None:
+    """None (the flag not given, or '*'): any namespace; else exactly those named ('' adds none: own namespace only)."""
+    if values is None or "*" in values:
+        return None
+    return tuple(v for v in values if v)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.tick_seconds <= 0:
-        raise CliError(f"--tick-seconds: must be greater than 0 (got {args.tick_seconds})")
-    if args.min_sample_seconds < 1:
-        raise CliError(f"--min-sample-seconds: must be at least 1 (got {args.min_sample_seconds})")
-    if args.profile_recheck_seconds <= 0:
-        raise CliError(f"--profile-recheck-seconds: must be greater than 0 (got {args.profile_recheck_seconds})")
+    _seconds("--tick-seconds", args.tick_seconds, 0, inclusive=False)
+    _seconds("--min-sample-seconds", args.min_sample_seconds, 1, inclusive=True)
+    _seconds("--profile-recheck-seconds", args.profile_recheck_seconds, 0, inclusive=False)
+    try:
+        check_http_url(args.prometheus_url)
+    except ValueError as error:
+        raise CliError(f"--prometheus-url: {error}") from None
     if not 0 <= args.metrics_port <= 65535:
         raise CliError(f"--metrics-port: must be a port number (got {args.metrics_port})")
     logging.basicConfig(
@@ -81,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         liveness=args.liveness or None,
         cache_dir=args.cache_dir,
         kubeconfig=args.kubeconfig,
+        allowed_target_namespaces=_allowed(args.allowed_target_namespace),
     )
     try:
         runtime = OperatorRuntime(config)
@@ -88,7 +119,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot connect to Kubernetes: {error}") from None
     if config.metrics_port:
         disable_created_metrics()  # no `*_created` gauge beside every counter and histogram
-        start_http_server(config.metrics_port, registry=runtime.metrics.registry)
+        try:
+            start_http_server(config.metrics_port, addr=args.metrics_address, registry=runtime.metrics.registry)
+        except OSError as error:
+            raise CliError(
+                f"--metrics-port {config.metrics_port} / --metrics-address {args.metrics_address}: cannot listen there "
+                f"({error.strerror or error}); choose another port with --metrics-port, or 0 to turn /metrics off"
+            ) from None
     registry = kopf.OperatorRegistry()
     register(registry, runtime)
     kopf.run(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,15 +57,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="seed of workloads, twins and agent (default 0)")
     p.add_argument(
-        "--output", "-o", type=Path, default=Path("tune-report"), help="report folder (default ./tune-report)"
+        "--output", "-o", type=folder, default=Path("tune-report"), help="report folder (default ./tune-report)"
     )
     p.add_argument("--link-mbps", type=float, default=100.0, help="WAN link bandwidth for HDE, Mbit/s (default 100)")
     p.add_argument("--verify-samples", type=int, help="real runs per variant in verification (default 20; quick 10)")
     p.add_argument(
         "--significance", type=float, default=0.001, help="p-value a verified improvement must beat (default 0.001)"
     )
-    p.add_argument("--cache-dir", type=Path, help="where measured twins are cached (default ~/.cache/dwcp-autotuner)")
+    p.add_argument("--cache-dir", type=folder, help="where measured twins are cached (default ~/.cache/dwcp-autotuner)")
     p.set_defaults(handler=run)
+
+
+def folder(text: str) -> Path:
+    """A folder argument: an empty string is not "the current folder" by accident."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder (got an empty string)")
+    return Path(text)
+
+
+def check_writable(flag: str, path: Path) -> None:
+    """Fail before any work when `path` (a folder, created if missing) cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".dwcp-write-check-"):
+            pass
+    except OSError as error:
+        raise CliError(f"{flag}: cannot write to {path} ({error.strerror or error})") from None
 
 
 def load_profile_file(path: Path) -> tuple[str, ParameterProfileSpec]:
@@ -93,9 +112,11 @@ def load_profile_file(path: Path) -> tuple[str, ParameterProfileSpec]:
 
 
 def resolve_spaces(components_flag: str, profile_files: list[Path]) -> dict[str, TuningSpace]:
-    names = [n.strip() for n in components_flag.split(",") if n.strip()]
-    if not names:
+    names = [n.strip() for n in components_flag.split(",")]
+    if not any(names):
         raise CliError("--components: name at least one of hde, pba, acp")
+    if not all(names):
+        raise CliError(f"--components: {components_flag!r} has an empty name (two commas, or one at an end)")
     unknown = [n for n in names if n not in BUILTIN_SPACES]
     if unknown:
         raise CliError(f"--components: unknown component {unknown[0]!r} (known: {', '.join(BUILTIN_SPACES)})")
@@ -133,13 +154,19 @@ def build_options(args: argparse.Namespace):
         analysis = AnalysisSettings(significance=args.significance)
     except ValidationError as error:
         raise CliError(format_validation_error(error, aliases={"significance": "--significance"})) from None
-    if not args.link_mbps > 0:
-        raise CliError(f"--link-mbps: must be greater than 0 (got {args.link_mbps})")
+    if not (math.isfinite(args.link_mbps) and args.link_mbps > 0):
+        raise CliError(f"--link-mbps: must be a finite number greater than 0 (got {args.link_mbps})")
     verify = args.verify_samples if args.verify_samples is not None else budget.verify_samples
     if verify < 3:
         raise CliError(f"--verify-samples: at least 3 runs per variant are needed (got {verify})")
     if args.output.exists() and not args.output.is_dir():
         raise CliError(f"--output: {args.output} exists and is not a folder")
+    check_writable("--output", args.output)
+    from ..env.twin import default_cache_dir
+
+    check_writable(
+        "--cache-dir" if args.cache_dir else "the twin cache (--cache-dir)", args.cache_dir or default_cache_dir()
+    )
     analysis = analysis.model_copy(update={"min_samples": min(analysis.min_samples, verify)})
     from ..tuning.pipeline import TuneOptions  # imports torch: only once the input is known to be good
 

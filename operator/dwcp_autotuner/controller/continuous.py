@@ -89,6 +89,8 @@ def sync_learning(ports: Ports, status: RunStatus, name: str, profile: Parameter
     if learning is None:
         return None
     previous = status.learning.get(name)
+    if learning.save_error and (previous is None or previous.save_error != learning.save_error):
+        ports.events.emit("Warning", "ModelNotStored", f"{name}: {learning.save_error}")
     if previous is not None:  # the controller's own fields survive a proposer that restarted
         learning.last_fine_tune_at = learning.last_fine_tune_at or previous.last_fine_tune_at
         learning.exploration_boosted_until = previous.exploration_boosted_until

@@ -24,6 +24,7 @@ from ..models.errors import format_validation_error
 from ..models.profile import ParameterProfileSpec, ProfileStatus
 from ..ports.base import ConfigStore, MetricsSource, NotFound, Unavailable, render_query
 from ..proposers.store import stored_model_state
+from ..proposers.twins import twin_mismatch
 from .conditions import set_condition
 
 
@@ -48,6 +49,7 @@ def validate_profile(
     now: dt.datetime,
     previous: ProfileStatus | None = None,
     name: str | None = None,
+    allowed_target_namespaces: tuple[str, ...] | None = None,
 ) -> ProfileStatus:
     """The profile's status: Ready with a reason, plus ModelCompatible when `name` is given and a model is stored."""
     status = (previous or ProfileStatus()).model_copy(deep=True)
@@ -68,7 +70,21 @@ def validate_profile(
     status.twin = profile.twin
     if name is not None:
         _model_condition(status, profile, name, namespace, configs, now=now, generation=generation)
+    mismatch = twin_mismatch(profile)
+    if mismatch is not None:
+        return ready(False, "TwinMismatch", mismatch)
     assert profile.target is not None
+    elsewhere = profile.target.namespace
+    if elsewhere and elsewhere != namespace and allowed_target_namespaces is not None:
+        if elsewhere not in allowed_target_namespaces:
+            allowed = ", ".join(allowed_target_namespaces) or "none"
+            return ready(
+                False,
+                "TargetNamespaceNotAllowed",
+                f"spec.target.namespace {elsewhere}: the operator may change ConfigMaps only in the profile's own "
+                f"namespace and in {allowed} (chart values watchNamespaces/targetNamespaces, flag "
+                "--allowed-target-namespace).",
+            )
     ref = ConfigRef(profile.target.namespace or namespace, profile.target.name, profile.target.key)
     try:
         snapshot = configs.read(ref)

@@ -2,13 +2,18 @@
 
 `advance` is called on every tick while a proposal is out (`status.current`). Its order:
 
-1. A pending action (`current.pendingAction`, written before every ConfigMap write) is finished or
-   verified first, through `RESUME`: a restart between "decided" and "written" never repeats or loses a
-   write, because the ConfigMap describes itself (canary keys + revision name).
-2. Drift: the rollout only proceeds while the ConfigMap is exactly what the run wrote.
-3. Once the step has run for an analysis interval, the step is analysed (`controller/analysis.py`), the
-   measurements go to the proposer, and `rollout/decision.py` says what to do: advance, promote, roll
-   back, wait or hold.
+1. Whether the proposal may go on at all: its profile still exists, still targets the ConfigMap the
+   canary is in, and the run is still in Apply mode. If not, the canary is withdrawn from where it was
+   written (`current.target`, whatever happened to the profile) and the proposal is recorded.
+2. A pending action (`current.pendingAction`, written before every ConfigMap write) is finished or
+   verified through `RESUME`: a restart between "decided" and "written" never repeats or loses a write,
+   because the ConfigMap describes itself (canary keys + revision name).
+3. What else may have happened to the ConfigMap (`_integrity`). Every case has a way forward: a canary
+   that someone removed or replaced is recorded as abandoned; an edit of the stable key withdraws the
+   canary (the edit is kept); an edit of the canary's own keys pauses the run and the message says how
+   to go on.
+4. Once the step has run for an analysis interval, the step is analysed (`controller/analysis.py`), the
+   measurements go to the proposer, and `rollout/decision.py` says what to do.
 
 Every write is one patch guarded by the resourceVersion of the read that justified it; a Conflict
 means the ConfigMap moved, and the next tick re-reads and re-checks.
@@ -29,8 +34,9 @@ from ..canary.protocol import (
     merge_stable,
     target_ref,
 )
+from ..models.names import label_value, object_name
 from ..models.profile import ParameterProfileSpec
-from ..models.run import ProposalRecord, RunStatus, StepRecord, VariantMeans
+from ..models.run import ProposalRecord, ProposalStatus, RunStatus, StepRecord, VariantMeans
 from ..ports.base import Conflict
 from ..proposers.base import ProposalVerdict
 from ..rollout.decision import Advance, Hold, Limits, Promote, Rollback, Step, Wait, decide
@@ -43,6 +49,11 @@ from .target import config_ref, read_target
 from .transitions import Transition
 
 ROLLBACK_REWARD = -0.05  # what a rolled-back proposal teaches the proposer
+#: Rollbacks that are a verdict on the configuration: the proposer learns from them and the configuration
+#: waits out the rejection cooldown. The others (a profile edited away, a mode switch, a canary removed by
+#: a person) say nothing about the configuration.
+VERDICT_REASONS = frozenset({"CanaryWorse", "GuardBreached", "Inconclusive"})
+REVISION_ATTEMPTS = 5  # names tried when a revision's name is taken by an object that is not this proposal's
 
 
 def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:
@@ -54,19 +65,20 @@ def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | No
         if current.target is not None
         else (target_ref(profile.target, ctx.namespace) if isinstance(profile, ParameterProfileSpec) else None)
     )
-    if not isinstance(profile, ParameterProfileSpec):
-        why = profile or "it is no longer in spec.profiles"
-        snapshot = read_target(ports, ref, "is gone.") if ref is not None else None
-        return rollback(
-            ctx,
-            ports,
-            status,
-            snapshot if isinstance(snapshot, ConfigSnapshot) else None,
-            "ProfileNotReady",
-            f"profile {current.profile}: {why}",
-        )
-    snapshot = read_target(ports, ref, "disappeared during the rollout.")
-    if isinstance(snapshot, Transition):
+    snapshot = read_target(ports, ref, "disappeared during the rollout.") if ref is not None else None
+    gone = _cannot_go_on(ctx, current, profile)
+    if gone is not None:
+        reason, message = gone
+        if (
+            current.pending_action == "Promote"
+            and isinstance(snapshot, ConfigSnapshot)
+            and _promoted(current, snapshot)
+        ):
+            # The promotion was written before the profile went: only its record is left to do.
+            return _after_promotion(ctx, ports, status, profile if isinstance(profile, ParameterProfileSpec) else None)
+        return rollback(ctx, ports, status, snapshot if isinstance(snapshot, ConfigSnapshot) else None, reason, message)
+    assert isinstance(profile, ParameterProfileSpec)
+    if isinstance(snapshot, Transition) or snapshot is None:
         return snapshot
     resume = RESUME.get(current.pending_action or "")
     if resume is not None:
@@ -74,11 +86,36 @@ def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | No
     return _step(ctx, ports, status, profile, snapshot)
 
 
+def _cannot_go_on(ctx: RunContext, current: ProposalStatus, profile) -> tuple[str, str] | None:
+    """(reason, message) when the proposal must end now, whatever its analysis would say."""
+    if not isinstance(profile, ParameterProfileSpec):
+        why = profile or "it is no longer in spec.profiles"
+        return "ProfileNotReady", f"profile {current.profile}: {why}"
+    if current.target is not None and profile.target is not None:
+        now = target_ref(profile.target, ctx.namespace)
+        if (now.namespace, now.name, now.key) != (current.target.namespace, current.target.name, current.target.key):
+            return "ProfileRetargeted", (
+                f"profile {current.profile} now targets ConfigMap {now.namespace}/{now.name} key {now.key}; the canary "
+                f"was in {current.target.namespace}/{current.target.name} key {current.target.key}"
+            )
+    if ctx.spec.mode == "Recommend":
+        return "RecommendMode", "the run was switched to mode Recommend, which never changes a ConfigMap"
+    return None
+
+
 # --- resuming a recorded action ----------------------------------------------------------------------
-def _ours(status: RunStatus, snapshot: ConfigSnapshot) -> bool:
-    current = status.current
-    assert current is not None
-    return snapshot.canary_revision == current.revision and snapshot.canary == canonical_json(current.config)
+def _ours(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
+    """The canary out is this proposal's, byte for byte."""
+    if snapshot.canary_revision != current.revision or snapshot.canary is None:
+        return False
+    if current.canary_digest is not None:
+        return digest(snapshot.canary) == current.canary_digest
+    return snapshot.canary == canonical_json(current.config)  # written by an operator that did not record the digest
+
+
+def _promoted(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
+    expected = current.promote_digest or digest(canonical_json(current.config))  # older statuses wrote the config whole
+    return snapshot.canary is None and snapshot.stable_digest() == expected
 
 
 def _resume_start(
@@ -86,7 +123,7 @@ def _resume_start(
 ) -> Transition | None:
     current = status.current
     assert current is not None
-    if _ours(status, snapshot):  # the write happened; only the status was lost (and maybe the event)
+    if _ours(current, snapshot):  # the write happened; only the status was lost (and maybe the event)
         current.pending_action = None
         current.canary_weight = snapshot.canary_weight or ctx.spec.rollout.steps[0]
         current.step_started_at = current.step_started_at or ports.write_time(ctx)
@@ -108,10 +145,12 @@ def _resume_set_weight(
 ) -> Transition | None:
     current = status.current
     assert current is not None
-    drift = _drift(ctx, status, snapshot)
-    if drift is not None:
-        return drift
-    expected = _steps(ctx)[current.step_index]
+    problem = _integrity(ctx, ports, status, snapshot, check_weight=False)
+    if problem is not None:
+        return problem
+    steps = _steps(ctx)
+    current.step_index = min(current.step_index, len(steps) - 1)  # the steps may have been shortened since
+    expected = steps[current.step_index]
     if snapshot.canary_weight == expected:
         # The weight was written but the status after it was lost. When is unknown, so the step starts
         # now: it gets a full analysis interval, and its window never reaches back into the previous step.
@@ -124,12 +163,13 @@ def _resume_promote(
 ) -> Transition | None:
     current = status.current
     assert current is not None
-    promoted = current.promote_digest or digest(canonical_json(current.config))  # older statuses wrote the config whole
-    if snapshot.canary is None and snapshot.stable_digest() == promoted:
+    if _promoted(current, snapshot):
         return _after_promotion(ctx, ports, status, profile)
-    if _ours(status, snapshot) and snapshot.stable_digest() == current.stable_digest:
+    if _ours(current, snapshot) and snapshot.stable_digest() == current.stable_digest:
         return _promote(ctx, ports, status, profile, snapshot)
-    return _drift_transition(status, snapshot, "the ConfigMap changed while a promotion was pending")
+    return _integrity(ctx, ports, status, snapshot, check_weight=False) or _paused(
+        snapshot, "the ConfigMap changed while a promotion was pending"
+    )
 
 
 def _resume_rollback(
@@ -138,7 +178,7 @@ def _resume_rollback(
     current = status.current
     assert current is not None
     reason, message = current.pending_reason or "RolledBack", status.message or ""
-    if snapshot.canary is None or not _ours(status, snapshot):
+    if not _ours(current, snapshot):
         return _after_rollback(ctx, ports, status, profile, reason, message)
     return rollback(ctx, ports, status, snapshot, reason, message)
 
@@ -153,17 +193,58 @@ RESUME: dict[str, Resume] = {
 }
 
 
-# --- one step: drift, timing, analysis, decision -------------------------------------------------------
+# --- what may have happened to the ConfigMap -------------------------------------------------------------
+def _integrity(
+    ctx: RunContext, ports: Ports, status: RunStatus, snapshot: ConfigSnapshot, *, check_weight: bool = True
+) -> Transition | None:
+    """None while the ConfigMap is exactly what the run wrote; otherwise the way forward."""
+    current = status.current
+    assert current is not None
+    if snapshot.canary_revision is None and snapshot.canary is None:
+        return abandon(ctx, ports, status, "CanaryRemoved", "the canary keys were removed from the ConfigMap")
+    if snapshot.canary_revision != current.revision:
+        theirs = snapshot.canary_revision or "no revision"
+        return abandon(ctx, ports, status, "CanaryReplaced", f"another canary ({theirs}) replaced this one")
+    if snapshot.stable_digest() != current.stable_digest:
+        if _ours(current, snapshot):  # the edit stays; the canary, compared with a stable that moved, goes
+            return rollback(
+                ctx,
+                ports,
+                status,
+                snapshot,
+                "StableEdited",
+                "the stable configuration was edited during the rollout; the edit is kept and the canary withdrawn",
+            )
+        return abandon(ctx, ports, status, "StableEdited", "the stable configuration and the canary were both edited")
+    if not _ours(current, snapshot):
+        return _paused(snapshot, "the canary configuration was edited")
+    if check_weight and snapshot.canary_weight != current.canary_weight:
+        return _paused(
+            snapshot,
+            f"the canary weight was changed to {snapshot.canary_weight} (the run wrote {current.canary_weight})",
+        )
+    return None
+
+
+def _paused(snapshot: ConfigSnapshot, what: str) -> Transition:
+    ref = snapshot.ref
+    return Transition(
+        "ConfigMapDrift",
+        f"ConfigMap {ref.namespace}/{ref.name} was changed by someone else ({what}); the run is paused and will not "
+        f"overwrite it. To go on, restore what the run wrote; to end this proposal, remove the canary keys "
+        f"({CANARY_KEY}*) from the ConfigMap; or delete the run (its canary keys are then removed, stable untouched).",
+    )
+
+
+# --- one step: timing, analysis, decision ------------------------------------------------------------
 def _step(
     ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec, snapshot: ConfigSnapshot
 ) -> Transition | None:
     current = status.current
     assert current is not None
-    drift = _drift(ctx, status, snapshot)
-    if drift is not None:
-        return drift
-    if snapshot.canary_weight != current.canary_weight:
-        return _drift_transition(status, snapshot, f"the canary weight was changed to {snapshot.canary_weight}")
+    problem = _integrity(ctx, ports, status, snapshot)
+    if problem is not None:
+        return problem
     rollout = ctx.spec.rollout
     if current.inconclusive >= rollout.max_inconclusive and rollout.on_inconclusive == "Hold":
         return None  # held for a human
@@ -174,7 +255,6 @@ def _step(
             f"Proposal {current.number} for {current.profile}: the ConfigMap is as the run "
             f"left it; the canary at {current.canary_weight} % goes on.",
         )
-
     # Analyse once the step has run for an analysis interval, and again one interval after an inconclusive
     # analysis (so `maxInconclusive` counts analysis intervals, not operator ticks). The window always
     # starts at the step's start: a repeated analysis sees more samples.
@@ -183,34 +263,9 @@ def _step(
     if (ctx.now - since).total_seconds() < rollout.analysis_interval_seconds:
         return None
     steps = _steps(ctx)
-    index = min(current.step_index, len(steps) - 1)
-    # At 100 % the stable variant gets no work: its samples come from the interval before this step.
-    baseline_start = (
-        started - dt.timedelta(seconds=rollout.analysis_interval_seconds) if current.canary_weight >= 100 else started
-    )
-    step = Step(index, steps)
-    result = analyse_step(
-        profile, ports.metrics, rollout, started, ctx.now, last_step=step.last, baseline_start=baseline_start
-    )
-    verdict = result.verdict
-    current.last_analysis_at = now_iso(ctx.now)
-    current.means = VariantMeans(stable=result.stable.score, canary=result.canary.score)
-    current.p_value = verdict.p_value
-    current.samples = {"stable": result.stable.n, "canary": result.canary.n}
-    entry = StepRecord(
-        index=index,
-        weight=current.canary_weight,
-        analysed_at=current.last_analysis_at,
-        verdict=verdict.phase,
-        reason=verdict.reason,
-        p_value=None if verdict.p_value is None else float(f"{verdict.p_value:.4g}"),
-        stable=result.stable,
-        canary=result.canary,
-    )
-    current.steps = [s for s in current.steps if s.index != index] + [entry]
-    if result.stable.n or result.canary.n:
-        ports.proposer.observe(current.profile, profile, current.stable_config, current.config, entry)
-
+    current.step_index = min(current.step_index, len(steps) - 1)  # the steps may have been shortened since
+    step = Step(current.step_index, steps)
+    verdict = _analyse(ctx, ports, current, profile, step, started)
     decision = decide(verdict, step, Limits(rollout.max_inconclusive, rollout.on_inconclusive), current.inconclusive)
     if isinstance(decision, Advance):
         current.inconclusive = 0
@@ -235,64 +290,97 @@ def _step(
     assert isinstance(decision, Wait)
     return Transition(
         decision.reason,
-        f"Analysis {decision.inconclusive}/{rollout.max_inconclusive} inconclusive "
-        f"({decision.reason}): {decision.message}",
+        f"Analysis {decision.inconclusive}/{rollout.max_inconclusive} inconclusive ({decision.reason}): {decision.message}",
     )
+
+
+def _analyse(
+    ctx: RunContext,
+    ports: Ports,
+    current: ProposalStatus,
+    profile: ParameterProfileSpec,
+    step: Step,
+    started: dt.datetime,
+):
+    """Analyse the step, keep what it was decided on (`current.steps`), and hand the measurements to the proposer."""
+    rollout = ctx.spec.rollout
+    # At 100 % the stable variant gets no work: its samples come from the interval before this step.
+    baseline_start = (
+        started - dt.timedelta(seconds=rollout.analysis_interval_seconds) if current.canary_weight >= 100 else started
+    )
+    result = analyse_step(
+        profile, ports.metrics, rollout, started, ctx.now, last_step=step.last, baseline_start=baseline_start
+    )
+    verdict = result.verdict
+    current.last_analysis_at = now_iso(ctx.now)
+    current.means = VariantMeans(stable=result.stable.score, canary=result.canary.score)
+    current.p_value = verdict.p_value
+    current.samples = {"stable": result.stable.n, "canary": result.canary.n}
+    entry = StepRecord(
+        index=step.index,
+        weight=current.canary_weight,
+        analysed_at=current.last_analysis_at,
+        verdict=verdict.phase,
+        reason=verdict.reason,
+        p_value=None if verdict.p_value is None else float(f"{verdict.p_value:.4g}"),
+        stable=result.stable,
+        canary=result.canary,
+    )
+    current.steps = [s for s in current.steps if s.index != step.index] + [entry]
+    if result.stable.n or result.canary.n:
+        ports.proposer.observe(current.profile, profile, current.stable_config, current.config, entry)
+    return verdict
 
 
 def _steps(ctx: RunContext) -> tuple[int, ...]:
     return tuple(ctx.spec.rollout.steps)
 
 
-def _drift(ctx: RunContext, status: RunStatus, snapshot: ConfigSnapshot) -> Transition | None:
-    current = status.current
-    assert current is not None
-    if snapshot.stable_digest() != current.stable_digest:
-        return _drift_transition(status, snapshot, "the stable configuration was edited")
-    if not _ours(status, snapshot):
-        return _drift_transition(status, snapshot, "the canary keys were edited or removed")
-    return None
-
-
-def _drift_transition(status: RunStatus, snapshot: ConfigSnapshot, what: str) -> Transition:
-    ref = snapshot.ref
-    return Transition(
-        "ConfigMapDrift",
-        (
-            f"ConfigMap {ref.namespace}/{ref.name} was changed by someone else ({what}); the run is paused and will not "
-            "overwrite it. Restore the ConfigMap to resume, or delete the run to abandon the rollout."
-        ),
-    )
-
-
 # --- actions -----------------------------------------------------------------------------------------
+def revision_name(run: str, profile: str, number: int, attempt: int = 1) -> str:
+    """The immutable revision ConfigMap of a proposal; a later attempt when the name was taken by something else."""
+    parts = [run, profile, str(number)] + ([f"r{attempt}"] if attempt > 1 else [])
+    return object_name(*parts)
+
+
 def start_canary(ctx: RunContext, ports: Ports, status: RunStatus, snapshot: ConfigSnapshot) -> Transition | None:
     current = status.current
     assert current is not None and current.revision is not None
-    ports.configs.create_revision(
-        snapshot.ref.namespace,
-        current.revision,
-        {
-            "config.json": canonical_json(current.config),
-            "stable.json": canonical_json(current.stable_config),
-            "profile": current.profile,
-            "run": ctx.name,
-        },
-        # Kubernetes ignores (and garbage-collects for) an owner in another namespace, so a revision
-        # of a ConfigMap outside the run's namespace is left unowned rather than silently deleted.
-        owner=ctx.owner if snapshot.ref.namespace == ctx.namespace else None,
-        labels={"autotune.dwcp.io/run": ctx.name, "autotune.dwcp.io/profile": current.profile},
-    )
+    canary = merge_stable(snapshot.stable or "{}", current.config)  # untuned keys travel with the canary too
+    for attempt in range(1, REVISION_ATTEMPTS + 1):
+        try:
+            ports.configs.create_revision(
+                snapshot.ref.namespace,
+                current.revision,
+                {
+                    "config.json": canary,
+                    "stable.json": snapshot.stable or "",
+                    "profile": current.profile,
+                    "run": ctx.name,
+                },
+                # Kubernetes ignores (and garbage-collects for) an owner in another namespace, so a revision
+                # of a ConfigMap outside the run's namespace is left unowned rather than silently deleted.
+                owner=ctx.owner if snapshot.ref.namespace == ctx.namespace else None,
+                labels={
+                    "autotune.dwcp.io/run": label_value(ctx.name),
+                    "autotune.dwcp.io/profile": label_value(current.profile),
+                },
+            )
+            break
+        except Conflict:  # the name is taken by an object that is not this proposal's: never touched, use another
+            if attempt == REVISION_ATTEMPTS:
+                return _superseded(
+                    ctx, status, f"revision names up to {current.revision} are all taken by other objects"
+                )
+            current.revision = revision_name(ctx.name, current.profile, current.number, attempt + 1)
+            ports.persist(status)
     weight = ctx.spec.rollout.steps[0]
+    current.canary_digest = digest(canary)  # (the proposal recorded it already; older statuses did not)
     try:
         ports.configs.write(
             snapshot.ref,
             expected_resource_version=snapshot.resource_version,
-            set_keys={
-                CANARY_KEY: canonical_json(current.config),
-                CANARY_WEIGHT_KEY: str(weight),
-                CANARY_REVISION_KEY: current.revision,
-            },
+            set_keys={CANARY_KEY: canary, CANARY_WEIGHT_KEY: str(weight), CANARY_REVISION_KEY: current.revision},
         )
     except Conflict:
         return None  # the ConfigMap moved since the read: the next tick re-reads, checks and finishes the start
@@ -304,7 +392,7 @@ def start_canary(ctx: RunContext, ports: Ports, status: RunStatus, snapshot: Con
     return _canary_started(current, resumed=False)
 
 
-def _canary_started(current, *, resumed: bool) -> Transition:
+def _canary_started(current: ProposalStatus, *, resumed: bool) -> Transition:
     return Transition(
         "CanaryStarted",
         f"Proposal {current.number} for {current.profile}: canary at {current.canary_weight} %{' (resumed)' if resumed else ''}.",
@@ -318,22 +406,17 @@ def _superseded(ctx: RunContext, status: RunStatus, why: str) -> Transition:
     current = status.current
     assert current is not None
     message = f"Proposal {current.number} for {current.profile} dropped: {why}; nothing of it was written."
-    record(
-        status,
-        ProposalRecord(
-            number=current.number,
-            profile=current.profile,
-            config=current.config,
-            verdict="Held",
-            reason="Superseded",
-            message=message,
-            revision=current.revision,
-            stable_config=current.stable_config,
-            finished_at=now_iso(ctx.now),
-        ),
-    )
+    _record_end(ctx, status, "Held", "Superseded", message)
     status.current = None
     return Transition("Superseded", message)
+
+
+def abandon(ctx: RunContext, ports: Ports, status: RunStatus, reason: str, why: str) -> Transition:
+    """The canary is no longer this run's to withdraw (someone removed or replaced it): record the end, go on."""
+    current = status.current
+    assert current is not None
+    message = f"Proposal {current.number} for {current.profile} ended: {why}. Nothing was written; the run goes on."
+    return _after_rollback(ctx, ports, status, None, reason, message)
 
 
 def _set_weight(
@@ -389,7 +472,21 @@ def _promote(
     return _after_promotion(ctx, ports, status, profile)
 
 
-def _after_promotion(ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec) -> Transition:
+def _verdict(ctx: RunContext, current: ProposalStatus, promoted: bool, reason: str, reward: float) -> ProposalVerdict:
+    return ProposalVerdict(
+        number=current.number,
+        stable=dict(current.stable_config),
+        proposed=dict(current.config),
+        promoted=promoted,
+        reason=reason,
+        reward=reward,
+        key=f"{ctx.uid}/{current.number}",
+    )
+
+
+def _after_promotion(
+    ctx: RunContext, ports: Ports, status: RunStatus, profile: ParameterProfileSpec | None
+) -> Transition:
     current = status.current
     assert current is not None
     improvement = None
@@ -402,39 +499,14 @@ def _after_promotion(ctx: RunContext, ports: Ports, status: RunStatus, profile: 
         f"Promoted proposal {current.number} for {current.profile}: objective "
         f"{'n/a' if improvement is None else f'{improvement:+.2f} %'} (p={p})."
     )
-    record(
-        status,
-        ProposalRecord(
-            number=current.number,
-            profile=current.profile,
-            config=current.config,
-            verdict="Promoted",
-            reason="CanaryBetter",
-            message=message,
-            improvement_pct=None if improvement is None else round(improvement, 4),
-            p_value=current.p_value,
-            revision=current.revision,
-            stable_config=current.stable_config,
-            steps=current.steps,
-            finished_at=now_iso(ctx.now),
-        ),
-    )
-    ports.proposer.learn(
-        current.profile,
-        profile,
-        ProposalVerdict(
-            number=current.number,
-            stable=dict(current.stable_config),
-            proposed=dict(current.config),
-            promoted=True,
-            reason="CanaryBetter",
-            reward=(improvement or 0.0) / 100.0,
-        ),
-    )
-    continuous.on_promotion(
-        ctx, status, current, profile, current.promote_digest or digest(canonical_json(current.config))
-    )
-    continuous.sync_learning(ports, status, current.profile, profile)
+    _record_end(ctx, status, "Promoted", "CanaryBetter", message, improvement)
+    if profile is not None:
+        verdict = _verdict(ctx, current, True, "CanaryBetter", (improvement or 0.0) / 100.0)
+        ports.proposer.learn(current.profile, profile, verdict)
+        continuous.on_promotion(
+            ctx, status, current, profile, current.promote_digest or digest(canonical_json(current.config))
+        )
+        continuous.sync_learning(ports, status, current.profile, profile)
     status.current = None
     return Transition("Promoted", message, event_key=f"{current.number}/Promoted")
 
@@ -448,7 +520,7 @@ def rollback(
     current.pending_reason = reason
     status.message = message
     ports.persist(status)
-    if snapshot is not None and snapshot.canary is not None and snapshot.canary_revision == current.revision:
+    if snapshot is not None and _ours(current, snapshot):
         try:
             # Only the canary keys go; the stable bytes are never rewritten by a rollback.
             ports.configs.write(
@@ -468,36 +540,36 @@ def _after_rollback(
     current = status.current
     assert current is not None
     text = f"Rolled back proposal {current.number} for {current.profile} ({reason}): {message}".rstrip(": ")
+    _record_end(ctx, status, "RolledBack", reason, text)
+    if reason in VERDICT_REASONS:
+        continuous.on_rollback(ctx, status, current, reason)
+        if profile is not None:
+            ports.proposer.learn(current.profile, profile, _verdict(ctx, current, False, reason, ROLLBACK_REWARD))
+    if profile is not None:
+        continuous.sync_learning(ports, status, current.profile, profile)
+    status.current = None
+    return Transition("RolledBack", text, cause=reason, event_key=f"{current.number}/RolledBack")
+
+
+def _record_end(
+    ctx: RunContext, status: RunStatus, verdict: str, reason: str, message: str, improvement: float | None = None
+) -> None:
+    current = status.current
+    assert current is not None
     record(
         status,
         ProposalRecord(
             number=current.number,
             profile=current.profile,
             config=current.config,
-            verdict="RolledBack",
+            verdict=verdict,
             reason=reason,
-            message=text,
-            p_value=current.p_value,
+            message=message,
+            improvement_pct=None if improvement is None else round(improvement, 4),
+            p_value=current.p_value if verdict != "Held" else None,
             revision=current.revision,
             stable_config=current.stable_config,
             steps=current.steps,
             finished_at=now_iso(ctx.now),
         ),
     )
-    continuous.on_rollback(ctx, status, current, reason)
-    if profile is not None:
-        ports.proposer.learn(
-            current.profile,
-            profile,
-            ProposalVerdict(
-                number=current.number,
-                stable=dict(current.stable_config),
-                proposed=dict(current.config),
-                promoted=False,
-                reason=reason,
-                reward=ROLLBACK_REWARD,
-            ),
-        )
-        continuous.sync_learning(ports, status, current.profile, profile)
-    status.current = None
-    return Transition("RolledBack", text, cause=reason, event_key=f"{current.number}/RolledBack")

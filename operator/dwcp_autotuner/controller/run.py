@@ -21,7 +21,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from ..canary.protocol import canonical_json, target_ref, withdraw
+from ..canary.protocol import canonical_json, digest, merge_stable, target_ref, withdraw
+from ..models.profile import ParameterProfileSpec
 from ..models.run import (
     TERMINAL_PHASES,
     Phase,
@@ -32,7 +33,7 @@ from ..models.run import (
     TargetRef,
 )
 from ..ports.base import ConfigStore, EventSink, NotFound
-from ..proposers.base import NoProposal
+from ..proposers.base import NoProposal, Proposal
 from . import continuous, rollout
 from .conditions import now_iso
 from .context import Ports, RunContext, parse_time
@@ -113,9 +114,17 @@ def reconcile_invalid(
 
 
 def _start_over(status: RunStatus) -> RunStatus:
-    """A fresh run for the fixed spec; what was learned and decided before (history, rejections) is kept."""
+    """A fresh run for the fixed spec; what was learned and decided before (history, rejections) is kept.
+
+    Proposal numbers go on from where they were (the budget counts from here): a number names one
+    proposal for the life of the run, its revision ConfigMap and the verdict the proposer learns once."""
     return RunStatus(
-        history=status.history, rejected=status.rejected, learning=status.learning, training=status.training
+        history=status.history,
+        rejected=status.rejected,
+        learning=status.learning,
+        training=status.training,
+        proposals=status.proposals,
+        cycle_proposals_start=status.proposals,
     )
 
 
@@ -153,8 +162,7 @@ def _pretrain(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition:
         progress = ports.proposer.pretrain(name, profile)
         if progress is not None:
             status.training[name] = progress
-            if progress.episodes < progress.episodes_total:
-                busy = True
+            busy = busy or progress.busy
     if busy:
         done = sum(t.episodes for t in status.training.values())
         total = sum(t.episodes_total for t in status.training.values())
@@ -162,7 +170,14 @@ def _pretrain(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition:
     for name in ctx.spec.profiles:
         continuous.sync_learning(ports, status, name, ctx.profiles[name])
     status.conditions = continuous.warm_start_condition(ctx, status)
-    return Transition("Pretrained", "Pretrained." if status.training else "No twin to pretrain on; learning online.")
+    failed = {name: t.message for name, t in status.training.items() if t.failed}
+    for name, why in failed.items():
+        ports.events.emit("Warning", "PretrainingFailed", f"{name}: {why}")
+    if failed:
+        message = "Pretrained, except " + "; ".join(f"{name}: {why}" for name, why in failed.items()) + "."
+    else:
+        message = "Pretrained." if status.training else "No twin to pretrain on; learning online."
+    return Transition("Pretrained", message)
 
 
 def _budget_left(ctx: RunContext, status: RunStatus) -> str | None:
@@ -199,7 +214,10 @@ def _finish(ctx: RunContext, ports: Ports, status: RunStatus, reason: str) -> Tr
 
 
 def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:
-    name = ctx.spec.profiles[status.proposals % len(ctx.spec.profiles)]
+    overlap = _overlapping_profiles(ctx)
+    if overlap is not None:
+        return Transition("ProfilesOverlap", overlap)
+    name = ctx.spec.profiles[(status.proposals - status.cycle_proposals_start) % len(ctx.spec.profiles)]
     profile = ctx.profiles[name]
     assert not isinstance(profile, str)
     ref = target_ref(profile.target, ctx.namespace)
@@ -209,10 +227,8 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | N
     if snapshot.canary is not None:
         return Transition(
             "ForeignCanary",
-            (
-                f"ConfigMap {ref.namespace}/{ref.name} already has a canary ({snapshot.canary_revision or 'unknown revision'}); "
-                "another run or a person is rolling out. Waiting."
-            ),
+            f"ConfigMap {ref.namespace}/{ref.name} already has a canary ({snapshot.canary_revision or 'unknown revision'}); "
+            "another run or a person is rolling out. Waiting (remove the autotune.dwcp.io.canary* keys if it is stale).",
         )
     stable = parse_stable(profile, snapshot)
     if isinstance(stable, str):
@@ -222,67 +238,21 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | N
     if hold is not None:
         return hold
     proposal = continuous.propose(ctx, ports, status, name, profile, stable)  # skips configurations in their cooldown
-    number = status.proposals + 1
-    if (
-        proposal is None
-        or isinstance(proposal, NoProposal)
-        or canonical_json(proposal.config) == canonical_json(stable)
-    ):
-        message = proposal.message if isinstance(proposal, NoProposal) else "The agent proposed no change."
-        status.proposals = number
-        record(
-            status,
-            ProposalRecord(
-                number=number,
-                profile=name,
-                config=stable,
-                verdict="Held",
-                reason=proposal.reason if isinstance(proposal, NoProposal) else "NoChange",
-                message=message,
-                finished_at=now_iso(ctx.now),
-            ),
-        )
-        return Transition("NoChange", message)
-
+    if not isinstance(proposal, Proposal) or canonical_json(proposal.config) == canonical_json(stable):
+        return _nothing_to_roll_out(ctx, status, name, stable, proposal)
     if ctx.spec.mode == "Recommend":
-        status.proposals = number
-        status.recommendations = [r for r in status.recommendations if r.profile != name] + [
-            Recommendation(
-                profile=name,
-                config=proposal.config,
-                expected_improvement_pct=proposal.expected_improvement_pct,
-                confidence=proposal.confidence,
-                reason=proposal.reason,
-            )
-        ]
-        record(
-            status,
-            ProposalRecord(
-                number=number,
-                profile=name,
-                config=proposal.config,
-                verdict="Recommended",
-                reason="RecommendMode",
-                message=proposal.reason,
-                improvement_pct=proposal.expected_improvement_pct,
-                stable_config=stable,
-                finished_at=now_iso(ctx.now),
-            ),
-        )
-        return Transition(
-            "Recommended", f"Recommended a configuration for {name}; the ConfigMap is not touched in Recommend mode."
-        )
-
+        return _recommend(ctx, status, name, stable, proposal)
+    number = status.proposals + 1
     status.current = ProposalStatus(
         number=number,
         profile=name,
         config=proposal.config,
         stable_config=stable,
-        revision=f"{ctx.name}-{name}-{number}"[:253],
+        revision=rollout.revision_name(ctx.name, name, number),
         target=TargetRef(namespace=ref.namespace, name=ref.name, key=ref.key),
-        step_index=0,
-        canary_weight=0,
         stable_digest=snapshot.stable_digest(),
+        # Known before the write: a restart that finds these bytes under this revision knows the start happened.
+        canary_digest=digest(merge_stable(snapshot.stable or "{}", proposal.config)),
         pending_action="StartCanary",
         expected_improvement_pct=proposal.expected_improvement_pct,
     )
@@ -290,3 +260,66 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | N
     status.message = f"Proposal {number} for {name}: starting the canary."
     ports.persist(status)  # write-ahead: a restart now finishes (or verifies) the start
     return rollout.start_canary(ctx, ports, status, snapshot)
+
+
+def _nothing_to_roll_out(ctx: RunContext, status: RunStatus, name: str, stable: dict, proposal) -> Transition:
+    """The proposer had nothing (or only the stable configuration): the proposal counts and is recorded as Held."""
+    message = proposal.message if isinstance(proposal, NoProposal) else "The agent proposed no change."
+    status.proposals += 1
+    entry = ProposalRecord(
+        number=status.proposals,
+        profile=name,
+        config=stable,
+        verdict="Held",
+        reason=proposal.reason if isinstance(proposal, NoProposal) else "NoChange",
+        message=message,
+        finished_at=now_iso(ctx.now),
+    )
+    record(status, entry)
+    return Transition("NoChange", message)
+
+
+def _recommend(ctx: RunContext, status: RunStatus, name: str, stable: dict, proposal: Proposal) -> Transition:
+    status.proposals += 1
+    status.recommendations = [r for r in status.recommendations if r.profile != name] + [
+        Recommendation(
+            profile=name,
+            config=proposal.config,
+            expected_improvement_pct=proposal.expected_improvement_pct,
+            confidence=proposal.confidence,
+            reason=proposal.reason,
+        )
+    ]
+    entry = ProposalRecord(
+        number=status.proposals,
+        profile=name,
+        config=proposal.config,
+        verdict="Recommended",
+        reason="RecommendMode",
+        message=proposal.reason,
+        improvement_pct=proposal.expected_improvement_pct,
+        stable_config=stable,
+        finished_at=now_iso(ctx.now),
+    )
+    record(status, entry)
+    message = f"Recommended a configuration for {name}; the ConfigMap is not touched in Recommend mode."
+    return Transition("Recommended", message)
+
+
+def _overlapping_profiles(ctx: RunContext) -> str | None:
+    """Why two profiles of the run cannot both be tuned: they write the same parameter of the same ConfigMap key."""
+    seen: dict[tuple[str, str, str, str], str] = {}
+    for name in ctx.spec.profiles:
+        profile = ctx.profiles.get(name)
+        if not isinstance(profile, ParameterProfileSpec) or profile.target is None:
+            continue
+        ref = target_ref(profile.target, ctx.namespace)
+        for parameter in profile.parameter_names:
+            other = seen.setdefault((ref.namespace, ref.name, ref.key, parameter), name)
+            if other != name:
+                return (
+                    f"profiles {other} and {name} both tune {parameter!r} of ConfigMap {ref.namespace}/{ref.name} key "
+                    f"{ref.key}: one would undo the other's promotions. Remove the parameter from one profile, or tune "
+                    "them in separate runs (a ConfigMap carries one canary at a time)."
+                )
+    return None

@@ -56,6 +56,8 @@ class OperatorConfig:
     cache_dir: Path | None = None
     quick_twins: bool = True
     kubeconfig: str | None = None
+    # Namespaces a profile's target may be in besides the profile's own; None: any (RBAC decides).
+    allowed_target_namespaces: tuple[str, ...] | None = None
 
 
 class OperatorMetrics:
@@ -100,18 +102,31 @@ class CountingEvents:
     """An EventSink that also counts proposals, promotions and rollbacks for /metrics."""
 
     def __init__(
-        self, inner: EventSink, metrics: OperatorMetrics, namespace: str, run: str, profile_of: callable
+        self,
+        inner: EventSink,
+        metrics: OperatorMetrics,
+        namespace: str,
+        run: str,
+        profile_of: callable,
+        counted: set[str] | None = None,
     ) -> None:
         self.inner, self.metrics, self.namespace, self.run, self.profile_of = inner, metrics, namespace, run, profile_of
+        # Keyed actions this process counted already (the Event's own key stops a repeat across restarts).
+        self._counted = counted if counted is not None else set()
 
-    def emit(self, kind, reason, message, key=None) -> None:
+    def emit(self, kind, reason, message, key=None) -> bool:
+        new = self.inner.emit(kind, reason, message, key=key)
+        if key is not None:
+            if not new or key in self._counted:
+                return new  # this action was counted (and reported) before: a retried transition
+            self._counted.add(key)
         if reason == "CanaryStarted":
             self.metrics.proposals.labels(self.namespace, self.run, self.profile_of()).inc()
         elif reason == "Promoted":
             self.metrics.promotions.labels(self.namespace, self.run).inc()
         elif reason == "RolledBack":
             self.metrics.rollbacks.labels(self.namespace, self.run).inc()
-        self.inner.emit(kind, reason, message, key=key)
+        return new
 
 
 def make_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
@@ -145,6 +160,7 @@ class OperatorRuntime:
             tuple[str, str], str
         ] = {}  # (namespace, name) -> uid: stored models are owned by their profile
         self._prometheus: dict[str, PrometheusMetrics] = {}
+        self._counted_actions: dict[str, set[str]] = {}  # run uid -> keyed actions counted in /metrics
         self._lock = threading.Lock()
 
     # --- shared helpers -------------------------------------------------------------------------------
@@ -200,6 +216,7 @@ class OperatorRuntime:
     def forget(self, uid: str) -> None:
         with self._lock:
             pool = self._pools.pop(uid, None)
+            self._counted_actions.pop(uid, None)
         if pool is not None:
             pool.close()  # a deleted run's pretraining must not keep a core busy
 
@@ -232,6 +249,7 @@ class OperatorRuntime:
             now=_now(),
             previous=previous,
             name=meta.get("name"),
+            allowed_target_namespaces=self.config.allowed_target_namespaces,
         )
         self.metrics.reconcile_latency.labels("profile").observe(time.perf_counter() - started)
         return status.model_dump(mode="json", by_alias=True)
@@ -310,6 +328,7 @@ class OperatorRuntime:
             namespace,
             name,
             lambda: latest["status"].current.profile if latest["status"].current else "",
+            counted=self._counted_actions.setdefault(uid, set()),
         )
 
         try:

@@ -24,6 +24,13 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+#: Bounds that keep a typo from allocating terabytes or training for years (the original budget is 500,000 steps).
+MAX_EPISODES = 1_000_000
+MAX_STEPS_PER_EPISODE = 100_000
+MAX_TRAINING_STEPS = 100_000_000  # about 12 hours at the measured ~2,400 steps/s on two cores
+MAX_REPLAY = 1_000_000
+MAX_SEED = 2**32 - 1  # numpy and torch both take it
+
 
 class AgentSettings(BaseModel):
     """DQN hyper-parameters (defaults are the original system's)."""
@@ -36,18 +43,25 @@ class AgentSettings(BaseModel):
     )
 
     # --- training loop -------------------------------------------------------------------------
-    episodes: int = Field(1000, ge=1, description="Episodes in a full training run.")
-    steps_per_episode: int = Field(500, ge=1, description="Environment steps per episode (truncation).")
+    episodes: int = Field(1000, ge=1, le=MAX_EPISODES, description="Episodes in a full training run.")
+    steps_per_episode: int = Field(
+        500, ge=1, le=MAX_STEPS_PER_EPISODE, description="Environment steps per episode (truncation)."
+    )
     train_frequency: int = Field(4, ge=1, description="Environment steps per gradient update.")
     learning_starts: int = Field(
         1000, ge=0, description="Transitions the replay buffer must hold before updates start."
     )
 
     # --- optimisation --------------------------------------------------------------------------
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    learning_rate: float = Field(1e-3, gt=0, le=1, allow_inf_nan=False, description="Adam learning rate.")
     gamma: float = Field(0.95, ge=0, lt=1, description="Discount factor.")
     batch_size: int = Field(64, ge=1, description="Transitions per gradient update.")
-    replay_size: int = Field(100_000, ge=1, description="Replay buffer capacity (transitions).")
+    replay_size: int = Field(
+        100_000,
+        ge=1,
+        le=MAX_REPLAY,
+        description="Replay buffer capacity (transitions; at most 1,000,000, about 300 MB).",
+    )
     max_grad_norm: float | None = Field(
         10.0, gt=0, description="Clip the global gradient L2 norm to this; null disables clipping."
     )
@@ -67,10 +81,16 @@ class AgentSettings(BaseModel):
     epsilon_decay: float = Field(0.995, gt=0, le=1, description="Epsilon multiplier per episode.")
     epsilon_min: float = Field(0.01, ge=0, le=1, description="Epsilon floor.")
 
-    seed: int = Field(0, ge=0, description="Seeds network init, exploration, replay sampling, resets.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds network init, exploration, replay sampling, resets.")
 
     @model_validator(mode="after")
     def _check_relations(self) -> AgentSettings:
+        steps = self.episodes * self.steps_per_episode
+        if steps > MAX_TRAINING_STEPS:
+            raise ValueError(
+                f"episodes × stepsPerEpisode = {steps:,} environment steps is more than {MAX_TRAINING_STEPS:,} "
+                "(days of CPU); lower episodes or stepsPerEpisode"
+            )
         if self.batch_size > self.replay_size:
             raise ValueError(
                 f"batch_size (batchSize) = {self.batch_size} must not exceed "

@@ -13,6 +13,8 @@ from pydantic.alias_generators import to_camel
 GROUP = "autotune.dwcp.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+#: Every ConfigMap key (and label) under this prefix belongs to the operator (`canary/protocol.py`).
+RESERVED_PREFIX = f"{GROUP}."
 
 
 class CamelModel(BaseModel):

@@ -63,7 +63,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .base import GROUP, VERSION
+from .base import GROUP, RESERVED_PREFIX, VERSION
 from .profile import ParameterProfileSpec, ProfileStatus
 from .run import OptimizationRunSpec, RunStatus
 
@@ -88,6 +88,14 @@ class Overlay:
 
 
 _OVERLAYS: dict[str, Overlay] = {
+    "ConfigMapTarget": Overlay(
+        validations=(
+            {
+                "rule": f"!has(self.key) || !self.key.startsWith('{RESERVED_PREFIX}')",
+                "message": f"key: every key under {RESERVED_PREFIX} belongs to the canary protocol",
+            },
+        ),
+    ),
     "Parameter": Overlay(
         validations=(
             {"rule": "!has(self.min) || !has(self.max) || self.min < self.max", "message": "min must be below max"},

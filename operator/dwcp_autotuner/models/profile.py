@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .analysis import GuardLimit
-from .base import CamelModel
+from .base import RESERVED_PREFIX, CamelModel
 from .run import Condition
 from .space import TuningSpace
 
@@ -28,8 +28,16 @@ class ConfigMapTarget(CamelModel):
         "config.json",
         pattern=r"^[-._a-zA-Z0-9]+$",
         max_length=253,
-        description="Key holding the stable configuration as a JSON object.",
+        description=f"Key holding the stable configuration as a JSON object. Keys under `{RESERVED_PREFIX}` belong to "
+        "the canary protocol and cannot be used.",
     )
+
+    @field_validator("key")
+    @classmethod
+    def _not_a_protocol_key(cls, key: str) -> str:
+        if key.startswith(RESERVED_PREFIX):
+            raise ValueError(f"{key!r} is a canary-protocol key (every key under {RESERVED_PREFIX} is reserved)")
+        return key
 
 
 class ParameterProfileSpec(TuningSpace):

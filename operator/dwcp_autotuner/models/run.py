@@ -7,12 +7,13 @@ lives here and in the ConfigMaps, never only in the operator's process.
 
 from __future__ import annotations
 
+import urllib.parse
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .agent import AgentSettings
+from .agent import MAX_EPISODES, MAX_STEPS_PER_EPISODE, AgentSettings
 from .analysis import AnalysisSettings
 from .base import CamelModel
 
@@ -39,8 +40,10 @@ ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degr
 class RunAgentSettings(AgentSettings):
     """Agent settings of a run; pretraining budgets are usually far smaller than a local `tune`."""
 
-    episodes: int = Field(200, ge=1, description="Pretraining episodes on the profile's twin (when it has one).")
-    steps_per_episode: int = Field(100, ge=1, description="Steps per pretraining episode.")
+    episodes: int = Field(
+        200, ge=1, le=MAX_EPISODES, description="Pretraining episodes on the profile's twin (when it has one)."
+    )
+    steps_per_episode: int = Field(100, ge=1, le=MAX_STEPS_PER_EPISODE, description="Steps per pretraining episode.")
     warm_start: str | None = Field(
         None,
         description="Name of a ConfigMap in the run's namespace holding a stored model to start from "
@@ -155,6 +158,21 @@ class ContinuousSettings(CamelModel):
     )
 
 
+def check_http_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host and a valid port; raises ValueError naming what is wrong."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as error:
+        raise ValueError(f"{url!r} is not a valid URL ({error})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: the scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    del port
+    return url
+
+
 def sample_seconds(rollout: RolloutSettings, min_sample_seconds: float = 1.0) -> float:
     """Sample spacing (and `{{window}}`) of an analysis: the setting, else about two samples per needed sample.
 
@@ -209,7 +227,12 @@ class OptimizationRunSpec(CamelModel):
     agent: RunAgentSettings = Field(default_factory=RunAgentSettings, description="DQN settings.")
     budget: Budget = Field(default_factory=Budget, description="When the run stops.")
     rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Canary steps and analysis.")
-    prometheus_url: str | None = Field(None, description="Prometheus base URL; overrides the operator's default.")
+    prometheus_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#\s]+",
+        max_length=2048,
+        description="Prometheus base URL (http or https, with a host); overrides the operator's default.",
+    )
     freeze_windows: list[Annotated[str, Field(pattern=r"^(\d{2}:\d{2}-\d{2}:\d{2}|\S+/\S+)$")]] = Field(
         default_factory=list,
         description="No new proposal inside these windows: daily `HH:MM-HH:MM` (UTC) or `START/END` (RFC3339).",
@@ -218,6 +241,11 @@ class OptimizationRunSpec(CamelModel):
     continuous: ContinuousSettings = Field(
         default_factory=ContinuousSettings, description="Continuous re-optimization."
     )
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _usable_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_http_url(url)
 
     @model_validator(mode="after")
     def _unique_profiles(self) -> OptimizationRunSpec:
@@ -302,6 +330,7 @@ class ProposalStatus(CamelModel):
     )
     pending_reason: str | None = Field(None, description="Why the pending action was decided (e.g. GuardBreached).")
     promote_digest: str | None = Field(None, description="sha256 of the stable key as a pending promotion writes it.")
+    canary_digest: str | None = Field(None, description="sha256 of the canary key as the run wrote it.")
     expected_improvement_pct: float | None = None
     steps: list[StepRecord] = Field(default_factory=list, description="The last analysis of each step so far.")
 
@@ -339,6 +368,11 @@ class TrainingStatus(CamelModel):
     epsilon: float | None = None
     wall_seconds: float | None = None
     message: str | None = None
+    failed: bool = Field(False, description="Pretraining failed (the message says why); the profile learns online.")
+
+    @property
+    def busy(self) -> bool:
+        return not self.failed and self.episodes < self.episodes_total
 
 
 class LearningStatus(CamelModel):
@@ -354,6 +388,7 @@ class LearningStatus(CamelModel):
     last_fine_tune_at: str | None = None
     last_fine_tune: str | None = Field(None, description="Outcome of the last fine-tuning.")
     saved_at: str | None = None
+    save_error: str | None = Field(None, description="Why the last save failed (cleared by the next that works).")
     exploration_boosted_until: str | None = Field(
         None, description="Raised exploration (no improvement for a while) until then."
     )

@@ -31,6 +31,19 @@ class Unavailable(Exception):
     """The backend (Kubernetes API, Prometheus) could not be reached or answered with an error."""
 
 
+class Foreign(Exception):
+    """An object of that name exists but is not the operator's (it lacks the operator's labels): never modified."""
+
+
+@dataclass(frozen=True)
+class StoredMap:
+    """A ConfigMap read whole: its data, its decoded binaryData and its labels."""
+
+    data: Mapping[str, str]
+    binary: Mapping[str, bytes]
+    labels: Mapping[str, str]
+
+
 @dataclass(frozen=True)
 class OwnerRef:
     """The custom resource that owns what the controller creates (revisions are garbage-collected with it)."""
@@ -73,10 +86,13 @@ class ConfigStore(Protocol):
         owner: OwnerRef | None,
         labels: Mapping[str, str],
     ) -> None:
-        """Create or replace a (mutable) ConfigMap holding `binary_data` in binaryData (and `data`); last write wins."""
+        """Create or replace a (mutable) ConfigMap holding `binary_data` in binaryData (and `data`); last write wins.
 
-    def get_binary(self, namespace: str, name: str) -> tuple[Mapping[str, str], Mapping[str, bytes]]:
-        """A ConfigMap's data and decoded binaryData; raises NotFound or Unavailable."""
+        An existing ConfigMap of that name is replaced only when it carries every one of `labels` (it is the
+        operator's): otherwise `Foreign` is raised and nothing is written."""
+
+    def get_binary(self, namespace: str, name: str) -> StoredMap:
+        """A ConfigMap's data, decoded binaryData and labels; raises NotFound or Unavailable."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +110,12 @@ class MetricsSource(Protocol):
 
 
 class EventSink(Protocol):
-    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> None:
+    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> bool:
         """Record a Kubernetes Event (or a log line) about the resource being reconciled.
 
         `key` names the action the Event reports (e.g. "3/Promoted"): a sink records one Event per key, so
-        a transition retried after a failed status write is not reported twice."""
+        a transition retried after a failed status write is not reported twice. Returns False when the
+        keyed action had been recorded already (True otherwise, also when recording failed: best effort)."""
 
 
 def render_query(template: str, variant: Variant, window_seconds: float) -> str:
@@ -114,9 +131,10 @@ class RecordingEvents:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
 
-    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> None:
+    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> bool:
         if key is not None:
             if key in self.keys:
-                return
+                return False
             self.keys.add(key)
         self.events.append((kind, reason, message))
+        return True

@@ -40,7 +40,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from ..canary.protocol import ConfigRef, ConfigSnapshot
-from .base import Conflict, NotFound, OwnerRef, Unavailable
+from .base import Conflict, Foreign, NotFound, OwnerRef, StoredMap, Unavailable
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -240,7 +240,10 @@ class KubernetesConfigStore:
         owner: OwnerRef | None,
         labels: Mapping[str, str],
     ) -> None:
-        """Create the ConfigMap, or overwrite its keys (merge patch, unconditional: the newest model wins) if it exists."""
+        """Create the ConfigMap, or overwrite its keys (merge patch: the newest model wins) if it exists and is ours.
+
+        "Ours" is: it carries every one of `labels` (the operator's identifying labels). Any other ConfigMap of
+        that name (a user's, created before the operator's first save) raises `Foreign` and is left alone."""
         owner_refs = None
         if owner is not None:
             owner_refs = [
@@ -272,7 +275,14 @@ class KubernetesConfigStore:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-            # Exists: a merge patch of the same keys (the operator's RBAC has `patch`, not `update`).
+            existing = self._get(namespace, name, what=what)
+            present = dict(getattr(existing.metadata, "labels", None) or {})
+            if any(present.get(k) != v for k, v in labels.items()):
+                raise Foreign(
+                    f"ConfigMap {namespace}/{name} exists and is not the operator's (it lacks the labels "
+                    f"{', '.join(f'{k}={v}' for k, v in labels.items())}); it is never modified"
+                )
+            # Exists and ours: a merge patch of the same keys (the operator's RBAC has `patch`, not `update`).
             patch = {
                 "metadata": {"labels": dict(labels)},
                 "data": body.data or {},
@@ -293,10 +303,11 @@ class KubernetesConfigStore:
         except _TRANSPORT_ERRORS as exc:
             raise _unavailable(what, exc) from None
 
-    def get_binary(self, namespace: str, name: str) -> tuple[Mapping[str, str], Mapping[str, bytes]]:
+    def get_binary(self, namespace: str, name: str) -> StoredMap:
         cm = self._get(namespace, name, what=f"read model ConfigMap {namespace}/{name}")
         raw = getattr(cm, "binary_data", None) or {}
-        return _data(cm), {k: base64.b64decode(v) for k, v in raw.items()}
+        labels = dict(getattr(cm.metadata, "labels", None) or {})
+        return StoredMap(_data(cm), {k: base64.b64decode(v) for k, v in raw.items()}, labels)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -352,9 +363,9 @@ class KubernetesEvents:
         self._recent: collections.OrderedDict[tuple[str, str, str], tuple[str, int, float]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> None:
+    def emit(self, kind: Literal["Normal", "Warning"], reason: str, message: str, key: str | None = None) -> bool:
         try:
-            self._emit(kind, reason, message, key)
+            return self._emit(kind, reason, message, key)
         except Exception as exc:
             _LOGGER.warning(
                 "could not record event %s/%s about %s %s: %s",
@@ -364,8 +375,9 @@ class KubernetesEvents:
                 self.involved_object.get("name"),
                 exc,
             )
+            return True  # events are best effort: the action happened, whether or not its Event was recorded
 
-    def _emit(self, kind: str, reason: str, message: str, action: str | None = None) -> None:
+    def _emit(self, kind: str, reason: str, message: str, action: str | None = None) -> bool:
         message = message if len(message) <= 1024 else message[:1021] + "..."
         reason = reason[:128]
         key = (kind, reason, message)
@@ -385,7 +397,7 @@ class KubernetesEvents:
                     _request_timeout=self.timeout_seconds,
                 )
                 self._remember(key, name, count)
-                return
+                return True
             except ApiException as exc:
                 if exc.status != 404:  # 404: the event expired (TTL) — create a new one
                     raise
@@ -422,9 +434,10 @@ class KubernetesEvents:
             self.api.create_namespaced_event(self.namespace, body, _request_timeout=self.timeout_seconds)
         except ApiException as exc:
             if action is not None and exc.status == 409:
-                return  # this action's Event exists: it was reported before a retried transition
+                return False  # this action's Event exists: it was reported before a retried transition
             raise
         self._remember(key, name, 1)
+        return True
 
     def _remember(self, key: tuple[str, str, str], name: str, count: int) -> None:
         with self._lock:

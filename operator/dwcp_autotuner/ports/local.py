@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..canary.protocol import ConfigRef, ConfigSnapshot
-from .base import Conflict, NotFound, OwnerRef, Sample, Unavailable
+from .base import Conflict, Foreign, NotFound, OwnerRef, Sample, StoredMap, Unavailable
 
 try:  # POSIX only; on other platforms the in-process lock is all there is
     import fcntl
@@ -138,11 +138,13 @@ class FileConfigStore:
         owner: OwnerRef | None,
         labels: Mapping[str, str],
     ) -> None:
-        """Create or replace a ConfigMap with `binaryData` (stored base64, as the Kubernetes API does)."""
+        """Create or replace a ConfigMap with `binaryData` (stored base64, as the Kubernetes API does); only ours is replaced."""
         with self._locked(namespace):
             current = self._load(namespace, name)
             if current is not None and current.get("immutable"):
                 raise Conflict(f"ConfigMap {namespace}/{name} is immutable")
+            if current is not None and any((current.get("labels") or {}).get(k) != v for k, v in labels.items()):
+                raise Foreign(f"ConfigMap {namespace}/{name} exists and is not the operator's; it is never modified")
             doc: dict[str, Any] = {
                 "resourceVersion": _next_rv(current),
                 "data": _str_map(data or {}),
@@ -153,12 +155,12 @@ class FileConfigStore:
                 doc["owner"] = asdict(owner)
             self._store(namespace, name, doc)
 
-    def get_binary(self, namespace: str, name: str) -> tuple[Mapping[str, str], Mapping[str, bytes]]:
+    def get_binary(self, namespace: str, name: str) -> StoredMap:
         doc = self._load(namespace, name)
         if doc is None:
             raise NotFound(f"ConfigMap {namespace}/{name} not found")
         binary = {k: base64.b64decode(v) for k, v in (doc.get("binaryData") or {}).items()}
-        return dict(doc.get("data") or {}), binary
+        return StoredMap(dict(doc.get("data") or {}), binary, dict(doc.get("labels") or {}))
 
     # -- internals ------------------------------------------------------------------------------
 

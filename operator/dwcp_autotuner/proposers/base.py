@@ -51,6 +51,7 @@ class ProposalVerdict:
     promoted: bool
     reason: str
     reward: float  # promotions: the relative improvement (0.05 = +5 %); rollbacks: a penalty
+    key: str = ""  # unique per proposal (run uid / number): a verdict handed over twice is learned once
 
 
 class Proposer:
@@ -72,7 +73,8 @@ class Proposer:
         """One analysed canary step: both variants' measurements (the stable one is free data)."""
 
     def learn(self, profile_name: str, profile: ParameterProfileSpec, verdict: ProposalVerdict) -> None:
-        """The end of a proposal. Called once per proposal number, also across status-write failures."""
+        """The end of a proposal. A status write that fails after it can hand the same verdict over again:
+        a proposer learns each `verdict.key` once."""
 
     def learning_status(self, profile_name: str, profile: ParameterProfileSpec) -> LearningStatus | None:
         """What the run shows in `status.learning[profile]`; None: this proposer reports nothing."""

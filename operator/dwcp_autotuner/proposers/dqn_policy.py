@@ -25,6 +25,7 @@ from .base import NoProposal, Proposal, ProposalVerdict
 
 HOLDOUT_EVERY = 5  # one production transition in five is held out of the replay buffer
 PRODUCTION_LIMIT = 500
+LEARNED_LIMIT = 200  # verdict keys remembered (in the stored model too), so a verdict is learned once
 
 
 class DQNPolicy:
@@ -41,7 +42,7 @@ class DQNPolicy:
         self.learning = LearningStatus()
         self.holdout: list[Transition] = []
         self.boost = 0.0  # raised exploration rate (0: none)
-        self.learned: set[int] = set()  # proposal numbers already learned from (a retried verdict is learned once)
+        self.learned: list[str] = []  # verdict keys already learned from (a retried verdict is learned once)
 
     # --- the strategy's own parts -------------------------------------------------------------------
     def observation(self, config: Mapping[str, object]) -> np.ndarray:
@@ -67,6 +68,7 @@ class DQNPolicy:
         for counter in ("samples", "model_updates", "deployed_updates"):
             setattr(self.learning, counter, int(meta.get(counter, 0)))
         self.holdout = transitions_from(meta.get("holdout"))
+        self.learned = [str(k) for k in meta.get("learned") or []][-LEARNED_LIMIT:]
 
     def meta(self) -> dict:
         return {
@@ -76,6 +78,7 @@ class DQNPolicy:
             "model_updates": self.learning.model_updates,
             "deployed_updates": self.learning.deployed_updates,
             "holdout": transitions_to(self.holdout),
+            "learned": list(self.learned),
         }
 
     def propose(self, stable: Mapping[str, object]) -> Proposal | NoProposal | None:
@@ -87,9 +90,10 @@ class DQNPolicy:
         """Turn the verdict into a transition; False when nothing was learned (still pretraining, a repeat)."""
         self.tried.add(canonical_json(verdict.proposed))
         action = self.action_for(verdict.stable, verdict.proposed)
-        if self.agent is None or action is None or verdict.number in self.learned:
+        key = verdict.key or f"#{verdict.number}"
+        if self.agent is None or action is None or key in self.learned:
             return False
-        self.learned.add(verdict.number)
+        self.learned = (self.learned + [key])[-LEARNED_LIMIT:]
         transition = Transition(
             self.observation(verdict.stable), action, float(verdict.reward), self.observation(verdict.proposed), True
         )

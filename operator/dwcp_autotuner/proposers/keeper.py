@@ -15,7 +15,7 @@ import logging
 from ..agent.checkpoint import CheckpointError, CheckpointMismatch, make_checkpoint
 from ..models.agent import AgentSettings
 from ..models.run import RunAgentSettings
-from ..ports.base import NotFound, Unavailable
+from ..ports.base import Foreign, NotFound, Unavailable
 from .dqn_policy import DQNPolicy, restore_agent
 from .store import ModelStore, model_configmap_name
 from .twin_policy import TwinPolicy
@@ -70,5 +70,8 @@ class ModelKeeper:
         try:
             policy.learning.model = self.models.save(policy.name, dataclasses.replace(checkpoint, settings=base))
             policy.learning.saved_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        except (Unavailable, NotFound) as error:  # learning goes on; the next save retries
-            log.warning("could not store the model of %s: %s", policy.name, error)
+            policy.learning.save_error = None
+        except (Unavailable, NotFound, Foreign) as error:  # learning goes on; the next save retries
+            if policy.learning.save_error != str(error):
+                log.warning("could not store the model of %s: %s", policy.name, error)
+            policy.learning.save_error = str(error)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..agent.checkpoint import Checkpoint, CheckpointError, CheckpointMismatch, from_bytes, to_bytes
-from ..canary.protocol import ConfigRef
+from ..models.names import label_value, object_name
 from ..ports.base import ConfigStore, NotFound, OwnerRef
 
 PART_BYTES = 900 * 1024
@@ -36,7 +36,7 @@ LABEL = "autotune.dwcp.io/model"
 
 def model_configmap_name(profile_name: str) -> str:
     """The ConfigMap holding a profile's stored model (part 0 and the manifest)."""
-    return f"{profile_name[:240]}-model"
+    return object_name(profile_name, "model", limit=240)
 
 
 def _part_name(base: str, index: int) -> str:
@@ -98,7 +98,15 @@ def stored_model_state(
     """
     name = model_configmap_name(profile_name)
     try:
-        manifest = Manifest.parse(configs.read(ConfigRef(namespace, name, MANIFEST_KEY)).data.get(MANIFEST_KEY))
+        stored = configs.get_binary(namespace, name)
+        if LABEL not in stored.labels:
+            return (
+                False,
+                "ModelNameTaken",
+                f"ConfigMap {namespace}/{name} exists and is not a dwcp-autotuner model (no {LABEL} label): it is never "
+                "modified, so this profile's models are not stored until it is renamed or deleted.",
+            )
+        manifest = Manifest.parse(stored.data.get(MANIFEST_KEY))
     except NotFound:
         return None
     except CheckpointError as error:
@@ -152,7 +160,7 @@ class ModelStore:
         blob = to_bytes(checkpoint, compress=True)
         parts = [blob[i : i + self.part_bytes] for i in range(0, len(blob), self.part_bytes)] or [b""]
         owner = self.owner_of(profile_name)
-        labels = {LABEL: profile_name}
+        labels = {LABEL: label_value(profile_name)}
         for index in range(len(parts) - 1, 0, -1):  # further parts first, the manifest last
             self.configs.put_binary(
                 self.namespace, _part_name(base, index), {BLOB_KEY: parts[index]}, owner=owner, labels=labels
@@ -168,8 +176,11 @@ class ModelStore:
 
     def load(self, name: str, *, profile_hash: str) -> Checkpoint:
         """The stored checkpoint; raises NotFound, CheckpointMismatch (another space) or CheckpointError."""
-        data, binary = self.configs.get_binary(self.namespace, name)
-        manifest = Manifest.parse(data.get(MANIFEST_KEY))
+        stored = self.configs.get_binary(self.namespace, name)
+        if LABEL not in stored.labels:
+            raise CheckpointError(f"ConfigMap {self.namespace}/{name} is not a dwcp-autotuner model (no {LABEL} label)")
+        binary = stored.binary
+        manifest = Manifest.parse(stored.data.get(MANIFEST_KEY))
         if manifest.profile_hash != profile_hash:
             raise CheckpointMismatch(
                 f"model {self.namespace}/{name} was trained for parameter space {manifest.profile_hash}, "
@@ -178,7 +189,9 @@ class ModelStore:
         chunks = [binary.get(BLOB_KEY, b"")]
         for index in range(1, manifest.parts):
             try:
-                chunks.append(self.configs.get_binary(self.namespace, _part_name(name, index))[1].get(BLOB_KEY, b""))
+                chunks.append(
+                    self.configs.get_binary(self.namespace, _part_name(name, index)).binary.get(BLOB_KEY, b"")
+                )
             except NotFound:
                 raise CheckpointError(
                     f"model {self.namespace}/{name}: part {index} of {manifest.parts} is missing"

@@ -109,15 +109,19 @@ class TwinPolicy(DQNPolicy):
             self.warm = None
             self.agent, self.env, self.twin = agent, env, twin
             self.on_trained()
-        except Exception as error:
+        except Exception as error:  # a failed pretraining degrades to online learning, visibly
             log.exception("pretraining %s failed", self.name)
             self.progress = self.progress.model_copy(
-                update={"message": f"pretraining failed ({error}); learning online instead"}
+                update={
+                    "message": f"pretraining failed ({type(error).__name__}: {error}); learning online instead",
+                    "failed": True,
+                    "wall_seconds": round(time.perf_counter() - started, 3),
+                }
             )
-        finally:
-            self.progress = self.progress.model_copy(
-                update={"episodes": settings.episodes, "wall_seconds": round(time.perf_counter() - started, 3)}
-            )
+            return
+        self.progress = self.progress.model_copy(
+            update={"episodes": settings.episodes, "wall_seconds": round(time.perf_counter() - started, 3)}
+        )
 
     # --- proposing and judging ------------------------------------------------------------------------
     def suggest(self, stable: Mapping[str, object]) -> Proposal | None:

@@ -17,6 +17,19 @@ from .base import Workload
 WORKLOAD_NAMES = ("hde", "pba", "acp")
 
 
+def workload_interface(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(parameter names, metric names) of workload `name`, without building its data."""
+    if name == "hde":
+        from .hde import METRICS, PARAMS
+    elif name == "pba":
+        from .pba import METRICS, PARAMS
+    elif name == "acp":
+        from .acp import METRICS, PARAMS
+    else:
+        raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOAD_NAMES)})")
+    return PARAMS, METRICS
+
+
 def make_workload(name: str, *, quick: bool = False, **options: object) -> Workload:
     """The reference workload `name` ("hde", "pba" or "acp"); `quick` uses smaller data.
 
@@ -38,4 +51,4 @@ def make_workload(name: str, *, quick: bool = False, **options: object) -> Workl
     raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOAD_NAMES)})")
 
 
-__all__ = ["WORKLOAD_NAMES", "Workload", "make_workload"]
+__all__ = ["WORKLOAD_NAMES", "Workload", "make_workload", "workload_interface"]

@@ -85,6 +85,7 @@ class AcpWorkload:
 
     name = "acp"
     metric_names = METRICS
+    parameter_names = PARAMS
 
     def __init__(
         self,

@@ -25,6 +25,8 @@ class Workload(Protocol):
     name: str
     #: Exactly the metric names of the matching built-in space, in the same order.
     metric_names: tuple[str, ...]
+    #: The parameters a configuration must set (those of the matching built-in space).
+    parameter_names: tuple[str, ...]
 
     def options(self) -> dict:
         """JSON-able settings that change the results (sizes, link bandwidth …); a cache key."""

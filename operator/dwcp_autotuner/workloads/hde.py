@@ -85,6 +85,7 @@ class HdeWorkload:
 
     name = "hde"
     metric_names = METRICS
+    parameter_names = PARAMS
 
     def __init__(
         self,

@@ -52,6 +52,7 @@ class PbaWorkload:
 
     name = "pba"
     metric_names = METRICS
+    parameter_names = PARAMS
 
     def __init__(
         self,

@@ -1,0 +1,35 @@
+"""Whether a profile's declared twin (`spec.twin`) can stand in for its component: checked when the profile is validated."""
+
+from __future__ import annotations
+
+from ..models.profile import ParameterProfileSpec
+from ..workloads import workload_interface
+
+
+def twin_mismatch(profile: ParameterProfileSpec) -> str | None:
+    """Why the built-in workload `profile.twin` cannot measure the profile's space, or None when it can.
+
+    The twin is measured by running the workload at every grid point of the profile's parameters and
+    scoring the metrics it returns, so the profile must tune exactly the workload's parameters and score
+    only metrics the workload measures (its guards too)."""
+    if profile.twin is None:
+        return None
+    parameters, metrics = workload_interface(profile.twin)
+    problems = []
+    missing = [p for p in parameters if p not in profile.parameter_names]
+    unknown = [p for p in profile.parameter_names if p not in parameters]
+    if missing:
+        problems.append(f"lacks the parameter(s) {', '.join(missing)} the {profile.twin} workload needs")
+    if unknown:
+        problems.append(f"tunes {', '.join(unknown)}, which the {profile.twin} workload does not have")
+    scored = [t.metric for t in profile.objective] + [c.metric for c in profile.constraints]
+    scored += [g.metric for g in profile.guards]
+    unmeasured = sorted({m for m in scored if m not in metrics})
+    if unmeasured:
+        problems.append(
+            f"scores {', '.join(unmeasured)}, which the {profile.twin} workload does not measure "
+            f"(it measures {', '.join(metrics)})"
+        )
+    if not problems:
+        return None
+    return f"spec.twin {profile.twin}: the profile " + "; it ".join(problems) + ". Fix the names, or remove spec.twin."

@@ -1,0 +1,374 @@
+"""The fault suite: faults, edits and kills that once lost data, orphaned canaries or wedged runs (issue 10).
+
+Each test drives the operator's real runtime against the Kubernetes API emulator with faults injected on the
+wire (tests/support/faults.py says what is real and what stands in), and `World.check()` asserts the
+invariants after every tick: the stable bytes change only by a promotion and untuned keys never; at most one
+promotion, one Promoted Event and one counter increment per proposal; no canary keys of a run that ended.
+
+Behaviour a real cluster has and the emulator does not (and how the tests stay true there):
+- CEL rules (`x-kubernetes-validations`) are not run by the emulator: the reserved-key test checks that the
+  CRD carries the rule and that the model refuses the key, so on a real cluster `kubectl apply` is refused
+  by the rule and the operator refuses it as well.
+- Garbage collection is not emulated: revision and model ConfigMaps are left after their owner is deleted;
+  no test relies on their disappearing.
+- RBAC is not enforced: the least-privilege rules are checked on the rendered chart (tests/test_chart.py).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import yaml
+
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_REVISION_KEY
+from dwcp_autotuner.models.profile import ParameterProfileSpec
+from tests.support.faults import ROLLOUT, ROOT, Killed, profile_spec, stable_json, world
+
+pytestmark = pytest.mark.slow
+UNTUNED = {"log_level": "debug", "endpoint": "https://x"}
+
+
+def run_spec(*profiles: str, proposals: int = 2, **extra) -> dict:
+    return {"profiles": list(profiles), "budget": {"maxProposals": proposals}, "rollout": dict(ROLLOUT), **extra}
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+def history(w, run: str) -> list[tuple[str, str]]:
+    return [(h["verdict"], h["reason"]) for h in w.status(run).get("history") or []]
+
+
+# --- 1. data loss ----------------------------------------------------------------------------------------
+def test_a_promotion_keeps_every_key_it_does_not_tune_byte_for_byte(monkeypatch):
+    with world(monkeypatch) as w:
+        original = '{"batch": 8, "log_level": "debug",\n  "timeout": 800, "endpoint": "https://x"}'
+        w.configmap("svc-config", {"config.json": original})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc"))
+        w.run_until(lambda: w.finished("tune"))
+        assert ("Promoted", "CanaryBetter") in history(w, "tune")
+        stable = w.data("svc-config")["config.json"]
+        assert stable != original and json.loads(stable)["batch"] == 16
+        # Untuned keys keep their bytes, their order and the document's layout; only the tuned values changed.
+        assert stable.replace('"batch": 16', '"batch": 8').replace('"timeout": 1600', '"timeout": 800') == original
+        assert '"log_level": "debug",\n  ' in stable and stable.endswith('"endpoint": "https://x"}')
+
+
+def test_two_profiles_tuning_different_parameters_of_one_key_keep_each_others_values(monkeypatch):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800, "workers": 2}, **UNTUNED)})
+        w.profile("batching", profile_spec("batching", parameters=("batch",)))
+        w.profile("workers", profile_spec("workers", parameters=("workers",)))
+        w.run("tune", run_spec("batching", "workers", proposals=2))
+        w.run_until(lambda: w.finished("tune"))
+        assert [v for v, _ in history(w, "tune")] == ["Promoted", "Promoted"]
+        final = json.loads(w.data("svc-config")["config.json"])
+        assert final == {"batch": 16, "timeout": 800, "workers": 4, **UNTUNED}
+
+
+def test_two_profiles_of_one_run_tuning_the_same_parameter_of_one_key_are_refused_visibly(monkeypatch):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("a", profile_spec("a"))
+        w.profile("b", profile_spec("b", parameters=("batch",)))
+        w.run("tune", run_spec("a", "b"))
+        for _ in range(4):
+            w.tick()
+        ready = condition(w.status("tune"), "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ProfilesOverlap") and "'batch'" in ready["message"]
+        assert CANARY_KEY not in w.data("svc-config")
+
+
+def test_a_users_configmap_named_like_the_model_or_the_next_revision_is_never_modified(monkeypatch):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        mine = {"owner": "a person", "notes": "do not touch"}
+        w.core.create_namespaced_config_map(w.namespace, {"metadata": {"name": "tune-svc-1"}, "data": mine})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=1))
+        w.run_until(lambda: w.finished("tune"))
+        assert w.data("tune-svc-1") == mine  # the squatted revision name: left alone, another name used
+        assert history(w, "tune") == [("Promoted", "CanaryBetter")]
+        revision = w.status("tune")["history"][0]["revision"]
+        assert revision != "tune-svc-1" and json.loads(w.data(revision)["config.json"])["batch"] == 16
+        assert not w.errors
+
+
+def test_a_profile_may_not_name_a_canary_protocol_key_as_its_target_key():
+    spec = profile_spec(key="autotune.dwcp.io.canary-weight")
+    with pytest.raises(ValueError, match="canary-protocol key"):
+        ParameterProfileSpec.model_validate(spec)
+    # On a real cluster the CRD's CEL rule refuses it at `kubectl apply` already (the emulator runs no CEL).
+    crd = yaml.safe_load((ROOT / "crds" / "parameterprofiles.autotune.dwcp.io.yaml").read_text())
+    target = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["target"]
+    assert any("startsWith('autotune.dwcp.io.')" in rule["rule"] for rule in target["x-kubernetes-validations"])
+
+
+def test_switching_to_recommend_mid_rollout_withdraws_the_canary_and_promotes_nothing(monkeypatch):
+    with world(monkeypatch) as w:
+        stable = stable_json({"batch": 8, "timeout": 800})
+        w.configmap("svc-config", {"config.json": stable})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=3))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        w.custom.patch_namespaced_custom_object(
+            "autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", "tune", {"spec": {"mode": "Recommend"}}
+        )
+        w.run_until(lambda: w.finished("tune"))
+        assert w.data("svc-config")["config.json"] == stable and not set(CANARY_KEYS) & set(w.data("svc-config"))
+        assert history(w, "tune")[0] == ("RolledBack", "RecommendMode")
+        assert "Promoted" not in [v for v, _ in history(w, "tune")]
+
+
+# --- 2. orphaned canaries ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("what", ["deleted", "retargeted", "made invalid"])
+def test_a_profile_changed_mid_canary_takes_its_canary_with_it(monkeypatch, what):
+    with world(monkeypatch) as w:
+        stable = stable_json({"batch": 8, "timeout": 800})
+        w.configmap("svc-config", {"config.json": stable})
+        w.configmap("other-config", {"config.json": stable})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=1))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        api = ("autotune.dwcp.io", "v1alpha1", w.namespace, "parameterprofiles", "svc")
+        if what == "deleted":
+            w.custom.delete_namespaced_custom_object(*api)
+        elif what == "retargeted":
+            w.custom.patch_namespaced_custom_object(*api, {"spec": {"target": {"name": "other-config"}}})
+        else:  # valid for the schema, not for the model: an objective naming a metric that does not exist
+            w.custom.patch_namespaced_custom_object(
+                *api, {"spec": {"objective": [{"metric": "nope", "goal": "maximize"}]}}
+            )
+        w.tick()
+        w.tick()
+        assert not set(CANARY_KEYS) & set(w.data("svc-config")), what
+        assert w.data("svc-config")["config.json"] == stable
+        assert CANARY_KEY not in w.data("other-config")
+        reason = "ProfileRetargeted" if what == "retargeted" else "ProfileNotReady"
+        assert history(w, "tune")[-1] == ("RolledBack", reason)
+
+
+def test_a_run_deleted_mid_canary_withdraws_it_even_when_its_profile_is_gone(monkeypatch):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc"))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        w.custom.delete_namespaced_custom_object(
+            "autotune.dwcp.io", "v1alpha1", w.namespace, "parameterprofiles", "svc"
+        )
+        w.delete_run("tune")
+        w.assert_no_canary_left()
+
+
+# --- 3. runs that wedge -------------------------------------------------------------------------------------
+def test_two_runs_on_one_profile_both_finish(monkeypatch):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.run("first", run_spec("svc", proposals=2))
+        w.run("second", run_spec("svc", proposals=2))
+        w.run_until(lambda: w.finished("first") and w.finished("second"), limit=800)
+        w.assert_no_canary_left()
+        reasons = [r for run in ("first", "second") for _, r in history(w, run)]
+        assert "CanaryBetter" in reasons
+        assert not w.errors
+
+
+@pytest.mark.parametrize("edit", ["canary keys removed", "configmap recreated"])
+def test_a_canary_that_vanished_ends_its_proposal_and_the_run_goes_on(monkeypatch, edit):
+    with world(monkeypatch) as w:
+        stable = stable_json({"batch": 8, "timeout": 800})
+        w.configmap("svc-config", {"config.json": stable})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=2))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        if edit == "canary keys removed":
+            w.core.replace_namespaced_config_map(
+                "svc-config", w.namespace, {"metadata": {"name": "svc-config"}, "data": {"config.json": stable}}
+            )
+        else:
+            w.core.delete_namespaced_config_map("svc-config", w.namespace)
+            for _ in range(3):
+                w.tick()
+            assert condition(w.status("tune"), "Degraded")["reason"] == "TargetNotFound"
+            w.core.create_namespaced_config_map(
+                w.namespace, {"metadata": {"name": "svc-config"}, "data": {"config.json": stable}}
+            )
+        w.run_until(lambda: w.finished("tune"))
+        assert history(w, "tune")[0] == ("RolledBack", "CanaryRemoved")
+        assert len(history(w, "tune")) == 2  # the run went on with its second proposal
+
+
+def test_names_too_long_for_labels_work_end_to_end(monkeypatch):
+    with world(monkeypatch) as w:
+        profile = "p" + "-long" * 14  # 71 characters: more than a label value holds
+        run = "r" + "-verylong" * 10  # 91 characters
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile(profile, profile_spec(profile))
+        w.run(run, run_spec(profile, proposals=1))
+        w.run_until(lambda: w.finished(run))
+        assert history(w, run) == [("Promoted", "CanaryBetter")] and not w.errors
+
+
+def test_rollout_steps_shortened_mid_rollout_and_a_profile_removed_from_the_run_never_crash(monkeypatch):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.profile("other", profile_spec("other", target="other-config"))
+        w.configmap("other-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.run("tune", run_spec("svc", "other", proposals=3))
+        api = ("autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", "tune")
+        w.run_until(lambda: (w.status("tune").get("current") or {}).get("stepIndex", 0) >= 2)
+        w.custom.patch_namespaced_custom_object(*api, {"spec": {"rollout": {"steps": [50, 100]}}})
+        w.run_until(lambda: not w.status("tune").get("current") and w.status("tune").get("proposals") == 1)
+        w.run_until(lambda: (w.status("tune").get("current") or {}).get("profile") == "other")
+        w.custom.patch_namespaced_custom_object(*api, {"spec": {"profiles": ["svc"]}})
+        w.run_until(lambda: w.finished("tune"))
+        assert ("RolledBack", "ProfileNotReady") in history(w, "tune")
+        w.assert_no_canary_left()
+        assert not w.errors, w.errors
+
+
+def test_an_unusable_prometheus_url_is_refused_with_a_condition():
+    from dwcp_autotuner.models.run import OptimizationRunSpec
+
+    for url in ("http://[::1", "ftp://prometheus", "http://", "http://prometheus:99999"):
+        with pytest.raises(ValueError, match="prometheusUrl|URL|pattern"):
+            OptimizationRunSpec.model_validate({"profiles": ["svc"], "prometheusUrl": url})
+
+
+# --- 4. exactly once -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["status patch fails after the promotion", "killed after the promotion write"])
+def test_a_promotion_is_reported_counted_and_learned_exactly_once(monkeypatch, fault):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=1))
+        w.run_until(lambda: (w.status("tune").get("current") or {}).get("stepIndex") == 3)
+        if fault.startswith("status"):  # the ConfigMap write succeeds; the status PATCHes after it fail
+            w.inject("PATCH", r"optimizationruns/tune/status", "refuse", 500, times=3)
+        else:
+            w.inject("PATCH", r"/configmaps/svc-config$", "kill-after")
+        w.run_until(lambda: w.finished("tune"))
+        assert history(w, "tune") == [("Promoted", "CanaryBetter")]
+        events = [e for e in w.emulator.list_objects("events", w.namespace) if e["reason"] == "Promoted"]
+        assert sum(e.get("count", 1) for e in events) == 1
+        assert w.proposer.learned == [w.proposer.learned[0]]  # once
+        assert w.counted + w._counted(w.runtime) <= 1
+
+
+# --- 5. the random campaign ------------------------------------------------------------------------------------
+ACTIONS = [
+    ("refuse", 409),
+    ("refuse", 422),
+    ("refuse", 500),
+    ("refuse", 503),
+    ("lose-answer", 0),
+    ("kill-before", 0),
+    ("kill-after", 0),
+]
+TARGETS = [
+    ("PATCH", r"/configmaps/"),
+    ("GET", r"/configmaps/"),
+    ("POST", r"/configmaps$"),
+    ("PATCH", r"optimizationruns/[^/]+/status"),
+    ("GET", r"optimizationruns/"),
+    ("POST", r"/events$"),
+    ("GET", r"parameterprofiles/"),
+]
+
+
+def test_random_faults_and_kills_never_lose_a_byte_leave_a_canary_or_wedge_a_run(monkeypatch, capsys):
+    """Eight seeds of a whole run with a fault on a request in two ticks of five (any of the actions above on any
+    of the requests above), then no faults until it ends; the invariants are checked after every tick."""
+    faults = kills = 0
+    for seed in range(8):
+        rng = random.Random(seed)
+        with world(monkeypatch, namespace=f"campaign-{seed}") as w:
+            w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
+            w.profile("svc", profile_spec())
+            w.run("tune", run_spec("svc", proposals=4))
+            for _ in range(300):
+                if w.finished("tune"):
+                    break
+                if rng.random() < 0.4:
+                    action, status = rng.choice(ACTIONS)
+                    method, pattern = rng.choice(TARGETS)
+                    w.inject(method, pattern, action, status)
+                w.tick()
+            w.faults.rules.clear()
+            w.run_until(lambda: w.finished("tune"), limit=200)
+            w.assert_no_canary_left()
+            final = json.loads(w.data("svc-config")["config.json"])
+            assert {k: final[k] for k in UNTUNED} == UNTUNED
+            promoted = [h for h in w.status("tune")["history"] if h["verdict"] == "Promoted"]
+            assert len({h["number"] for h in promoted}) == len(promoted)
+            faults, kills = faults + len(w.wire), kills + w.kills
+    with capsys.disabled():
+        print(f"\nfault campaign: {faults} faults applied on the wire, {kills} of them kills, 8 runs, nothing lost")
+    assert faults >= 60 and kills >= 8
+
+
+def test_killed_at_every_write_of_a_rollout_the_run_resumes_and_promotes_once(monkeypatch):
+    """A kill right after each ConfigMap write and each status write of a whole rollout, one at a time."""
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=1))
+        for _ in range(12):
+            w.inject("PATCH", r"/configmaps/svc-config$|optimizationruns/tune/status|/configmaps$", "kill-after")
+            for _ in range(3):
+                w.tick()
+            if w.finished("tune"):
+                break
+        w.faults.rules.clear()
+        w.run_until(lambda: w.finished("tune"))
+        assert w.kills >= 6
+        assert history(w, "tune") == [("Promoted", "CanaryBetter")]
+        w.assert_no_canary_left()
+        assert w.data("svc-config").get(CANARY_REVISION_KEY) is None
+
+
+def test_killed_while_deleting_a_run_the_restarted_operator_still_withdraws_its_canary(monkeypatch):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc"))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        w.inject("GET", r"/configmaps/svc-config$", "kill-before")
+        w.delete_run("tune")
+        assert w.kills == 1
+        w.assert_no_canary_left()
+
+
+def test_a_long_continuous_run_through_cycles_and_faults_keeps_the_invariants(monkeypatch):
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
+        w.profile("svc", profile_spec())
+        spec = run_spec(
+            "svc",
+            proposals=2,
+            continuous={"enabled": True, "checkIntervalSeconds": 30, "windowSeconds": 30, "scheduleSeconds": 300},
+        )
+        w.run("tune", spec)
+        rng = random.Random(11)
+        for _ in range(900):
+            if rng.random() < 0.05:
+                action, status = rng.choice(ACTIONS)
+                method, pattern = rng.choice(TARGETS)
+                w.inject(method, pattern, action, status)
+            w.tick(2)
+        w.faults.rules.clear()
+        w.run_until(lambda: w.finished("tune") and not w.status("tune").get("current"))
+        assert w.status("tune")["cycle"] >= 2, w.status("tune").get("message")
+        w.assert_no_canary_left()
+        assert {k: json.loads(w.data("svc-config")["config.json"])[k] for k in UNTUNED} == UNTUNED
+
+
+def test_the_harness_kill_is_not_an_exception_the_operator_can_catch():
+    assert not issubclass(Killed, Exception)
