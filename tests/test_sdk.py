@@ -479,8 +479,8 @@ def test_a_component_fed_an_invalid_configuration_keeps_working_on_the_last_good
             and "confidence_threshold: 1.5 is outside [0.5, 0.99]" in line
             and "keeping the last good configuration" in line
         )
-        # Fixed: applied without a restart.
-        (folder / "config.json").write_text(json.dumps(PBA_DEFAULT))
+        # Fixed: applied without a restart (a value unlike the last good one, so the switch is visible).
+        (folder / "config.json").write_text(json.dumps({**PBA_DEFAULT, "confidence_threshold": 0.95}))
         wait_for(
             lambda: (
                 metric(metrics_of(port), "dwcp_sdk_parameter_value", variant="stable", parameter="confidence_threshold")

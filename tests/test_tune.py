@@ -78,6 +78,14 @@ def test_quick_tune_writes_a_complete_report(tmp_path, cache_dir):
         assert (out / name).stat().st_size > 0, name
     markdown = (out / "report.md").read_text()
     assert "| timeout_ms |" in markdown and "CanaryBetter" in markdown
+    # The original document's batch 47 beside what our ACP measures there, from fresh runs of both settings.
+    (published,) = acp["published"]
+    assert published["config"] == {"timeout_ms": 2000, "batch_size": 47, "quorum_size": 7}
+    throughput = next(f for f in published["figures"] if f["metric"] == "throughput_rps")
+    assert throughput["ours_before"] > 0 and throughput["ours_after"] > 0
+    assert throughput["ours_before"] != throughput["ours_after"]
+    assert "## The original document's figures beside ours" in markdown and "batch size 25 → 47" in markdown
+    assert ("rises" in published["why"]) == (throughput["ours_after"] > throughput["ours_before"] * 1.01)
     assert "acp" in stdout and "report.md" in stdout
     # The summary is a pipe here too: every tuned value is printed whole, not cut to a terminal width.
     assert all(f"{k}={v}" in stdout for k, v in acp["tuned"]["config"].items()), stdout
@@ -114,3 +122,24 @@ def test_ctrl_c_leaves_a_checkpoint_and_a_partial_report(tmp_path, cache_dir):
     assert restored.episode >= 50 and restored.action_count == 7
     agent = restored.to_agent()
     assert agent.q_values([0.5] * restored.observation_size).shape == (7,)
+
+
+def test_the_report_sets_every_published_figure_beside_ours_at_the_same_setting():
+    from dwcp_autotuner.models.builtin import BUILTIN_SPACES
+    from dwcp_autotuner.tuning.published import measure_published
+    from dwcp_autotuner.tuning.report import _published_markdown
+    from dwcp_autotuner.workloads import make_workload
+
+    components = {}
+    for name, space in BUILTIN_SPACES.items():
+        entries = measure_published(name, make_workload(name, quick=True), space.default_config(), seed=5, runs=2)
+        assert len(entries) == 1 and entries[0]["why"], name
+        for figure in entries[0]["figures"]:
+            assert figure["ours_before"] is not None and figure["ours_after"] is not None
+        components[name] = {"published": entries}
+    hde = {f["metric"]: f for f in components["hde"]["published"][0]["figures"]}
+    assert (hde["throughput_mbps"]["published_before"], hde["throughput_mbps"]["published_after"]) == (487.0, 612.0)
+    assert components["hde"]["published"][0]["config"]["compression_level"] == 6
+    markdown = "\n".join(_published_markdown({"components": components}))
+    assert "| hde | compression level 5 → 6 | throughput_mbps | 487 → 612 MB/s |" in markdown
+    assert "| pba | prediction window 30 s → 60 s | accuracy | 0.943 |" in markdown

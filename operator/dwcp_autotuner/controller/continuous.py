@@ -376,6 +376,7 @@ def _new_cycle(ctx: RunContext, ports: Ports, status: RunStatus, name: str, kind
     status.cycle += 1
     status.cycle_started_at = now_iso(ctx.now)
     status.cycle_proposals_start = status.proposals
+    status.holds = {}  # a new cycle asks again for every profile
     status.triggers = (
         status.triggers
         + [TriggerRecord(cycle=status.cycle, profile=name, kind=kind, evidence=evidence, at=now_iso(ctx.now))]

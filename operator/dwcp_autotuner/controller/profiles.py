@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -37,6 +38,13 @@ def parse_profile(spec: Mapping) -> ParameterProfileSpec | str:
     if profile.target is None:
         return "spec.target: required (the ConfigMap to tune)"
     return profile
+
+
+class NotReady(NamedTuple):
+    """Why a profile is not Ready: its condition's reason and message."""
+
+    reason: str
+    message: str
 
 
 def validate_profile(
@@ -74,24 +82,36 @@ def validate_profile(
     if mismatch is not None:
         return ready(False, "TwinMismatch", mismatch)
     assert profile.target is not None
-    elsewhere = profile.target.namespace
-    if elsewhere and elsewhere != namespace and allowed_target_namespaces is not None:
-        if elsewhere not in allowed_target_namespaces:
-            allowed = ", ".join(allowed_target_namespaces) or "none"
-            return ready(
-                False,
-                "TargetNamespaceNotAllowed",
-                f"spec.target.namespace {elsewhere}: the operator may change ConfigMaps only in the profile's own "
-                f"namespace and in {allowed} (chart values watchNamespaces/targetNamespaces, flag "
-                "--allowed-target-namespace).",
-            )
     ref = ConfigRef(profile.target.namespace or namespace, profile.target.name, profile.target.key)
+    problem = _target_problem(profile, ref, namespace, configs, allowed_target_namespaces) or _query_problem(
+        profile, metrics
+    )
+    if problem is not None:
+        return ready(False, *problem)
+    return ready(
+        True, "Valid", f"{len(profile.parameters)} parameters, target {ref.namespace}/{ref.name} key {ref.key}."
+    )
+
+
+def _target_problem(
+    profile, ref: ConfigRef, namespace: str, configs: ConfigStore, allowed: tuple[str, ...] | None
+) -> NotReady | None:
+    """Why the profile's target cannot be tuned (reason, message), or None: namespace allowed, ConfigMap there,
+    its stable configuration a JSON object within the profile's bounds."""
+    elsewhere = ref.namespace
+    if elsewhere != namespace and allowed is not None and elsewhere not in allowed:
+        return NotReady(
+            reason="TargetNamespaceNotAllowed",
+            message=f"spec.target.namespace {elsewhere}: the operator may change ConfigMaps only in the profile's own "
+            f"namespace and in {', '.join(allowed) or 'none'} (chart values watchNamespaces/targetNamespaces, flag "
+            "--allowed-target-namespace).",
+        )
     try:
         snapshot = configs.read(ref)
     except NotFound:
-        return ready(False, "TargetNotFound", f"ConfigMap {ref.namespace}/{ref.name} not found.")
+        return NotReady(reason="TargetNotFound", message=f"ConfigMap {ref.namespace}/{ref.name} not found.")
     except Unavailable as error:
-        return ready(False, "KubernetesUnavailable", str(error))
+        return NotReady(reason="KubernetesUnavailable", message=str(error))
     if snapshot.stable is not None:
         try:
             current = json.loads(snapshot.stable)
@@ -99,31 +119,35 @@ def validate_profile(
                 raise ValueError("not a JSON object")
             profile.coerce_config({k: v for k, v in current.items() if k in profile.parameter_names})
         except (ValueError, json.JSONDecodeError) as error:
-            return ready(False, "InvalidStableConfig", f"ConfigMap {ref.namespace}/{ref.name} key {ref.key}: {error}")
+            return NotReady(
+                reason="InvalidStableConfig", message=f"ConfigMap {ref.namespace}/{ref.name} key {ref.key}: {error}"
+            )
+    return None
 
+
+def _query_problem(profile, metrics: MetricsSource | None) -> NotReady | None:
+    """Why the profile's queries cannot measure it (reason, message), or None."""
     needed = {t.metric for t in profile.objective} | {g.metric for g in profile.guards}
     for metric in profile.metrics:
         if metric.name in needed and not metric.query:
-            return ready(
-                False,
-                "MissingQuery",
-                f"spec.metrics: {metric.name} is used by the objective or a guard but has no query.",
+            return NotReady(
+                reason="MissingQuery",
+                message=f"spec.metrics: {metric.name} is used by the objective or a guard but has no query.",
             )
-    if metrics is not None:
-        for metric in profile.metrics:
-            if not metric.query:
-                continue
-            try:
-                problem = metrics.validate(render_query(metric.query, "stable", 60))
-            except Unavailable as error:
-                return ready(False, "MetricsUnavailable", f"cannot check queries: {error}")
-            if problem:
-                return ready(
-                    False, "InvalidQuery", f"spec.metrics[{metric.name}].query: Prometheus rejects it: {problem}"
-                )
-    return ready(
-        True, "Valid", f"{len(profile.parameters)} parameters, target {ref.namespace}/{ref.name} key {ref.key}."
-    )
+    if metrics is None:
+        return None
+    for metric in profile.metrics:
+        if not metric.query:
+            continue
+        try:
+            problem = metrics.validate(render_query(metric.query, "stable", 60))
+        except Unavailable as error:
+            return NotReady(reason="MetricsUnavailable", message=f"cannot check queries: {error}")
+        if problem:
+            return NotReady(
+                reason="InvalidQuery", message=f"spec.metrics[{metric.name}].query: Prometheus rejects it: {problem}"
+            )
+    return None
 
 
 def _model_condition(

@@ -25,6 +25,7 @@ from ..canary.protocol import canonical_json, digest, merge_stable, target_ref, 
 from ..models.profile import ParameterProfileSpec
 from ..models.run import (
     TERMINAL_PHASES,
+    HoldRecord,
     Phase,
     ProposalRecord,
     ProposalStatus,
@@ -217,7 +218,9 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | N
     overlap = _overlapping_profiles(ctx)
     if overlap is not None:
         return Transition("ProfilesOverlap", overlap)
-    name = ctx.spec.profiles[(status.proposals - status.cycle_proposals_start) % len(ctx.spec.profiles)]
+    name = _next_profile(ctx, status)
+    if name is None:
+        return _all_held(ctx, ports, status)
     profile = ctx.profiles[name]
     assert not isinstance(profile, str)
     ref = target_ref(profile.target, ctx.namespace)
@@ -262,9 +265,37 @@ def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | N
     return rollout.start_canary(ctx, ports, status, snapshot)
 
 
+def _next_profile(ctx: RunContext, status: RunStatus) -> str | None:
+    """The next profile in turn that the proposer is not holding for (its hold expired, or none), else None."""
+    count = len(ctx.spec.profiles)
+    start = (status.proposals - status.cycle_proposals_start) % count
+    for offset in range(count):
+        name = ctx.spec.profiles[(start + offset) % count]
+        hold = status.holds.get(name)
+        if hold is None:
+            return name
+        until = parse_time(hold.until)
+        if until is not None and ctx.now >= until:
+            del status.holds[name]  # asked again now
+            return name
+    return None
+
+
+def _all_held(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition:
+    """Every profile is held: the run finishes when nothing better is in sight anywhere, else it waits."""
+    holds = {name: status.holds[name] for name in ctx.spec.profiles}
+    if all(h.until is None for h in holds.values()):
+        return _finish(ctx, ports, status, "Converged")
+    name, hold = min(((n, h) for n, h in holds.items() if h.until), key=lambda item: item[1].until or "")
+    return Transition("Holding", f"Holding {name} until {hold.until} ({hold.reason}): {hold.message}")
+
+
 def _nothing_to_roll_out(ctx: RunContext, status: RunStatus, name: str, stable: dict, proposal) -> Transition:
     """The proposer had nothing (or only the stable configuration): the proposal counts and is recorded as Held."""
     message = proposal.message if isinstance(proposal, NoProposal) else "The agent proposed no change."
+    if isinstance(proposal, NoProposal) and proposal.reason != "NoChange":
+        until = None if proposal.final else now_iso(ctx.now + dt.timedelta(seconds=ctx.spec.exploration.hold_seconds))
+        status.holds[name] = HoldRecord(reason=proposal.reason, message=message, at=now_iso(ctx.now), until=until)
     status.proposals += 1
     entry = ProposalRecord(
         number=status.proposals,
@@ -276,6 +307,8 @@ def _nothing_to_roll_out(ctx: RunContext, status: RunStatus, name: str, stable: 
         finished_at=now_iso(ctx.now),
     )
     record(status, entry)
+    if name in status.holds:
+        return Transition("Holding", f"Holding {name} ({proposal.reason}): {message}")
     return Transition("NoChange", message)
 
 

@@ -85,6 +85,7 @@ _FINISH = {
     "BudgetExhausted": "`budget.maxProposals` proposals were made (per cycle in a continuous run).",
     "DeadlineReached": "`budget.deadlineSeconds` passed since the run (or cycle) started.",
     "TargetReached": "The promotions reached `budget.targetImprovementPct`.",
+    "Converged": "The proposer sees no better configuration for any profile (the learned twin's optimistic bounds).",
 }
 
 RULES: tuple[Rule, ...] = (
@@ -114,6 +115,14 @@ RULES: tuple[Rule, ...] = (
         "`mode: Recommend`: a configuration went to `status.recommendations`.",
         event=("Normal", "Recommended"),
         always=True,
+    ),
+    _progress(
+        "Holding",
+        [P.PROPOSING],
+        None,
+        "Nothing safe and promising for a profile (the message says why): no canary; asked again after "
+        "`exploration.holdSeconds` (other profiles go on meanwhile).",
+        event=("Normal", "Holding"),
     ),
     _progress(
         "Frozen",

@@ -32,8 +32,11 @@ from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, RunStatus, Target
 from ..ports.base import ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
 from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents
 from ..ports.prometheus import PrometheusMetrics
+from ..proposers.base import Proposer
+from ..proposers.learned import LearnedTwinProposer
 from ..proposers.pool import AgentPool
 from ..proposers.store import ModelStore
+from ..proposers.twins import measure_profile_twin
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,7 @@ class OperatorRuntime:
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.configs: ConfigStore = KubernetesConfigStore(self.core)
         self.metrics = metrics or OperatorMetrics()
-        self._pools: dict[str, AgentPool] = {}
+        self._pools: dict[str, Proposer] = {}
         self._profile_uids: dict[
             tuple[str, str], str
         ] = {}  # (namespace, name) -> uid: stored models are owned by their profile
@@ -196,17 +199,26 @@ class OperatorRuntime:
                 self._prometheus[url] = PrometheusMetrics(url)
             return self._prometheus[url]
 
-    def pool(
-        self, uid: str, spec: OptimizationRunSpec, namespace: str = "default", run: str | None = None
-    ) -> AgentPool:
+    def pool(self, uid: str, spec: OptimizationRunSpec, namespace: str = "default", run: str | None = None) -> Proposer:
+        """The run's proposer (one per run, kept across ticks): the strategy `spec.agent.strategy` names."""
         with self._lock:
             if uid not in self._pools:
                 models = ModelStore(
                     self.configs, namespace, owner_of=lambda profile: self._profile_owner(namespace, profile), run=run
                 )
-                self._pools[uid] = AgentPool(
-                    spec.agent, cache_dir=self.config.cache_dir, quick_twins=self.config.quick_twins, models=models
-                )
+                if spec.agent.strategy == "DQN":
+                    self._pools[uid] = AgentPool(
+                        spec.agent, cache_dir=self.config.cache_dir, quick_twins=self.config.quick_twins, models=models
+                    )
+                else:
+                    seed, cache, quick = spec.agent.seed, self.config.cache_dir, self.config.quick_twins
+
+                    def twin_source(name, profile):
+                        return measure_profile_twin(profile, seed=seed, cache_dir=cache, quick=quick)
+
+                    self._pools[uid] = LearnedTwinProposer(
+                        spec.agent, exploration=spec.exploration, twin_source=twin_source, models=models
+                    )
             return self._pools[uid]
 
     def _profile_owner(self, namespace: str, profile: str) -> OwnerRef | None:

@@ -40,6 +40,13 @@ ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degr
 class RunAgentSettings(AgentSettings):
     """Agent settings of a run; pretraining budgets are usually far smaller than a local `tune`."""
 
+    strategy: Literal["LearnedTwin", "DQN"] = Field(
+        "LearnedTwin",
+        description="LearnedTwin: a learned twin of each profile (its measured twin or a similar stored model as "
+        "prior), updated from every canary step, with a DQN planning on it. DQN: the earlier agent (pretrained on "
+        "the measured twin, or learning online from verdicts alone).",
+    )
+
     episodes: int = Field(
         200, ge=1, le=MAX_EPISODES, description="Pretraining episodes on the profile's twin (when it has one)."
     )
@@ -56,6 +63,18 @@ class RunAgentSettings(AgentSettings):
         86400, ge=60, description="Fine-tune the policy on the collected samples this often."
     )
     fine_tune_updates: int = Field(200, ge=1, description="Gradient updates of one fine-tuning.")
+    planning_updates: int = Field(
+        300,
+        ge=0,
+        le=100_000,
+        description="Gradient updates of the planning DQN on the learned twin after each verdict.",
+    )
+    planning_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="At most this long per verdict for those updates (the operator's reconcile never waits).",
+    )
     fine_tune_min_gain_pct: float = Field(
         1.0,
         ge=0,
@@ -126,6 +145,44 @@ class ExplorationSettings(CamelModel):
     )
     boost_seconds: int = Field(21600, ge=1, description="How long raised exploration lasts.")
     boost_epsilon: float = Field(0.5, gt=0, le=1, description="Exploration rate while raised.")
+    harm_cost_pct: float = Field(
+        1.0,
+        ge=0,
+        le=1000,
+        description="What a canary that turns out worse than the stable configuration costs, in percent of the score: "
+        "a candidate is canaried only when the improvement the learned twin expects exceeds this times its "
+        "probability of being worse (0: every promising candidate).",
+    )
+    pessimism: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="Standard deviations taken off the learned twin's mean when screening a candidate.",
+    )
+    safety_margin_pct: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        description="A candidate whose pessimistic score is worse than the stable one by more than this is never "
+        "canaried (guards add their maxDegradationPct for their own metric).",
+    )
+    min_gain_pct: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="Improvements smaller than this (percent of the score) are not worth a canary, whatever the "
+        "analysis could detect.",
+    )
+    trust_region_steps: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Grid steps a proposal may move each parameter at first (twice this with a twin prior); doubled "
+        "after a promotion, halved after a worse canary.",
+    )
+    hold_seconds: int = Field(
+        3600, ge=1, description="When nothing is safe and promising, ask the proposer again after this long."
+    )
     pause_on_guard_breach: bool = Field(
         True, description="No new proposal while a guard of the stable configuration breaches (continuous runs)."
     )
@@ -392,6 +449,20 @@ class LearningStatus(CamelModel):
     exploration_boosted_until: str | None = Field(
         None, description="Raised exploration (no improvement for a while) until then."
     )
+    prior: str | None = Field(
+        None, description="What the learned twin started from: a measured twin, a similar model, or none."
+    )
+    observations: int = Field(0, description="Measurements (variant × analysed step) the learned twin holds.")
+    trust_region_steps: int | None = Field(None, description="Grid steps the next proposal may move each parameter.")
+
+
+class HoldRecord(CamelModel):
+    """A profile the proposer had nothing safe and promising for: asked again at `until` (never, when converged)."""
+
+    reason: str = Field(description="NothingSafe (held, asked again later) or Converged (nothing better in sight).")
+    message: str
+    at: str
+    until: str | None = Field(None, description="When the proposer is asked again; empty: not in this cycle.")
 
 
 class RejectedConfig(CamelModel):
@@ -440,6 +511,9 @@ class RunStatus(CamelModel):
     training: dict[str, TrainingStatus] = Field(default_factory=dict, description="Pretraining statistics per profile.")
     learning: dict[str, LearningStatus] = Field(
         default_factory=dict, description="Learning from production per profile."
+    )
+    holds: dict[str, HoldRecord] = Field(
+        default_factory=dict, description="Profiles the proposer holds for (nothing safe and promising), with why."
     )
     rejected: list[RejectedConfig] = Field(
         default_factory=list,

@@ -35,10 +35,14 @@ class Proposal:
 
 @dataclass(frozen=True)
 class NoProposal:
-    """Why there is nothing to canary now: `reason` is a CamelCase condition reason, `message` one sentence."""
+    """Why there is nothing to canary now: `reason` is a CamelCase condition reason, `message` one sentence.
+
+    `final`: nothing better can be found (the run finishes, reason Converged); otherwise the run holds and
+    asks again after `exploration.holdSeconds`."""
 
     reason: str
     message: str
+    final: bool = False
 
 
 @dataclass(frozen=True)

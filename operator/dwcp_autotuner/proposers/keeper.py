@@ -12,12 +12,12 @@ import dataclasses
 import datetime as dt
 import logging
 
-from ..agent.checkpoint import CheckpointError, CheckpointMismatch, make_checkpoint
+from ..agent.checkpoint import Checkpoint, CheckpointError, CheckpointMismatch, make_checkpoint
 from ..models.agent import AgentSettings
 from ..models.run import RunAgentSettings
 from ..ports.base import Foreign, NotFound, Unavailable
 from .dqn_policy import DQNPolicy, restore_agent
-from .store import ModelStore, model_configmap_name
+from .store import ModelIndex, ModelStore, model_configmap_name, parameter_signature
 from .twin_policy import TwinPolicy
 
 REPLAY_SAMPLE = 1000  # transitions kept in a stored model (39 observations: ~330 KB before compression)
@@ -75,3 +75,94 @@ class ModelKeeper:
             if policy.learning.save_error != str(error):
                 log.warning("could not store the model of %s: %s", policy.name, error)
             policy.learning.save_error = str(error)
+
+
+class LearnedKeeper:
+    """Keeps a learned-twin proposer's state: the twin's observations, its trust region and the planning DQN.
+
+    Stored as one checkpoint of the planner's DQN whose metadata carries the learned twin (plain JSON), so the
+    operator's model ConfigMaps hold both, and the index (`ModelIndex`) lets a profile with the same parameter
+    names and types start from it (transfer across components and clusters)."""
+
+    KIND = "learned-twin"
+
+    def __init__(self, models: ModelStore | None, settings: RunAgentSettings) -> None:
+        self.models, self.settings = models, settings
+        self.index = None if models is None else ModelIndex(models.configs, models.namespace)
+
+    def load(self, name: str, profile, learning) -> tuple[dict, Checkpoint] | None:
+        """The stored state of this profile's own model, if it fits; `learning` says what happened either way."""
+        if self.models is None:
+            return None
+        target = self.settings.warm_start or model_configmap_name(name)
+        learning.model = model_configmap_name(name)
+        try:
+            checkpoint = self.models.load(target, profile_hash=profile.space_hash())
+        except NotFound:
+            learning.warm_start, learning.warm_start_message = "None", f"no stored model {target}; starting fresh"
+            return None
+        except CheckpointMismatch as error:
+            learning.warm_start, learning.warm_start_message = "Incompatible", f"{error}; starting fresh"
+            return None
+        except (CheckpointError, Unavailable) as error:
+            learning.warm_start, learning.warm_start_message = "Unreadable", f"{error}; starting fresh"
+            return None
+        meta = checkpoint.normalisation
+        if meta.get("kind") != self.KIND:
+            learning.warm_start = "Incompatible"
+            learning.warm_start_message = (
+                f"model {target} is a {meta.get('kind')} DQN of the previous strategy; starting fresh"
+            )
+            return None
+        learning.warm_start = "Loaded"
+        learning.warm_start_message = (
+            f"model {target}: a learned twin of {len(meta.get('twin', {}).get('observations') or [])} observations, "
+            f"its planner after {checkpoint.gradient_updates} updates"
+        )
+        return meta, checkpoint
+
+    def similar(self, name: str, profile) -> tuple[dict, str] | None:
+        """The stored learned twin of a profile with the same parameter names and types, and what it is."""
+        if self.models is None or self.index is None:
+            return None
+        signature = parameter_signature(profile.parameters)
+        candidates = [(None, {"model": self.settings.warm_start or model_configmap_name(name)})]
+        try:
+            candidates += self.index.similar(name, signature)
+        except Unavailable:
+            pass
+        for other, entry in candidates:
+            try:
+                checkpoint = self.models.load(entry["model"], profile_hash=None)
+            except (NotFound, CheckpointError, Unavailable, KeyError):
+                continue
+            meta = checkpoint.normalisation
+            if meta.get("kind") == self.KIND and meta.get("signature") == signature and meta.get("space"):
+                who = "this profile's model of an earlier parameter space" if other is None else f"profile {other}"
+                count = len(meta.get("twin", {}).get("observations") or [])
+                return meta, f"similar model {entry['model']} ({who}, {count} observations)"
+        return None
+
+    def save(self, name: str, profile, meta: dict, agent, learning) -> None:
+        if self.models is None or not self.settings.persist_model or agent is None:
+            return
+        meta = {
+            **meta,
+            "kind": self.KIND,
+            "signature": parameter_signature(profile.parameters),
+            "space": [p.dump() for p in profile.parameters],
+        }
+        checkpoint = make_checkpoint(agent, profile_hash=profile.space_hash(), normalisation=meta, replay_sample=500)
+        base = AgentSettings.model_validate(agent.settings.model_dump(include=set(AgentSettings.model_fields)))
+        try:
+            learning.model = self.models.save(name, dataclasses.replace(checkpoint, settings=base))
+            learning.saved_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            learning.save_error = None
+            if self.index is not None:
+                self.index.record(
+                    name, meta["signature"], learning.model, len(meta.get("twin", {}).get("observations") or [])
+                )
+        except (Unavailable, NotFound, Foreign) as error:
+            if learning.save_error != str(error):
+                log.warning("could not store the model of %s: %s", name, error)
+            learning.save_error = str(error)

@@ -174,14 +174,14 @@ class ModelStore:
         )
         return base
 
-    def load(self, name: str, *, profile_hash: str) -> Checkpoint:
+    def load(self, name: str, *, profile_hash: str | None) -> Checkpoint:
         """The stored checkpoint; raises NotFound, CheckpointMismatch (another space) or CheckpointError."""
         stored = self.configs.get_binary(self.namespace, name)
         if LABEL not in stored.labels:
             raise CheckpointError(f"ConfigMap {self.namespace}/{name} is not a dwcp-autotuner model (no {LABEL} label)")
         binary = stored.binary
         manifest = Manifest.parse(stored.data.get(MANIFEST_KEY))
-        if manifest.profile_hash != profile_hash:
+        if profile_hash is not None and manifest.profile_hash != profile_hash:
             raise CheckpointMismatch(
                 f"model {self.namespace}/{name} was trained for parameter space {manifest.profile_hash}, "
                 f"the profile's space is now {profile_hash}"
@@ -200,3 +200,50 @@ class ModelStore:
         if len(blob) != manifest.size or hashlib.sha256(blob).hexdigest() != manifest.sha256:
             raise CheckpointError(f"model {self.namespace}/{name}: parts do not match the manifest (interrupted save?)")
         return from_bytes(blob, profile_hash=profile_hash)
+
+
+# --- the index: which models a namespace holds, so a new profile can find a similar one ----------------------
+INDEX_NAME = "dwcp-autotuner-models"
+INDEX_LABEL = "autotune.dwcp.io/model-index"
+
+
+def parameter_signature(parameters) -> str:
+    """What makes two profiles' models transferable: the same parameter names and types (bounds may differ)."""
+    return ",".join(sorted(f"{p.name}:{p.type}" for p in parameters))
+
+
+class ModelIndex:
+    """One ConfigMap per namespace listing the stored models (a key per profile), kept by the operator.
+
+    The operator may not list ConfigMaps (it reads each by name), so a model of a similar profile is found
+    through this index: each save records the profile's parameter signature, its model's name and size."""
+
+    def __init__(self, configs: ConfigStore, namespace: str) -> None:
+        self.configs, self.namespace = configs, namespace
+
+    def record(self, profile_name: str, signature: str, model: str, observations: int) -> None:
+        entry = json.dumps({"signature": signature, "model": model, "observations": observations}, sort_keys=True)
+        self.configs.put_binary(
+            self.namespace,
+            INDEX_NAME,
+            {},
+            data={label_value(profile_name): entry},
+            owner=None,
+            labels={INDEX_LABEL: "true"},
+        )
+
+    def similar(self, profile_name: str, signature: str) -> list[tuple[str, dict]]:
+        """Other profiles' models with the same signature, the most observed first."""
+        try:
+            stored = self.configs.get_binary(self.namespace, INDEX_NAME)
+        except NotFound:
+            return []
+        found = []
+        for key, text in stored.data.items():
+            try:
+                entry = json.loads(text)
+            except ValueError:
+                continue
+            if key != label_value(profile_name) and isinstance(entry, dict) and entry.get("signature") == signature:
+                found.append((key, entry))
+        return sorted(found, key=lambda item: -int(item[1].get("observations", 0)))

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..env.twin import Twin, load_or_measure_twin
 from ..models.profile import ParameterProfileSpec
-from ..workloads import workload_interface
+from ..workloads import make_workload, workload_interface
+
+
+def measure_profile_twin(
+    profile: ParameterProfileSpec, *, seed: int, cache_dir: Path | None, quick: bool
+) -> Twin | None:
+    """The twin of the profile's space measured with its built-in workload (cached on disk), or None without one."""
+    if profile.twin is None:
+        return None
+    twin, _ = load_or_measure_twin(
+        profile.tuning_space(), make_workload(profile.twin, quick=quick), seed=seed, cache_dir=cache_dir
+    )
+    return twin
 
 
 def twin_mismatch(profile: ParameterProfileSpec) -> str | None:

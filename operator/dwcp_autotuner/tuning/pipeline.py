@@ -29,9 +29,11 @@ from ..env.rollout import visit
 from ..env.tuning_env import Component, TuningEnv
 from ..env.twin import Twin, load_or_measure_twin
 from ..models.agent import AgentSettings
+from ..models.builtin import BUILTIN_SPACES
 from ..models.space import ParamValue, TuningSpace
 from ..rollout.statistics import AnalysisSettings, MetricSamples, Verdict, analyse
 from ..workloads import make_workload
+from .published import measure_published
 
 
 @dataclass
@@ -62,6 +64,7 @@ class ComponentResult:
     optimum_config: dict[str, ParamValue] | None = None
     optimum_score: float | None = None
     baseline_runs: list[dict[str, float]] = field(default_factory=list)
+    published: list[dict] = field(default_factory=list)  # the original document's figures beside ours (published.py)
     tuned_runs: list[dict[str, float]] = field(default_factory=list)
     verdict: Verdict | None = None
     verify_seconds: float = 0.0
@@ -307,6 +310,9 @@ def _verify(options: TuneOptions, result: TuneResult, progress: Progress) -> Non
             for config, sink in order:
                 sink.append(workload.run(config, base_seed + i))
             progress.advance(task, 2 * (i + 1))
+        if name in BUILTIN_SPACES and default == BUILTIN_SPACES[name].default_config():
+            # The defaults are the original system's "before" configuration: its published figures compare.
+            comp.published = measure_published(name, workload, default, base_seed)
         comp.verify_seconds = time.perf_counter() - started
         progress.finish(task)
         baseline_means = {m: float(np.mean([r[m] for r in comp.baseline_runs])) for m in comp.baseline_runs[0]}

@@ -67,6 +67,7 @@ def component_json(comp: ComponentResult, result: TuneResult) -> dict:
             "provenance": comp.twin.provenance,
         },
         "sensitivity": {name: [[v, _num(s)] for v, s in pts] for name, pts in comp.sensitivity.items()},
+        "published": comp.published,
     }
 
 
@@ -189,6 +190,7 @@ def report_markdown(data: dict) -> str:
                 "more verification runs (--verify-samples) or a quieter machine may settle it."
             )
         lines += ["", f"![sensitivity](sensitivity-{name}.png)"]
+    lines += _published_markdown(data)
     lines += [
         "",
         "## Training",
@@ -203,6 +205,36 @@ def report_markdown(data: dict) -> str:
     if data.get("checkpoint"):
         lines.append(f"Checkpoint: `{data['checkpoint']}`.")
     return "\n".join(lines) + "\n"
+
+
+def _published_markdown(data: dict) -> list[str]:
+    """The original document's figures beside our workloads' at the same settings (tuning/published.py)."""
+    entries = [(name, entry) for name, comp in data["components"].items() for entry in comp.get("published") or []]
+    if not entries:
+        return []
+    lines = [
+        "",
+        "## The original document's figures beside ours",
+        "",
+        "Measured with our workloads at the same settings, the other parameters at the built-in defaults "
+        '(the original system\'s "before" configuration), mean of fresh runs.',
+        "",
+        "| component | setting | metric | published | ours |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in entries:
+        for f in entry["figures"]:
+            unit = f" {f['unit']}" if f["unit"] else ""
+            published = (
+                " → ".join(_fmt(v) for v in (f["published_before"], f["published_after"]) if v is not None) or "–"
+            )
+            lines.append(
+                f"| {name} | {entry['setting']} | {f['metric']} | {published}{unit if published != '–' else ''} | "
+                f"{_fmt(f['ours_before'])} → {_fmt(f['ours_after'])}{unit} |"
+            )
+    lines.append("")
+    lines += [f"- **{name}, {entry['setting']}.** {entry['why']}" for name, entry in entries]
+    return lines
 
 
 def write_plots(result: TuneResult, folder: Path) -> list[Path]:

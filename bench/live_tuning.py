@@ -1,0 +1,502 @@
+"""Live tuning quality: how close each method gets to the live optimum in few canaries, and how many canaries hurt.
+
+Every method drives the real controller (`controller.run.reconcile`) with the local adapters (ConfigMaps as
+files on tmpfs, metrics from in-process functions) and a simulated clock: each proposal goes through the same
+canary (5 → 25 → 50 → 100 %, an analysis of 11 samples per variant every 600 s, promotion only when better at
+p < 0.001, rollback when worse or inconclusive), exactly as in a cluster. What differs is only the proposer.
+
+The live system is a twin of the component's real workload (its measured means and single-run noise, as
+`bench/tuning_quality.py`'s NoisyObjective draws them): each metric sample of a variant is the mean of the
+configuration that variant runs, times (1 + cv × N(0, 1)). `--shift COMPONENT.OPTION=VALUE` measures the live
+twin with a workload option changed (e.g. `hde.link_mbps=1000`); the twin prior of `ours_twin_prior` stays
+the unshifted twin, measured with other seeds.
+
+Methods: `ours` (the learned twin, no prior, with the DQN planning on it), `ours_twin_prior` (the same with the
+measured twin as prior), `ours_no_dqn` (the learned twin with a direct acquisition argmax: the ablation),
+`previous` (the online DQN the operator used before), `random` (a uniform grid point), `hill_climb` (a random
+one-step neighbour), `tpe` and `gp` (Optuna's samplers, told each canary's measured score).
+
+Reported per component and budget (canaries): the fraction of the live optimum reached by the deployed
+(stable) configuration, mean and min over seeds, and the harmful canaries: those whose configuration is truly
+(noise-free) worse than the stable configuration it challenged. A method that holds (nothing safe and
+promising) keeps its last configuration for the larger budgets.
+
+    python bench/live_tuning.py --seeds 1,2,3 --budgets 5,10,20,40 --components hde,pba,acp --json out.json
+    python bench/live_tuning.py --components hde --shift hde.link_mbps=1000 --methods ours_twin_prior,gp
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dwcp_autotuner.canary.protocol import CANARY_KEY, ConfigRef, canonical_json
+from dwcp_autotuner.controller.context import Ports, RunContext
+from dwcp_autotuner.controller.run import reconcile
+from dwcp_autotuner.env.twin import Twin, load_or_measure_twin
+from dwcp_autotuner.models.builtin import BUILTIN_SPACES
+from dwcp_autotuner.models.profile import ParameterProfileSpec
+from dwcp_autotuner.models.run import ExplorationSettings, OptimizationRunSpec, RunAgentSettings, RunStatus
+from dwcp_autotuner.ports.base import RecordingEvents
+from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
+from dwcp_autotuner.proposers.base import NoProposal, Proposal, Proposer
+from dwcp_autotuner.workloads import make_workload
+
+NS, CM = "live", "target"
+INTERVAL = 600.0
+METHODS = ("ours", "ours_twin_prior", "ours_no_dqn", "previous", "random", "hill_climb", "tpe", "gp")
+EXTRA_METHODS = ("ours_ensemble", "ours_ensemble_twin_prior")  # the learned twin as a deep ensemble instead of a GP
+DEFAULT_OPTIONS = {"hde": {"link_mbps": 100.0}}
+LIVE_SEED, PRIOR_SEED = 100, 0  # the live twin and the prior twin are measured with different seeds
+
+
+# --- the live system -------------------------------------------------------------------------------------
+@dataclass
+class Live:
+    """A component as the canary sees it: every metric sample a noisy draw around its configuration's mean."""
+
+    name: str
+    twin: Twin
+    store: FileConfigStore
+    seed: int
+
+    def profile(self) -> ParameterProfileSpec:
+        spec = self.twin.space.dump()
+        for metric in spec["metrics"]:
+            metric["query"] = f'{self.name}_{metric["name"]}{{variant="{{{{variant}}}}"}}'
+        return ParameterProfileSpec.model_validate({**spec, "target": {"name": CM}})
+
+    def config(self, variant: str) -> dict | None:
+        data = self.store.read(ConfigRef(NS, CM)).data
+        raw = data.get(CANARY_KEY) if variant == "canary" else data.get("config.json")
+        return None if raw is None else json.loads(raw)
+
+    def metrics(self) -> InProcessMetrics:
+        source = InProcessMetrics()
+        names = self.twin.metric_names
+        for m, metric in enumerate(names):
+            for variant in ("stable", "canary"):
+                source.register(f'{self.name}_{metric}{{variant="{variant}"}}', self._sampler(m, metric, variant))
+        return source
+
+    def _sampler(self, m: int, metric: str, variant: str) -> Callable[[float], float | None]:
+        def sample(t: float) -> float | None:
+            config = self.config(variant)
+            if config is None:
+                return None
+            mean = float(self.twin.means[self.twin.index_of(config)][m])
+            key = hashlib.sha256(f"{self.seed}/{metric}/{variant}/{t:.0f}".encode()).digest()
+            z = np.random.default_rng(int.from_bytes(key[:8], "big")).standard_normal()
+            return mean * (1.0 + float(self.twin.noise_cv[m]) * z)
+
+        return sample
+
+    def score(self, config: dict) -> float:
+        return float(self.twin.score_grid()[self.twin.index_of(config)])
+
+    def fraction(self, config: dict) -> float:
+        grid = self.twin.score_grid()
+        best, score = float(grid.max()), self.score(config)
+        if best > 0 and score >= 0:
+            return score / best
+        worst = float(grid.min())
+        return (score - worst) / (best - worst) if best > worst else 1.0
+
+
+class JointLive:
+    """All three components as one profile of nine parameters (the joint space `tune` trains on).
+
+    Each component's objective terms and penalties are divided by the magnitude of its default score, so the
+    joint score is the sum of the three components' scores relative to their defaults; the live optimum is the
+    sum of their optima (they do not interact). Its grid (~4 × 10⁸ configurations) cannot be enumerated: this
+    is where a planner that walks the twin may matter."""
+
+    def __init__(self, twins: dict[str, Twin], store: FileConfigStore | None, seed: int) -> None:
+        from dwcp_autotuner.models.space import TuningSpace
+
+        self.twins, self.store, self.seed, self.name = twins, store, seed, "joint"
+        self.weights = {c: 1.0 / abs(float(t.score_grid()[t.baseline_index()])) for c, t in twins.items()}
+        parameters, metrics, objective, constraints = [], [], [], []
+        for c, twin in twins.items():
+            space = twin.space.dump()
+            parameters += space["parameters"]
+            metrics += space["metrics"]
+            objective += [{**t, "weight": t.get("weight", 1.0) * self.weights[c]} for t in space["objective"]]
+            constraints += [
+                {**k, "penalty": k.get("penalty", 1.0) * self.weights[c]} for k in space.get("constraints", [])
+            ]
+        self.space = TuningSpace.model_validate(
+            {"parameters": parameters, "metrics": metrics, "objective": objective, "constraints": constraints}
+        )
+        self.owner = {m: (c, twin.metric_names.index(m)) for c, twin in twins.items() for m in twin.metric_names}
+
+    def profile(self) -> ParameterProfileSpec:
+        spec = self.space.dump()
+        for metric in spec["metrics"]:
+            metric["query"] = f'joint_{metric["name"]}{{variant="{{{{variant}}}}"}}'
+        return ParameterProfileSpec.model_validate({**spec, "target": {"name": CM}})
+
+    config = Live.config
+
+    def metrics(self) -> InProcessMetrics:
+        source = InProcessMetrics()
+        for metric, (c, m) in self.owner.items():
+            for variant in ("stable", "canary"):
+                source.register(f'joint_{metric}{{variant="{variant}"}}', self._sampler(c, m, metric, variant))
+        return source
+
+    def _sampler(self, c: str, m: int, metric: str, variant: str):
+        twin = self.twins[c]
+
+        def sample(t: float) -> float | None:
+            config = self.config(variant)
+            if config is None:
+                return None
+            mean = float(twin.means[twin.index_of(config)][m])
+            key = hashlib.sha256(f"{self.seed}/{metric}/{variant}/{t:.0f}".encode()).digest()
+            z = np.random.default_rng(int.from_bytes(key[:8], "big")).standard_normal()
+            return mean * (1.0 + float(twin.noise_cv[m]) * z)
+
+        return sample
+
+    def score(self, config: dict) -> float:
+        return sum(self.weights[c] * float(t.score_grid()[t.index_of(config)]) for c, t in self.twins.items())
+
+    def fraction(self, config: dict) -> float:
+        return self.score(config) / sum(self.weights[c] * float(t.score_grid().max()) for c, t in self.twins.items())
+
+    def prior_mean(self, priors: dict[str, Twin]):
+        """The three prior twins as one prior mean over the joint grid (indices in the joint parameter order)."""
+        grids = {c: t.score_grid() for c, t in priors.items()}
+        sizes = [len(t.space.parameters) for t in priors.values()]
+
+        def prior(indices: np.ndarray) -> np.ndarray:
+            idx = np.asarray(indices, dtype=int)
+            total, start = np.zeros(len(idx)), 0
+            for (c, grid), size in zip(grids.items(), sizes):
+                total += self.weights[c] * grid[tuple(idx[:, start : start + size].T)]
+                start += size
+            return total
+
+        return prior
+
+
+# --- baseline proposers (bench-only) ------------------------------------------------------------------------
+def _grid_config(space, index) -> dict:
+    return {p.name: p.grid()[i] for p, i in zip(space.parameters, index)}
+
+
+class RandomSearch(Proposer):
+    def __init__(self, seed: int) -> None:
+        self.rng, self.tried = np.random.default_rng(seed), set()
+
+    def propose(self, name, profile, stable):
+        self.tried.add(canonical_json(stable))
+        for _ in range(1000):
+            config = _grid_config(profile, [int(self.rng.integers(len(p.grid()))) for p in profile.parameters])
+            if canonical_json(config) not in self.tried:
+                self.tried.add(canonical_json(config))
+                return Proposal(config=config, reason="random")
+        return NoProposal("Exhausted", "every configuration was tried")
+
+
+class HillClimb(Proposer):
+    """A random one-step move of one parameter from the stable configuration, not tried before."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng, self.tried = np.random.default_rng(seed), set()
+
+    def propose(self, name, profile, stable):
+        self.tried.add(canonical_json(stable))
+        moves = [(p, d) for p in profile.parameters for d in (-1, 1)]
+        self.rng.shuffle(moves)
+        for parameter, direction in moves:
+            config = dict(stable)
+            config[parameter.name] = parameter.move(stable[parameter.name], direction)
+            if canonical_json(config) not in self.tried:
+                self.tried.add(canonical_json(config))
+                return Proposal(config=config, reason="hill climb")
+        return NoProposal("LocalOptimum", "every neighbour of the stable configuration was tried")
+
+
+class OptunaProposer(Proposer):
+    """Optuna's ask/tell behind the canary: each canary's measured score (its last analysis) is told."""
+
+    def __init__(self, sampler: str, seed: int) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler_object = (
+            optuna.samplers.TPESampler(seed=seed) if sampler == "tpe" else optuna.samplers.GPSampler(seed=seed)
+        )
+        self.study = optuna.create_study(direction="maximize", sampler=sampler_object)
+        self.pending: dict[str, object] = {}  # candidate json -> trial
+        self.measured: dict[str, float] = {}
+
+    def propose(self, name, profile, stable):
+        trial = self.study.ask()
+        index = [trial.suggest_int(p.name, 0, len(p.grid()) - 1) for p in profile.parameters]
+        config = _grid_config(profile, index)
+        key = canonical_json(config)
+        if key == canonical_json(stable):
+            self.study.tell(trial, self.measured.get(key, 0.0))  # proposing the stable one: no canary
+            return NoProposal("NoChange", "the sampler proposed the stable configuration")
+        self.pending[key] = trial
+        return Proposal(config=config, reason=f"optuna {type(self.study.sampler).__name__}")
+
+    def observe(self, name, profile, stable, canary, step):
+        if step.canary.score is not None:
+            self.measured[canonical_json(canary)] = step.canary.score
+        if step.stable.score is not None:
+            self.measured[canonical_json(stable)] = step.stable.score
+
+    def learn(self, name, profile, verdict):
+        key = canonical_json(verdict.proposed)
+        trial = self.pending.pop(key, None)
+        if trial is not None:
+            self.study.tell(trial, self.measured.get(key, 0.0))
+
+
+def make_proposer(
+    method: str, seed: int, prior, settings: RunAgentSettings, exploration: ExplorationSettings
+) -> Proposer:
+    if method == "random":
+        return RandomSearch(seed)
+    if method == "hill_climb":
+        return HillClimb(seed)
+    if method in ("tpe", "gp"):
+        return OptunaProposer(method, seed)
+    if method == "previous":
+        from dwcp_autotuner.proposers.pool import AgentPool
+
+        return AgentPool(settings)  # the profile has no twin: the online DQN
+    from dwcp_autotuner.proposers.learned import LearnedTwinProposer
+
+    return LearnedTwinProposer(
+        settings,
+        exploration=exploration,
+        prior_twins={"live": prior} if method.endswith("twin_prior") and prior is not None else {},
+        planner="none" if method in ("ours_no_dqn",) or "ensemble" in method else "dqn",
+        deterministic=True,
+        surrogate="ensemble" if "ensemble" in method else "gp",
+    )
+
+
+# --- one run ----------------------------------------------------------------------------------------------
+@dataclass
+class Trace:
+    fractions: list[float] = field(default_factory=list)  # after each canary
+    harmful: list[bool] = field(default_factory=list)
+    start_fraction: float = 0.0
+    held: str | None = None
+    seconds: float = 0.0
+
+
+def run_one(
+    component: str, method: str, seed: int, live_twin, prior, budget: int, root: Path, exploration: dict | None = None
+) -> Trace:
+    started = time.perf_counter()
+    folder = root / f"{component}-{method}-{seed}"
+    store = FileConfigStore(folder)
+    if component == "joint":  # live_twin: the three live twins; prior: the three prior twins
+        live = JointLive(live_twin, store, seed)
+        prior = (live.prior_mean(prior), "the three measured twins")
+        default = live.space.default_config()
+    else:
+        live = Live(component, live_twin, store, seed)
+        default = live_twin.space.default_config()
+    store.put(NS, CM, {"config.json": canonical_json(default)})
+    settings = RunAgentSettings.model_validate(
+        {"seed": seed, "batchSize": 16, "hiddenSizes": [64, 64], "learningStarts": 16, "persistModel": False}
+    )
+    spec = OptimizationRunSpec.model_validate(
+        {
+            "profiles": ["live"],
+            "budget": {"maxProposals": budget * 4},
+            "agent": settings.model_dump(by_alias=True),
+            "rollout": {"analysisIntervalSeconds": INTERVAL, "sampleSeconds": 60, "minSamples": 5},
+            "exploration": {"rejectedCooldownSeconds": 10**8, **(exploration or {})},
+        }
+    )
+    proposer = make_proposer(method, seed, prior, settings, spec.exploration)
+    profiles = {"live": live.profile()}
+    metrics, events = live.metrics(), RecordingEvents()
+    status, now = RunStatus(), dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    trace = Trace(start_fraction=live.fraction(default))
+    last, idle = 0, 0  # the last proposal number seen; proposals in a row without a canary
+    for _ in range(budget * 12 + 40):
+        now += dt.timedelta(seconds=INTERVAL + 1)
+        ctx = RunContext("tune", NS, "uid", 1, spec, status, profiles, now)
+        status = reconcile(ctx, Ports(store, metrics, events, proposer))
+        for record in [r for r in status.history if r.number > last]:
+            last = record.number
+            if record.verdict in ("Promoted", "RolledBack") and record.stable_config is not None:
+                trace.harmful.append(live.score(record.config) < live.score(record.stable_config) - 1e-12)
+                trace.fractions.append(live.fraction(live.config("stable")))
+                idle = 0
+            elif record.verdict == "Held":
+                trace.held, idle = record.message, idle + 1
+        if len(trace.fractions) >= budget or idle >= 10 or status.phase in ("Succeeded", "RolledBack", "Failed"):
+            break
+    trace.seconds = time.perf_counter() - started
+    proposer.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return trace
+
+
+def at_budget(trace: Trace, budget: int) -> float:
+    if not trace.fractions:
+        return trace.start_fraction
+    return trace.fractions[min(budget, len(trace.fractions)) - 1]
+
+
+# --- twins ---------------------------------------------------------------------------------------------------
+def twins_for(component: str, shifts: dict, quick: bool, cache: Path | None):
+    if component == "joint":
+        pairs = {c: twins_for(c, shifts.get(c, {}), quick, cache) for c in ("hde", "pba", "acp")}
+        return {c: p[0] for c, p in pairs.items()}, {c: p[1] for c, p in pairs.items()}
+    space = BUILTIN_SPACES[component]
+    options = dict(DEFAULT_OPTIONS.get(component, {}))
+    live_options = {**options, **shifts}
+    live, _ = load_or_measure_twin(
+        space, make_workload(component, quick=quick, **live_options), seed=LIVE_SEED, cache_dir=cache
+    )
+    prior, _ = load_or_measure_twin(
+        space, make_workload(component, quick=quick, **options), seed=PRIOR_SEED, cache_dir=cache
+    )
+    return live, prior
+
+
+def parse_shifts(values: list[str]) -> dict[str, dict[str, float]]:
+    shifts: dict[str, dict[str, float]] = {}
+    for value in values:
+        try:
+            target, number = value.split("=", 1)
+            component, option = target.split(".", 1)
+            shifts.setdefault(component, {})[option] = float(number)
+        except ValueError:
+            raise SystemExit(f"--shift {value!r}: expected COMPONENT.OPTION=VALUE, e.g. hde.link_mbps=1000") from None
+    return shifts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--budgets", default="5,10,20,40")
+    parser.add_argument("--components", default="hde,pba,acp")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--shift", action="append", default=[], metavar="COMPONENT.OPTION=VALUE")
+    parser.add_argument("--full-twins", action="store_true", help="twins of the full workloads (slower to measure)")
+    parser.add_argument("--cache-dir", type=Path, help="where the twins are cached (default: tune's cache)")
+    parser.add_argument(
+        "--exploration",
+        type=json.loads,
+        default={},
+        help="spec.exploration of every run, as JSON (e.g. '{\"safetyMarginPct\": 10}')",
+    )
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="write the convergence curves (PNG) here")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS) - set(EXTRA_METHODS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {', '.join(unknown)} (known: {', '.join(METHODS + EXTRA_METHODS)})")
+    shifts = parse_shifts(args.shift)
+    root = Path(tempfile.mkdtemp(prefix="live-tuning-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    results: dict = {}
+    curves: dict = {}
+    started = time.perf_counter()
+    try:
+        for component in args.components.split(","):
+            scoped = shifts if component == "joint" else shifts.get(component, {})
+            live_twin, prior = twins_for(component, scoped, not args.full_twins, args.cache_dir)
+            if component == "joint":
+                view = JointLive(live_twin, None, 0)
+                shape = tuple(n for t in live_twin.values() for n in t.grid_shape)
+                shift_text = ", ".join(f"{c}.{k}={v:g}" for c, o in shifts.items() for k, v in o.items()) or "none"
+            else:
+                view, shape = Live(component, live_twin, None, 0), live_twin.grid_shape
+                shift_text = ", ".join(f"{k}={v:g}" for k, v in scoped.items()) or "none"
+            print(
+                f"\n{component}: grid {shape}, shift {shift_text}, default = "
+                f"{view.fraction(view.space.default_config() if component == 'joint' else live_twin.space.default_config()):.3f} "
+                "of the live optimum"
+            )
+            print(
+                f"{'method':<16}" + "".join(f"{f'@{b}':>22}" for b in budgets) + f"{'harmful/canaries':>20}{'s/run':>8}"
+            )
+            results[component] = {}
+            for method in methods:
+                traces = [
+                    run_one(component, method, seed, live_twin, prior, max(budgets), root, args.exploration)
+                    for seed in seeds
+                ]
+                cells, out = [], {}
+                for budget in budgets:
+                    values = [at_budget(t, budget) for t in traces]
+                    harmful = [sum(t.harmful[:budget]) for t in traces]
+                    canaries = [min(budget, len(t.fractions)) for t in traces]
+                    out[budget] = {
+                        "fraction_mean": round(float(np.mean(values)), 4),
+                        "fraction_min": round(float(np.min(values)), 4),
+                        "harmful": round(float(np.mean(harmful)), 3),
+                        "canaries": round(float(np.mean(canaries)), 2),
+                    }
+                    cells.append(f"{np.mean(values):.3f} ({np.min(values):.3f}) {np.mean(harmful):.1f}h")
+                last = out[budgets[-1]]
+                harm = f"{last['harmful']:.1f}/{last['canaries']:.1f}"
+                seconds = np.mean([t.seconds for t in traces])
+                print(f"{method:<16}" + "".join(f"{c:>22}" for c in cells) + f"{harm:>20}{seconds:>8.1f}")
+                results[component][method] = out
+                curves.setdefault(component, {})[method] = [
+                    [at_budget(t, k) for k in range(1, max(budgets) + 1)] for t in traces
+                ]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"\n(@N: fraction of the live optimum of the deployed configuration after N canaries, mean (min) over seeds, "
+        f"and Nh: canaries among the first N truly worse than the stable configuration they challenged, mean per run; "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "seeds": seeds, "shifts": shifts}, indent=1))
+    if args.plot:
+        _plot(curves, args.plot)
+    return 0
+
+
+def _plot(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    for ax, (component, methods) in zip(axes[0], curves.items()):
+        for method, runs in methods.items():
+            mean = np.mean(np.array(runs), axis=0)
+            ax.plot(range(1, len(mean) + 1), mean, label=method, linewidth=2.2 if method.startswith("ours") else 1.2)
+        ax.set_title(component)
+        ax.set_xlabel("canaries")
+        ax.set_ylabel("fraction of the live optimum")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

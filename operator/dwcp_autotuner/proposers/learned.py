@@ -1,0 +1,554 @@
+"""Strategy: a learned twin for every profile, with a DQN planning on it; safe, optimistic proposals in a trust region.
+
+For each profile the proposer keeps a learned twin (`surrogate.py`): a Gaussian process of the score over the
+parameter grid, with the measured twin (`spec.twin`) or a similar stored model as its prior mean, updated from
+every analysed canary step (both variants). A proposal is chosen like this:
+
+1. Candidates: the grid points of the trust region, a box of `radius` grid steps around the stable
+   configuration in every parameter (several parameters and several steps may move at once). The radius
+   starts at `exploration.trustRegionSteps` (twice that with a prior), doubles after a promotion and halves
+   after a rollback for a worse canary (as TuRBO does).
+2. Screening (pessimistic): a candidate whose lower bound (mean − `pessimism` × sd) is worse than the stable
+   score by more than `exploration.safetyMarginPct`, or whose guard metrics' pessimistic bounds degrade by
+   more than their `maxDegradationPct`, is never canaried.
+3. Choice (optimistic): among the safe candidates that are promising (upper bound, mean + `optimism` × sd,
+   above the stable score by at least what a canary can detect), the DQN planner's greedy rollout on the twin
+   proposes the best it visits; without the planner (the ablation), the best upper bound.
+4. When no candidate is safe and promising the proposer says why (`NoProposal`): `Converged` when no grid
+   point's upper bound is better than the stable score by a detectable amount (the run finishes), else
+   `NothingSafe` (the run holds and asks again later); it never stops while the twin still sees a better region.
+
+The learned twin and the planner are stored with the model (`keeper`), so a restart or the next run or cycle
+goes on from them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..canary.protocol import canonical_json
+from ..env.twin import Twin
+from ..models.profile import ParameterProfileSpec
+from ..models.run import ExplorationSettings, LearningStatus, RunAgentSettings, StepRecord, TrainingStatus
+from .base import NoProposal, Proposal, ProposalVerdict, Proposer
+from .keeper import LearnedKeeper
+from .planner import Planner, Surface
+from .store import ModelStore
+from .surrogate import EnsembleTwin, LearnedTwin
+
+MAX_CANDIDATES = 20_000
+WORSE = frozenset({"CanaryWorse", "GuardBreached"})
+
+
+def transfer_prior(profile: ParameterProfileSpec, meta: Mapping) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A similar profile's stored learned twin as a prior mean over this profile's grid (mapped by parameter values)."""
+    from ..models.space import MetricSpec, ObjectiveTerm, Parameter, TuningSpace
+
+    try:
+        theirs = TuningSpace(
+            parameters=[Parameter.model_validate(p) for p in meta["space"]],
+            metrics=[MetricSpec(name="score")],
+            objective=[ObjectiveTerm(metric="score", goal="maximize")],
+        )
+    except (KeyError, ValueError):
+        return None
+    other = LearnedTwin(theirs)
+    other.restore(meta.get("twin") or {})
+    if not other.observations:
+        return None
+    mine = profile.tuning_space()
+    order = [theirs.parameter(p.name) for p in mine.parameters]
+
+    def prior(indices: np.ndarray) -> np.ndarray:
+        mapped = np.array(
+            [
+                [q.index_of(p.grid()[int(i)]) for p, q, i in zip(mine.parameters, order, row)]
+                for row in np.asarray(indices, dtype=int)
+            ]
+        )
+        names = [q.name for q in order]
+        rearranged = mapped[:, [names.index(p.name) for p in theirs.parameters]]
+        return other.predict(rearranged)[0]
+
+    return prior
+
+
+def twin_prior(twin: Twin) -> Callable[[np.ndarray], np.ndarray]:
+    """A measured twin as a prior mean: its score at grid indices (the twin's grid is the profile's)."""
+    grid = twin.score_grid()
+
+    def prior(indices: np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=int)
+        return grid[tuple(idx.T)]
+
+    return prior
+
+
+@dataclass
+class _Profile:
+    twin: LearnedTwin
+    radius: int
+    planner: Planner | None
+    learning: LearningStatus = field(default_factory=LearningStatus)
+    tried: set[str] = field(default_factory=set)
+    proposals: int = 0
+    boost: float = 0.0
+    caution: float = 1.0  # multiplies the harm cost: doubled by every worse canary, reset by a promotion
+    learned: list[str] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    pretraining: threading.Thread | None = None
+    progress: TrainingStatus | None = None
+    planning: threading.Thread | None = None
+
+
+class LearnedTwinProposer(Proposer):
+    def __init__(
+        self,
+        settings: RunAgentSettings,
+        *,
+        exploration: ExplorationSettings | None = None,
+        prior_twins: Mapping[str, Twin] | None = None,
+        twin_source: Callable[[str, ParameterProfileSpec], Twin | None] | None = None,
+        planner: str = "dqn",
+        deterministic: bool = False,
+        models: ModelStore | None = None,
+        surrogate: str = "gp",
+    ) -> None:
+        self.settings = settings
+        self.exploration = exploration or ExplorationSettings()
+        self.prior_twins = dict(prior_twins or {})
+        self.twin_source = twin_source  # measures a profile's twin (`spec.twin`): called in a pretraining thread
+        self.use_planner = planner == "dqn"
+        self.deterministic = deterministic
+        self.keeper = LearnedKeeper(models, settings)
+        self.twin_class = EnsembleTwin if surrogate == "ensemble" else LearnedTwin
+        self._profiles: dict[str, _Profile] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    # --- state ----------------------------------------------------------------------------------------------
+    def _state(self, name: str, profile: ParameterProfileSpec) -> _Profile:
+        with self._lock:
+            state = self._profiles.get(name)
+            if state is None or state.twin.space.space_hash() != profile.space_hash():
+                state = self._new_state(name, profile)
+                self._profiles[name] = state
+            return state
+
+    def _new_state(self, name: str, profile: ParameterProfileSpec) -> _Profile:
+        """The profile's learned twin: from its stored model, else with the measured twin or a similar model as prior."""
+        space = profile.tuning_space()
+        base = self.exploration.trust_region_steps
+        planner = Planner(len(space.parameters), self.settings) if self.use_planner else None
+        state = _Profile(self.twin_class(space), base, planner)
+        twin = self.prior_twins.get(name)
+        if isinstance(twin, tuple):  # (a prior mean over the grid, what it is): a caller's own prior
+            state.twin.prior, state.twin.prior_name = twin
+            state.radius = base * 2
+        elif twin is not None:
+            self._use_twin(state, twin)
+        stored = self.keeper.load(name, profile, state.learning)
+        if stored is not None:
+            meta, checkpoint = stored
+            state.twin.restore(meta.get("twin") or {})
+            state.twin.prior_name = meta.get("twin", {}).get("prior") or state.twin.prior_name
+            state.radius = int(meta.get("radius", state.radius))
+            state.caution = float(meta.get("caution", 1.0))
+            state.learned = [str(k) for k in meta.get("learned") or []]
+            state.proposals = int(meta.get("proposals", 0))
+            state.learning.samples = int(meta.get("samples", 0))
+            if planner is not None:
+                planner.restore(checkpoint)
+        elif twin is None and profile.twin is None:
+            similar = self.keeper.similar(name, profile)
+            if similar is not None:
+                meta, description = similar
+                prior = transfer_prior(profile, meta)
+                if prior is not None:
+                    state.twin = self.twin_class(space, prior, description)
+                    state.radius = base * 2
+        state.learning.prior = state.twin.prior_name
+        return state
+
+    def _use_twin(self, state: _Profile, twin: Twin) -> None:
+        state.twin.prior = twin_prior(twin)
+        state.twin.prior_name = f"measured {twin.provenance.get('workload', '')} twin".replace("  ", " ")
+        state.twin._model = None
+        state.radius = max(state.radius, self.exploration.trust_region_steps * 2)
+        state.learning.prior = state.twin.prior_name
+
+    def _save(self, name: str, profile: ParameterProfileSpec, state: _Profile) -> None:
+        if state.planner is None:
+            return
+        meta = {
+            "twin": state.twin.state(),
+            "radius": state.radius,
+            "caution": state.caution,
+            "learned": state.learned,
+            "proposals": state.proposals,
+            "samples": state.learning.samples,
+        }
+        self.keeper.save(name, profile, meta, state.planner.agent, state.learning)
+
+    def close(self) -> None:
+        self._closed.set()
+
+    # --- the Proposer hooks ------------------------------------------------------------------------------------
+    def observe(self, profile_name, profile, stable, canary, step: StepRecord) -> None:
+        state = self._state(profile_name, profile)
+        with state.lock:
+            for config, measured in ((stable, step.stable), (canary, step.canary)):
+                state.twin.add(config, measured.score, measured.score_std, measured.n, measured.metrics)
+            self._save(profile_name, profile, state)
+
+    def propose(self, profile_name, profile, stable) -> Proposal | NoProposal | None:
+        state = self._state(profile_name, profile)
+        with state.lock:
+            state.tried.add(canonical_json(stable))
+            state.proposals += 1
+            return self._choose(state, profile, dict(stable))
+
+    def learn(self, profile_name, profile, verdict: ProposalVerdict) -> None:
+        state = self._state(profile_name, profile)
+        with state.lock:
+            key = verdict.key or f"#{verdict.number}"
+            if key in state.learned:
+                return
+            state.learned = (state.learned + [key])[-200:]
+            state.tried.add(canonical_json(verdict.proposed))
+            limit = int(max(state.twin.sizes))
+            if verdict.promoted:
+                state.radius = min(state.radius * 2, limit)
+                state.caution = 1.0
+            elif verdict.reason in WORSE:
+                state.radius = max(state.radius // 2, 1)
+                state.caution = min(state.caution * 2.0, 64.0)  # failures in a row: the optimum is near
+            state.learning.samples += 1
+            if state.planner is not None:
+                surface = self._surface(state, profile, dict(verdict.proposed if verdict.promoted else verdict.stable))
+                if surface is not None:
+                    twin = state.twin
+                    action = _first_move(twin.index_of(verdict.stable), twin.index_of(verdict.proposed))
+                    state.planner.remember(
+                        surface, twin.index_of(verdict.stable), action, verdict.reward, twin.index_of(verdict.proposed)
+                    )
+                    self._plan(profile_name, profile, state, surface)
+            self._save(profile_name, profile, state)
+
+    def learning_status(self, profile_name, profile) -> LearningStatus:
+        state = self._state(profile_name, profile)
+        learning = state.learning.model_copy()
+        learning.observations = state.twin.size
+        learning.trust_region_steps = state.radius
+        learning.gradient_updates = state.planner.gradient_updates if state.planner is not None else 0
+        return learning
+
+    def pretrain(self, profile_name, profile) -> TrainingStatus | None:
+        """Measure the profile's twin (`spec.twin`) in the background, once: it becomes the learned twin's prior."""
+        if profile.twin is None or self.twin_source is None or profile_name in self.prior_twins:
+            return None
+        state = self._state(profile_name, profile)
+        if state.pretraining is None:
+            state.progress = TrainingStatus(
+                episodes=0, episodes_total=1, message=f"measuring the {profile.twin} twin (cached after the first time)"
+            )
+
+            def measure() -> None:
+                try:
+                    twin = self.twin_source(profile_name, profile)
+                    if twin is not None and not self._closed.is_set():
+                        with state.lock:
+                            self._use_twin(state, twin)
+                    state.progress = state.progress.model_copy(
+                        update={"episodes": 1, "message": f"prior: {state.twin.prior_name}"}
+                    )
+                except Exception as error:  # the learned twin goes on without a prior, visibly
+                    state.progress = state.progress.model_copy(
+                        update={
+                            "failed": True,
+                            "message": f"measuring the twin failed ({type(error).__name__}: {error}); "
+                            "learning from canaries alone",
+                        }
+                    )
+
+            state.pretraining = threading.Thread(target=measure, name=f"twin-{profile_name}", daemon=True)
+            state.pretraining.start()
+        return state.progress.model_copy() if state.progress else None
+
+    def set_exploration(self, profile_name, profile, rate) -> None:
+        self._state(profile_name, profile).boost = rate
+
+    def new_cycle(self, profile_name, profile) -> None:
+        state = self._state(profile_name, profile)
+        state.tried.clear()
+        state.radius = max(state.radius, self.exploration.trust_region_steps)
+
+    # --- choosing ------------------------------------------------------------------------------------------
+    def _assess(self, state: _Profile, profile: ParameterProfileSpec, indices: np.ndarray, stable_index):
+        """At `indices`: the value of canarying each (expected improvement minus the cost of a likely harmful
+        canary, in relative score), whether its pessimistic bounds are safe, and the stable score and gain."""
+        twin, x = state.twin, self.exploration
+        # In the twin's working units (relative score, or its log): the posterior is normal there.
+        mean_w, sd_w = twin.predict_working(np.vstack([indices, np.array(stable_index)[None, :]]), stable_index)
+        stable_w = float(mean_w[-1])
+        mean_w, sd_w = mean_w[:-1], np.maximum(sd_w[:-1], 1e-12)
+        stable_mean = float(twin.from_working(stable_w))
+        reference = max(abs(stable_mean), 1e-12)
+        gain = self._gain(state, profile, stable_mean)
+        # Optimistic: the improvement a canary can confirm, expected under the twin's posterior (relative score).
+        per_unit = 1.0 if twin.log else (twin.scale or 1.0) / reference
+        improvement = _expected_improvement(mean_w, sd_w, float(twin.to_working(stable_mean + gain))) * per_unit
+        worse = 0.5 * (1.0 + _erf((stable_w - mean_w) / (sd_w * math.sqrt(2.0))))
+        value = improvement - x.harm_cost_pct / 100.0 * state.caution * worse
+        # Pessimistic: the lower bound within the margin, and every guard's pessimistic bound within its tolerance.
+        floor = stable_mean - reference * x.safety_margin_pct / 100.0
+        pessimistic_w = mean_w - x.pessimism * sd_w
+        safe = (
+            pessimistic_w >= float(twin.to_working(floor)) if floor > 0 or not twin.log else np.ones(len(mean_w), bool)
+        )
+        mean, sd = twin.predict(indices)
+        pessimistic = twin.from_working(pessimistic_w)
+        for guard in profile.guards:
+            modelled = twin.metric(guard.metric, np.vstack([indices, np.array(stable_index)[None, :]]))
+            if modelled is None:
+                continue
+            g_mean, g_sd = modelled
+            level = float(g_mean[-1])
+            bound = (
+                g_mean[:-1] - x.pessimism * g_sd[:-1]
+                if guard.goal == "maximize"
+                else g_mean[:-1] + x.pessimism * g_sd[:-1]
+            )
+            degradation = (level - bound if guard.goal == "maximize" else bound - level) / max(abs(level), 1e-12)
+            safe &= degradation * 100.0 <= guard.max_degradation_pct + x.safety_margin_pct
+        return _Assessment(mean, sd, value, worse, pessimistic, safe, stable_mean, gain)
+
+    def _gain(self, state: _Profile, profile: ParameterProfileSpec, stable_mean: float) -> float:
+        """The improvement a canary can confirm: the noise of a sample over an analysis, and minImprovementPct."""
+        noise = state.twin.noise_std()
+        n = max((o.n for o in state.twin.observations), default=10)
+        detectable = 2.0 * noise * math.sqrt(2.0 / max(n, 2)) if noise is not None else 0.01 * abs(stable_mean)
+        return max(detectable, self.exploration.min_gain_pct / 100.0 * abs(stable_mean))
+
+    def _candidates(self, state: _Profile, stable_index: tuple[int, ...], radius: int) -> np.ndarray:
+        sizes = state.twin.sizes
+        ranges = [range(max(0, s - radius), min(n - 1, s + radius) + 1) for s, n in zip(stable_index, sizes)]
+        count = math.prod(len(r) for r in ranges)
+        if count <= MAX_CANDIDATES:
+            grid = np.array(list(itertools.product(*ranges)), dtype=int)
+        else:
+            rng = np.random.default_rng(len(state.twin.observations))
+            grid = np.stack([rng.integers(r.start, r.stop, MAX_CANDIDATES) for r in ranges], axis=1)
+            steps = [
+                tuple(s + d if k == j else s for k, s in enumerate(stable_index))
+                for j in range(len(sizes))
+                for d in (-1, 1)
+            ]
+            grid = np.vstack([grid, np.array([s for s in steps if all(0 <= i < n for i, n in zip(s, sizes))])])
+        keep = [tuple(row) != tuple(stable_index) for row in grid]
+        return np.unique(grid[keep], axis=0)
+
+    def _surface(self, state: _Profile, profile: ParameterProfileSpec, stable: dict) -> Surface | None:
+        if not state.twin.observations:
+            return None
+        stable_index = state.twin.index_of(stable)
+
+        def evaluate(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            a = self._assess(state, profile, np.asarray(indices, dtype=int), stable_index)
+            return a.mean + a.sd, a.safe  # the planner climbs the optimistic surface, refused where unsafe
+
+        surface = Surface(state.twin.sizes, stable_index, state.radius, evaluate, state.twin.scale or 1.0)
+        surface.preload(
+            np.vstack([self._candidates(state, stable_index, state.radius), np.array(stable_index)[None, :]])
+        )
+        return surface
+
+    def _plan(self, name: str, profile: ParameterProfileSpec, state: _Profile, surface: Surface) -> None:
+        """Dyna updates on the learned twin: at once (deterministic: the bench), else in a background thread with
+        a bounded time, so the operator's reconcile never waits; the next proposal uses what it learned."""
+        assert state.planner is not None
+        updates, seconds = self.settings.planning_updates, self.settings.planning_seconds
+        if self.deterministic:
+            state.planner.train(surface, updates, None)
+            return
+        if state.planning is not None and state.planning.is_alive():
+            return  # still planning on the previous verdict: the next verdict plans again
+
+        def plan() -> None:
+            with state.lock:
+                state.planner.train(surface, updates, seconds)
+                self._save(name, profile, state)
+
+        state.planning = threading.Thread(target=plan, name=f"plan-{name}", daemon=True)
+        state.planning.start()
+
+    def _choose(self, state: _Profile, profile: ParameterProfileSpec, stable: dict) -> Proposal | NoProposal:
+        twin = state.twin
+        stable_index = twin.index_of(stable)
+        if not twin.observations and twin.prior is None:
+            return self._first_step(state, profile, stable)
+        # Raised exploration (no promotion for a while) looks further afield, never at riskier candidates.
+        radius = state.radius * (2 if state.boost > 0 else 1)
+        limit = int(max(twin.sizes))
+        while True:
+            candidates = self._candidates(state, stable_index, radius)
+            a = self._assess(state, profile, candidates, stable_index)
+            fresh = np.array([canonical_json(twin.config_at(i)) not in state.tried for i in candidates])
+            eligible = (a.value > 0) & a.safe & fresh
+            if eligible.any() or radius >= limit:
+                break
+            radius = min(radius * 2, limit)  # nothing worth it nearby: look further out (the region grows)
+        if state.planner is not None:
+            candidates, a, fresh, eligible, from_planner = self._with_rollout(
+                state, profile, stable, radius, candidates, a, fresh, eligible
+            )
+        if not eligible.any():
+            return self._nothing(state, profile, stable, a, candidates, fresh)
+        pick = int(np.argmax(np.where(eligible, a.value, -np.inf)))
+        how = "the largest expected gain net of harm"
+        if state.planner is not None:
+            how += (
+                f" (found by the DQN's rollout on the learned twin, outside the {len(candidates) - from_planner.sum()}"
+                " candidates screened directly)"
+                if from_planner[pick]
+                else ", among the screened candidates and the DQN's rollout"
+            )
+        config = twin.config_at(candidates[pick])
+        state.tried.add(canonical_json(config))
+        expected = (float(a.mean[pick]) - a.stable) / abs(a.stable) * 100.0 if a.stable else None
+        better = 1.0 - float(a.worse[pick])
+        return Proposal(
+            config=config,
+            expected_improvement_pct=None if expected is None else round(expected, 3),
+            confidence=round(better, 4),
+            reason=(
+                f"learned twin ({twin.size} observations, prior: {twin.prior_name}): {how} within ±{radius} step(s); "
+                f"expected {expected:+.2f} %, better with probability {better:.0%}, pessimistic bound "
+                f"{float(a.pessimistic[pick]):.4g} vs stable {a.stable:.4g}"
+            ),
+        )
+
+    def _with_rollout(self, state, profile, stable, radius, candidates, a, fresh, eligible):
+        """Add the configurations the DQN's greedy rollout on the learned twin visits to the candidates.
+
+        Where the trust region is small enough to screen every grid point (`MAX_CANDIDATES`), the rollout adds
+        nothing the direct argmax does not already see; in a large space (many parameters, a wide region) the
+        screened candidates are a sample, and the rollout, which climbs the twin, finds points outside it."""
+        twin = state.twin
+        surface = self._surface(state, profile, stable)
+        if surface is None:
+            return candidates, a, fresh, eligible, np.zeros(len(candidates), bool)
+        if state.planner.gradient_updates == 0:
+            state.planner.train(
+                surface, self.settings.planning_updates, None if self.deterministic else self.settings.planning_seconds
+            )
+        stable_index = twin.index_of(stable)
+        path = state.planner.rollout(surface, steps=2 * radius * len(stable_index) + 2)
+        known = {tuple(c) for c in candidates}
+        extra = np.array(
+            [
+                p
+                for p in dict.fromkeys(path)
+                if p not in known
+                and tuple(p) != tuple(stable_index)
+                and all(abs(i - s) <= radius for i, s in zip(p, stable_index))
+            ],
+            dtype=int,
+        )
+        if not len(extra):
+            return candidates, a, fresh, eligible, np.zeros(len(candidates), bool)
+        b = self._assess(state, profile, extra, stable_index)
+        fresh_b = np.array([canonical_json(twin.config_at(i)) not in state.tried for i in extra])
+        merged = _Assessment(
+            *(
+                np.concatenate([x, y])
+                for x, y in zip(
+                    (a.mean, a.sd, a.value, a.worse, a.pessimistic, a.safe),
+                    (b.mean, b.sd, b.value, b.worse, b.pessimistic, b.safe),
+                )
+            ),
+            a.stable,
+            a.gain,
+        )
+        from_planner = np.concatenate([np.zeros(len(candidates), bool), np.ones(len(extra), bool)])
+        return (
+            np.vstack([candidates, extra]),
+            merged,
+            np.concatenate([fresh, fresh_b]),
+            np.concatenate([eligible, (b.value > 0) & b.safe & fresh_b]),
+            from_planner,
+        )
+
+    def _first_step(self, state: _Profile, profile: ParameterProfileSpec, stable: dict) -> Proposal | NoProposal:
+        """Nothing measured and no prior: the smallest move there is, one step of one parameter, to start learning."""
+        rng = np.random.default_rng(self.settings.seed + state.proposals)
+        moves = [(p, d) for p in profile.parameters for d in (1, -1)]
+        rng.shuffle(moves)
+        for parameter, direction in moves:
+            config = dict(stable)
+            config[parameter.name] = parameter.move(stable[parameter.name], direction)
+            if canonical_json(config) not in state.tried:
+                state.tried.add(canonical_json(config))
+                return Proposal(
+                    config=config, reason=f"learned twin: nothing measured yet; one step of {parameter.name}"
+                )
+        return NoProposal("Converged", "every neighbour of the stable configuration was tried", final=True)
+
+    def _nothing(self, state, profile, stable, a: _Assessment, candidates, fresh) -> NoProposal:
+        twin = state.twin
+        worth = (a.value > 0) & fresh
+        if not worth.any():
+            best = int(np.argmax(a.mean)) if len(a.mean) else None
+            where = "" if best is None else f" (the best it expects: {a.mean[best]:.4g} ± {a.sd[best]:.2g})"
+            return NoProposal(
+                "Converged",
+                f"the learned twin ({twin.size} observations) sees no configuration whose expected gain over the stable "
+                f"score {a.stable:.4g} is worth the risk of a worse canary{where}",
+                final=True,
+            )
+        top = int(np.argmax(np.where(worth, a.value, -np.inf)))
+        return NoProposal(
+            "NothingSafe",
+            f"the learned twin sees configurations worth trying (e.g. {canonical_json(twin.config_at(candidates[top]))}: "
+            f"{a.mean[top]:.4g} ± {a.sd[top]:.2g} vs stable {a.stable:.4g}), but none whose pessimistic bound stays "
+            f"within {self.exploration.safety_margin_pct:g} % of the stable score; holding",
+        )
+
+
+@dataclass
+class _Assessment:
+    mean: np.ndarray
+    sd: np.ndarray
+    value: np.ndarray  # expected relative gain minus harm cost × P(worse)
+    worse: np.ndarray  # P(worse than the stable score)
+    pessimistic: np.ndarray
+    safe: np.ndarray
+    stable: float
+    gain: float
+
+
+_erf = np.vectorize(math.erf)
+
+
+def _expected_improvement(mean: np.ndarray, sd: np.ndarray, threshold: float) -> np.ndarray:
+    """E[max(f − threshold, 0)] under the learned twin's normal posterior."""
+    sd = np.maximum(sd, 1e-12)
+    z = (mean - threshold) / sd
+    cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
+    pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
+    return (mean - threshold) * cdf + sd * pdf
+
+
+def _first_move(stable: tuple[int, ...], proposed: tuple[int, ...]) -> int | None:
+    """The action (1 + 2j, + 1 for down) of the largest step from `stable` towards `proposed`."""
+    deltas = [p - s for s, p in zip(stable, proposed)]
+    if not any(deltas):
+        return None
+    j = int(np.argmax(np.abs(deltas)))
+    return 1 + 2 * j + (1 if deltas[j] < 0 else 0)

@@ -1,0 +1,300 @@
+"""The learned twin and the proposer built on it (proposers/surrogate.py, proposers/learned.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from dwcp_autotuner.canary.protocol import canonical_json
+from dwcp_autotuner.controller.context import Ports, RunContext
+from dwcp_autotuner.controller.run import reconcile
+from dwcp_autotuner.models.profile import ParameterProfileSpec
+from dwcp_autotuner.models.run import (
+    ExplorationSettings,
+    OptimizationRunSpec,
+    RunAgentSettings,
+    RunStatus,
+    StepRecord,
+    VariantMeasurement,
+)
+from dwcp_autotuner.ports.base import RecordingEvents
+from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
+from dwcp_autotuner.proposers.base import NoProposal, Proposal, ProposalVerdict, Proposer
+from dwcp_autotuner.proposers.learned import LearnedTwinProposer
+from dwcp_autotuner.proposers.store import ModelStore, model_configmap_name
+from dwcp_autotuner.proposers.surrogate import LearnedTwin
+
+NS = "tuning"
+
+
+def profile(name_max: int = 64, extra: dict | None = None) -> ParameterProfileSpec:
+    return ParameterProfileSpec.model_validate(
+        {
+            "target": {"name": "svc-config"},
+            "parameters": [
+                {"name": "batch", "min": 1, "max": name_max, "default": 8, "scale": "log2"},
+                {"name": "timeout", "min": 100, "max": 3200, "default": 400, "scale": "log2"},
+            ],
+            "metrics": [{"name": "score", "query": 'score{variant="{{variant}}"}'}],
+            "objective": [{"metric": "score", "goal": "maximize"}],
+            **(extra or {}),
+        }
+    )
+
+
+def truth(config) -> float:
+    """A smooth bowl with its top at batch 32, timeout 800."""
+    return 100.0 - 8.0 * math.log2(config["batch"] / 32) ** 2 - 5.0 * math.log2(config["timeout"] / 800) ** 2
+
+
+def step(stable: dict, canary: dict, index: int = 0) -> StepRecord:
+    def measured(config):
+        return VariantMeasurement(score=truth(config), score_std=1.0, n=10, metrics={"score": truth(config)})
+
+    return StepRecord(
+        index=index,
+        weight=5,
+        analysed_at="2026-12-01T00:00:00Z",
+        verdict="Successful",
+        reason="NotWorse",
+        stable=measured(stable),
+        canary=measured(canary),
+    )
+
+
+_keys = itertools.count(1)
+
+
+def verdict(stable, proposed, promoted: bool) -> ProposalVerdict:
+    n = next(_keys)
+    return ProposalVerdict(
+        number=n,
+        stable=dict(stable),
+        proposed=dict(proposed),
+        promoted=promoted,
+        reason="CanaryBetter" if promoted else "CanaryWorse",
+        reward=0.05 if promoted else -0.05,
+        key=f"uid/{n}",
+    )
+
+
+def settings(**extra) -> RunAgentSettings:
+    return RunAgentSettings.model_validate(
+        {"seed": 1, "batchSize": 8, "hiddenSizes": [16], "planningUpdates": 20, "persistModel": True, **extra}
+    )
+
+
+def test_the_learned_twins_uncertainty_shrinks_where_it_measured():
+    space = profile().tuning_space()
+    twin = LearnedTwin(space)
+    here, far = {"batch": 8, "timeout": 400}, {"batch": 64, "timeout": 3200}
+    twin.add({"batch": 4, "timeout": 400}, 90.0, 1.0, 10)
+    before_here, before_far = twin.predict([twin.index_of(here), twin.index_of(far)])[1]
+    for _ in range(3):
+        twin.add(here, 95.0, 1.0, 10)
+    mean, sd = twin.predict([twin.index_of(here), twin.index_of(far)])
+    assert sd[0] < before_here / 3  # measured there: little doubt left
+    assert sd[1] > 5 * sd[0]  # never measured far away: still uncertain
+    assert mean[0] == pytest.approx(95.0, abs=1.0)
+
+
+def _drive(proposer: Proposer, prof: ParameterProfileSpec, canaries: int):
+    """Propose, measure, decide as the controller would (promote when truly better), `canaries` times."""
+    stable = prof.default_config()
+    proposals = []
+    for _ in range(canaries):
+        proposal = proposer.propose("svc", prof, stable)
+        if not isinstance(proposal, Proposal):
+            break
+        proposals.append((dict(stable), proposal))
+        proposer.observe("svc", prof, stable, proposal.config, step(stable, proposal.config))
+        better = truth(proposal.config) > truth(stable) * 1.01
+        proposer.learn("svc", prof, verdict(stable, proposal.config, better))
+        if better:
+            stable = dict(proposal.config)
+    return stable, proposals
+
+
+def test_a_candidate_whose_pessimistic_bound_is_not_safe_is_never_canaried():
+    prof = profile()
+    margin = 25.0
+    proposer = LearnedTwinProposer(
+        settings(), exploration=ExplorationSettings(safety_margin_pct=margin), planner="none", deterministic=True
+    )
+    checked = 0
+    original = proposer._choose
+
+    def choose(state, prof_, stable):
+        result = original(state, prof_, stable)
+        if isinstance(result, Proposal) and state.twin.observations:
+            nonlocal checked
+            a = proposer._assess(
+                state, prof_, np.array([state.twin.index_of(result.config)]), state.twin.index_of(stable)
+            )
+            assert a.pessimistic[0] >= a.stable * (1 - margin / 100) - 1e-9, (result, a.pessimistic, a.stable)
+            checked += 1
+        return result
+
+    proposer._choose = choose
+    final, _ = _drive(proposer, prof, 15)
+    assert checked >= 3
+    assert truth(final) > truth(prof.default_config())
+
+
+def test_a_hold_carries_its_reason_and_the_run_asks_again_only_after_hold_seconds(tmp_path):
+    class Holding(Proposer):
+        asked = 0
+
+        def propose(self, name, prof, stable):
+            Holding.asked += 1
+            return NoProposal("NothingSafe", "the best candidate's pessimistic bound is 12 % below the stable score")
+
+    store = FileConfigStore(tmp_path)
+    store.put(NS, "svc-config", {"config.json": canonical_json(profile().default_config())})
+    spec = OptimizationRunSpec.model_validate(
+        {
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 5},
+            "exploration": {"holdSeconds": 600},
+            "rollout": {"analysisIntervalSeconds": 60, "minSamples": 5},
+        }
+    )
+    status, now, events = RunStatus(), dt.datetime(2026, 12, 1, tzinfo=dt.UTC), RecordingEvents()
+    for _ in range(16):  # three ticks to the first proposal, a hold of ten ticks, one more proposal
+        now += dt.timedelta(seconds=61)
+        status = reconcile(
+            RunContext("run", NS, "uid", 1, spec, status, {"svc": profile()}, now),
+            Ports(store, InProcessMetrics(), events, Holding()),
+        )
+    progressing = next(c for c in status.conditions if c.type == "Progressing")
+    assert progressing.reason == "Holding" and "NothingSafe" in progressing.message and "12 %" in progressing.message
+    assert status.holds["svc"].reason == "NothingSafe" and status.phase == "Proposing"
+    assert Holding.asked == 2  # once, then again when the 600 s hold expired (ticks of 61 s)
+    assert [h.reason for h in status.history] == ["NothingSafe", "NothingSafe"]
+    assert sum(1 for e in events.events if e[1] == "Holding") == 1  # one Event while the hold lasts
+
+
+def test_the_planner_learns_from_the_first_verdict_and_the_stored_model_says_so(tmp_path):
+    prof = profile()
+    models = ModelStore(FileConfigStore(tmp_path), NS)
+    proposer = LearnedTwinProposer(settings(), models=models, deterministic=True)
+    _drive(proposer, prof, 1)
+    learning = proposer.learning_status("svc", prof)
+    assert learning.gradient_updates > 0 and learning.observations == 2 and learning.samples == 1
+    stored = models.load(model_configmap_name("svc"), profile_hash=prof.space_hash())
+    assert stored.gradient_updates == learning.gradient_updates and stored.normalisation["kind"] == "learned-twin"
+
+
+def test_an_operator_restart_resumes_the_same_learned_twin(tmp_path):
+    prof = profile()
+    store = FileConfigStore(tmp_path)
+    first = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    _drive(first, prof, 4)
+    second = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)  # a new process
+    points = [(i, j) for i in range(7) for j in range(6)]
+    a = first._state("svc", prof)
+    b = second._state("svc", prof)
+    assert second.learning_status("svc", prof).warm_start == "Loaded"
+    assert b.twin.size == a.twin.size and b.radius == a.radius and b.learned == a.learned
+    assert np.allclose(a.twin.predict(points)[0], b.twin.predict(points)[0])
+    assert np.allclose(a.twin.predict(points)[1], b.twin.predict(points)[1])
+
+
+def test_a_similar_stored_model_is_the_prior_of_a_profile_without_one_and_the_status_says_so(tmp_path):
+    store = FileConfigStore(tmp_path)
+    learned = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    _drive(learned, profile(), 6)  # profile "svc" learns and stores its twin (and the index records it)
+    # Another profile, with other bounds (a wider batch), the same parameter names and types: transfer.
+    other = profile(name_max=128)
+    fresh = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    learning = fresh.learning_status("other", other)
+    assert learning.prior.startswith("similar model svc-model") and "profile svc" in learning.prior
+    state = fresh._state("other", other)
+    top = state.twin.config_at(max(itertools.product(range(8), range(6)), key=lambda i: state.twin.predict([i])[0][0]))
+    assert abs(math.log2(top["batch"] / 32)) <= 1  # what svc learned about batch carries over
+    # A profile of other parameters finds nothing similar.
+    unrelated = ParameterProfileSpec.model_validate(
+        {**profile().dump(), "parameters": [{"name": "workers", "min": 1, "max": 16, "default": 2, "scale": "log2"}]}
+    )
+    assert fresh.learning_status("unrelated", unrelated).prior == "none"
+
+
+def _grid_truth(prof: ParameterProfileSpec, factor: float = 1.0):
+    """`truth` over a profile's grid indices, times `factor`: a prior mean as a measured twin would give it."""
+    grids = [p.grid() for p in prof.parameters]
+
+    def prior(indices):
+        return np.array(
+            [
+                truth({p.name: g[int(i)] for p, g, i in zip(prof.parameters, grids, row)}) * factor
+                for row in np.asarray(indices, dtype=int)
+            ]
+        )
+
+    return prior
+
+
+def test_with_a_prior_and_nothing_measured_yet_the_first_proposal_follows_the_prior_whatever_the_scores_magnitude():
+    # Scores below 1 (an accuracy, a fraction): the prior's uncertainty must be relative to them, not one unit.
+    prof = profile()
+    for factor in (0.008, 1.0, 1000.0):
+        proposer = LearnedTwinProposer(
+            settings(), prior_twins={"svc": (_grid_truth(prof, factor), "truth")}, planner="none", deterministic=True
+        )
+        proposal = proposer.propose("svc", prof, prof.default_config())
+        assert isinstance(proposal, Proposal), (factor, proposal)
+        assert truth(proposal.config) > truth(prof.default_config())  # uphill on the prior
+        assert proposer.learning_status("svc", prof).prior == "truth"
+
+
+def test_a_positive_score_is_modelled_on_a_log_scale_and_a_signed_one_is_not():
+    space = profile().tuning_space()
+    positive, signed = LearnedTwin(space), LearnedTwin(space)
+    points = [{"batch": b, "timeout": t} for b in (1, 8, 64) for t in (100, 800, 3200)]
+    for config in points:
+        value = truth(config)
+        positive.add(config, math.exp(value / 100.0), 0.01 * math.exp(value / 100.0), 10)  # spans a factor of ~12
+        signed.add(config, value - 80.0, 0.5, 10)  # below zero at the corners
+    for twin, values in (
+        (positive, [math.exp(truth(c) / 100.0) for c in points]),
+        (signed, [truth(c) - 80.0 for c in points]),
+    ):
+        mean, _ = twin.predict([twin.index_of(c) for c in points])
+        assert np.allclose(mean, values, rtol=0.05, atol=0.05)
+    assert positive.log and not signed.log
+
+
+def test_pretraining_measures_the_twin_in_the_background_and_reports_progress_and_failure():
+    import threading
+
+    from dwcp_autotuner.env.twin import Twin
+
+    prof = ParameterProfileSpec.model_validate({**profile().dump(), "twin": "acp"})
+    release = threading.Event()
+
+    def slow(name, spec) -> Twin | None:
+        release.wait(10)
+        return None  # nothing measurable: the learned twin goes on without a prior
+
+    proposer = LearnedTwinProposer(settings(), twin_source=slow, planner="none", deterministic=True)
+    first = proposer.pretrain("svc", prof)
+    assert first.episodes == 0 and first.episodes_total == 1 and "measuring the acp twin" in first.message
+    assert proposer.pretrain("svc", prof).episodes == 0  # still measuring: the reconcile did not wait
+    release.set()
+    proposer._state("svc", prof).pretraining.join(10)
+    assert proposer.pretrain("svc", prof).episodes == 1
+
+    def broken(name, spec):
+        raise RuntimeError("the workload is not installed")
+
+    failing = LearnedTwinProposer(settings(), twin_source=broken, planner="none", deterministic=True)
+    failing.pretrain("svc", prof)
+    failing._state("svc", prof).pretraining.join(10)
+    progress = failing.pretrain("svc", prof)
+    assert (
+        progress.failed and "the workload is not installed" in progress.message and "canaries alone" in progress.message
+    )
