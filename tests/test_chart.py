@@ -625,6 +625,7 @@ REQUIRED_PANELS = {
     "promotions and rollbacks": ["dwcp_autotuner_promotions_total", "dwcp_autotuner_rollbacks_total"],
     "improvement": ["dwcp_autotuner_improvement_percent"],
     "reconcile latency p50 / p99": ["dwcp_autotuner_reconcile_seconds_bucket"],
+    "canary vs stable score": ["dwcp_autotuner_analysis_score"],
 }
 
 
@@ -664,6 +665,13 @@ def test_grafana_dashboard_parses_and_queries_only_exported_metrics():
         for c in of_kind(render("default", "--set", "dashboard.enabled=false"), "ConfigMap")
         if c["metadata"]["name"].endswith("-dashboard")
     ]
+    # Promotions and rollbacks are annotations too, per profile.
+    annotations = {a["name"]: a["expr"] for a in dashboard["annotations"]["list"]}
+    assert "dwcp_autotuner_promotions_total" in annotations["Promotions"]
+    assert "dwcp_autotuner_rollbacks_total" in annotations["Rollbacks"]
+    # The file is what scripts/gen_dashboard.py writes (the panels are defined there once).
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_dashboard.py"), "--check"], capture_output=True)
+    assert check.returncode == 0, check.stderr
 
 
 # ===========================================================================================================
@@ -1006,7 +1014,17 @@ def test_quickstart_on_the_emulator(cluster):
         elif cmd[:2] == ["kubectl", "get"]:
             result = _kubectl(env, *[a for a in cmd[1:] if a not in ("-w", "--watch")])
             header = result.stdout.splitlines()[0].split()
-            assert header == ["NAME", "PHASE", "PROFILES", "STEP", "WEIGHT", "IMPROVEMENT", "AGE"], result.stdout
+            assert header == [
+                "NAME",
+                "PHASE",
+                "PROFILE",
+                "STEP",
+                "WEIGHT",
+                "PROPOSALS",
+                "IMPROVEMENT",
+                "MESSAGE",
+                "AGE",
+            ], result.stdout
             assert "dwcp-tune" in result.stdout and "RollingOut" in result.stdout and "25" in result.stdout
         else:
             pytest.fail(f"the quickstart has a command this test does not know how to check: {shlex.join(cmd)}")

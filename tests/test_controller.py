@@ -177,6 +177,64 @@ def test_metrics_unavailable_never_promotes_and_rolls_back_after_the_limit(tmp_p
     h.run_until({"RolledBack"})
     assert h.status.history[-1].reason == "Inconclusive"
     assert json.loads(h.configmap()["config.json"]) == STABLE
+    # The run's end says why: not "nothing was better", but "the metrics were unavailable".
+    assert condition(h.status, "Succeeded").reason == "MetricsUnavailable"
+    assert condition(h.status, "RolledBack").reason == "MetricsUnavailable"
+    assert "metrics were unavailable" in h.status.message
+
+
+def test_the_three_ways_to_end_without_a_promotion_are_told_apart(tmp_path):
+    worse = Harness(tmp_path / "worse", canary_mean=85.0)
+    worse.run_until({"RolledBack"})
+    assert condition(worse.status, "Succeeded").reason == "NothingPromoted"
+    assert condition(worse.status, "RolledBack").status == "True"
+    assert "1 canary(ies) rolled back" in worse.status.message
+
+    nothing = Harness(tmp_path / "nothing", proposals=())  # the proposer never has anything to roll out
+    nothing.run_until({"Unchanged"})
+    assert condition(nothing.status, "Succeeded").status == "False"
+    assert condition(nothing.status, "Succeeded").reason == "NothingRolledOut"
+    assert not [c for c in nothing.status.conditions if c.type == "RolledBack"]  # nothing was rolled back
+    assert "nothing was rolled out" in nothing.status.message and "NoChange" in nothing.status.message
+    assert nothing.configmap()["config.json"] == nothing.stable_bytes
+
+
+def test_the_improvement_is_reported_per_profile(tmp_path):
+    h = Harness(tmp_path)
+    h.run_until({"Succeeded"})
+    assert h.status.improvements == {"svc": pytest.approx(10.0, abs=1.5)}
+    assert "svc +" in h.status.message
+    assert h.status.summary.improvement.startswith("svc +") and h.status.summary.proposals == "1/1"
+
+
+def test_the_summary_shows_the_step_as_n_of_m_while_a_canary_is_out(tmp_path):
+    h = Harness(tmp_path)
+    seen = set()
+    for _ in range(30):
+        h.tick()
+        if h.status.summary.step:
+            seen.add(h.status.summary.step)
+            assert h.status.summary.profile == "svc"
+        if h.status.phase == "Succeeded":
+            break
+    assert seen == {"1/4", "2/4", "3/4", "4/4"}
+    assert h.status.summary.step is None and h.status.summary.profile is None
+
+
+def test_the_audit_keeps_each_steps_evidence_and_guards_after_promotion(tmp_path):
+    h = Harness(tmp_path, guards=[{"metric": "errors", "goal": "minimize", "maxDegradationPct": 50}])
+    h.run_until({"Succeeded"})
+    record = h.status.history[-1]
+    assert record.verdict == "Promoted" and record.stable_config == STABLE
+    assert [s.weight for s in record.steps] == [5, 25, 50, 100]
+    for step in record.steps:
+        assert step.stable.n >= 5 and step.canary.n >= 5 and step.canary.score is not None
+        assert step.canary.score == float(f"{step.canary.score:.6g}")  # rounded, no float noise
+        assert [g.metric for g in step.guards] == ["errors"] and step.guards[0].status == "Held"
+    advanced = [m for kind, reason, m in [e[:3] for e in h.events.events] if reason == "StepAdvanced"]
+    assert len(advanced) == 3 and all("the previous step passed: score canary" in m and "n=" in m for m in advanced)
+    dumped = json.dumps(h.status.model_dump(mode="json", by_alias=True))
+    assert "None" not in dumped
 
 
 def test_hold_keeps_the_canary_and_says_so(tmp_path):

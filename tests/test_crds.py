@@ -345,11 +345,14 @@ def test_names_columns_and_subresources():
     ]
     assert columns["OptimizationRun"] == [
         ("Phase", ".status.phase"),
-        ("Profiles", ".spec.profiles"),
-        ("Step", ".status.current.stepIndex"),
+        ("Profile", ".status.summary.profile"),
+        ("Step", ".status.summary.step"),
         ("Weight", ".status.current.canaryWeight"),
-        ("Improvement", ".status.improvementPct"),
+        ("Proposals", ".status.summary.proposals"),
+        ("Improvement", ".status.summary.improvement"),
+        ("Message", ".status.summary.message"),
         ("Age", ".metadata.creationTimestamp"),
+        ("Profiles", ".spec.profiles"),
     ]
     # every column points at a field that exists in the schema
     for spec in (profile, run):
@@ -672,7 +675,7 @@ def test_status_written_by_the_operator_passes_the_status_schema():
     assert schema_errors({"phase": "Exploding"}, run_status) == [
         "phase: 'Exploding' is not one of "
         "['Pending', 'Pretraining', 'Proposing', 'RollingOut', "
-        "'Succeeded', 'RolledBack', 'Failed']"
+        "'Succeeded', 'RolledBack', 'Unchanged', 'Failed']"
     ]
 
 

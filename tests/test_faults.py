@@ -372,3 +372,52 @@ def test_a_long_continuous_run_through_cycles_and_faults_keeps_the_invariants(mo
 
 def test_the_harness_kill_is_not_an_exception_the_operator_can_catch():
     assert not issubclass(Killed, Exception)
+
+
+# --- 4. an internal error shows -----------------------------------------------------------------------------
+def test_an_internal_error_makes_the_run_degraded_with_one_event_and_one_traceback_and_it_recovers(monkeypatch, caplog):
+    import logging
+
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc"))
+        healthy = w.proposer.propose
+        broken = {"on": True}
+
+        def propose(name, profile, stable):
+            if broken["on"]:  # what `agent.replaySize: 1e12` once did on every tick
+                raise MemoryError("Unable to allocate 10.9 TiB for an array with shape (1000000000000, 3)")
+            return healthy(name, profile, stable)
+
+        w.proposer.propose = propose
+        with caplog.at_level(logging.INFO, logger="dwcp_autotuner"):
+            for _ in range(12):
+                w.tick()
+        status = w.status("tune")
+        degraded = condition(status, "Degraded")
+        assert degraded["status"] == "True" and degraded["reason"] == "InternalError", status
+        assert (
+            "MemoryError: Unable to allocate 10.9 TiB" in degraded["message"]
+            and "tick(s) in a row" in degraded["message"]
+        )
+        assert status["phase"] == "Proposing" and not w.errors  # nothing raised to Kopf, the phase is not a lie
+        warnings = [e for e in w.core.list_namespaced_event(w.namespace).items if e.reason == "InternalError"]
+        assert len(warnings) == 1 and warnings[0].type == "Warning" and warnings[0].count in (None, 1)
+        tracebacks = [r for r in caplog.records if r.exc_info and "internal error" in r.getMessage()]
+        assert len(tracebacks) == 1  # logged once, with its traceback, not once per tick
+        assert any("still failing after 10 ticks" in r.getMessage() for r in caplog.records)
+        counter = sum(
+            s.value
+            for m in w.runtime.metrics.registry.collect()
+            if m.name == "dwcp_autotuner_internal_errors"
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+        assert counter >= 10  # every tick that raised (the first two started the run and proposed nothing)
+
+        broken["on"] = False  # fixed (a new operator version, memory freed): the run goes on, Degraded clears
+        w.run_until(lambda: w.finished("tune"))
+        status = w.status("tune")
+        assert condition(status, "Degraded")["status"] == "False"
+        assert ("Promoted", "CanaryBetter") in history(w, "tune")

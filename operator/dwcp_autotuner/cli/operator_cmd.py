@@ -59,8 +59,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cache-dir", type=Path, help="where measured twins are cached")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line (run, namespace, reason, phase as fields) for log pipelines",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(handler=run)
+
+
+def configure_logging(fmt: str, *, verbose: bool) -> None:
+    """One line per transition and per failure; quiet where the libraries are chatty on success."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"})
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        # Kopf logs "Timer ... succeeded" for every tick of every run; keep its per-object warnings and errors.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # Every liveness probe, and urllib3's "Retrying ..." lines with URL-encoded PromQL: the operator logs
+        # what failed itself, once (handlers/runtime.py).
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def _seconds(flag: str, value: float, minimum: float, *, inclusive: bool) -> None:
@@ -87,12 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--prometheus-url: {error}") from None
     if not 0 <= args.metrics_port <= 65535:
         raise CliError(f"--metrics-port: must be a port number (got {args.metrics_port})")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if not args.verbose:
-        # Kopf logs "Timer ... succeeded" for every tick of every run; keep its per-object warnings and errors.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    configure_logging(args.log_format, verbose=args.verbose)
 
     import kopf
     from prometheus_client import disable_created_metrics, start_http_server

@@ -36,7 +36,15 @@ from ..canary.protocol import (
 )
 from ..models.names import label_value, object_name
 from ..models.profile import ParameterProfileSpec
-from ..models.run import ProposalRecord, ProposalStatus, RunStatus, StepRecord, VariantMeans
+from ..models.run import (
+    GuardRecord,
+    ProposalRecord,
+    ProposalStatus,
+    RunStatus,
+    StepRecord,
+    VariantMeans,
+    VariantMeasurement,
+)
 from ..ports.base import Conflict
 from ..proposers.base import ProposalVerdict
 from ..rollout.decision import Advance, Hold, Limits, Promote, Rollback, Step, Wait, decide
@@ -323,13 +331,37 @@ def _analyse(
         verdict=verdict.phase,
         reason=verdict.reason,
         p_value=None if verdict.p_value is None else float(f"{verdict.p_value:.4g}"),
-        stable=result.stable,
-        canary=result.canary,
+        stable=_rounded(result.stable),
+        canary=_rounded(result.canary),
+        guards=[
+            GuardRecord(
+                metric=g.limit.metric,
+                status=g.status,
+                degradation_pct=None if g.degradation_pct is None else round(g.degradation_pct, 3),
+                max_degradation_pct=g.limit.max_degradation_pct,
+            )
+            for g in verdict.guards
+        ],
     )
     current.steps = [s for s in current.steps if s.index != step.index] + [entry]
     if result.stable.n or result.canary.n:
         ports.proposer.observe(current.profile, profile, current.stable_config, current.config, entry)
     return verdict
+
+
+def _rounded(measured: VariantMeasurement) -> VariantMeasurement:
+    """Six significant digits: what the decision was made on, without float noise in the audit."""
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else float(f"{x:.6g}")
+
+    return measured.model_copy(
+        update={
+            "score": r(measured.score),
+            "score_std": r(measured.score_std),
+            "metrics": {k: r(v) for k, v in measured.metrics.items()},
+        }
+    )
 
 
 def _steps(ctx: RunContext) -> tuple[int, ...]:
@@ -442,10 +474,12 @@ def _weight_written(
     current.step_started_at = ports.write_time(ctx)
     current.last_analysis_at = None
     step = f"step {current.step_index + 1}/{len(ctx.spec.rollout.steps)}" + ("; resumed" if resumed else "")
+    passed = next((s for s in current.steps if s.index == current.step_index - 1), None)
+    evidence = "" if passed is None else f"; the previous step passed: {passed.evidence()}"
     return Transition(
         "StepAdvanced",
-        f"Proposal {current.number} for {current.profile}: canary at {weight} % ({step}).",
-        event_message=f"{current.profile}: canary {current.revision} at {weight} %",
+        f"Proposal {current.number} for {current.profile}: canary at {weight} % ({step}){evidence}.",
+        event_message=f"{current.profile}: canary {current.revision} at {weight} %{evidence}",
         event_key=f"{current.number}/step{current.step_index}",
     )
 
@@ -494,6 +528,8 @@ def _after_promotion(
         improvement = (current.means.canary - current.means.stable) / abs(current.means.stable) * 100.0
     total = (1.0 + (status.improvement_pct or 0.0) / 100.0) * (1.0 + (improvement or 0.0) / 100.0)
     status.improvement_pct = round((total - 1.0) * 100.0, 4)
+    own = (1.0 + status.improvements.get(current.profile, 0.0) / 100.0) * (1.0 + (improvement or 0.0) / 100.0)
+    status.improvements[current.profile] = round((own - 1.0) * 100.0, 4)
     p = "n/a" if current.p_value is None else f"{current.p_value:.2g}"
     message = (
         f"Promoted proposal {current.number} for {current.profile}: objective "

@@ -26,11 +26,13 @@ from ..models.profile import ParameterProfileSpec
 from ..models.run import (
     TERMINAL_PHASES,
     HoldRecord,
+    OptimizationRunSpec,
     Phase,
     ProposalRecord,
     ProposalStatus,
     Recommendation,
     RunStatus,
+    RunSummary,
     TargetRef,
 )
 from ..ports.base import ConfigStore, EventSink, NotFound
@@ -51,7 +53,24 @@ def reconcile(ctx: RunContext, ports: Ports) -> RunStatus:
         status = _start_over(status)  # the spec was fixed: a new generation starts the run again
     status.observed_generation = ctx.generation
     transition = _next(ctx, ports, status)
-    return status if transition is None else apply(ctx, ports.events, status, transition)
+    status = status if transition is None else apply(ctx, ports.events, status, transition)
+    status.summary = summarise(status, ctx.spec)
+    return status
+
+
+def summarise(status: RunStatus, spec: OptimizationRunSpec) -> RunSummary:
+    """The short strings `kubectl get` shows (the printer columns): profile, step, proposals, improvement."""
+    current = status.current
+    made = status.proposals - (status.cycle_proposals_start if spec.continuous.enabled else 0)
+    steps = len(spec.rollout.steps)
+    message = status.message or ""
+    return RunSummary(
+        profile=None if current is None else current.profile,
+        step=None if current is None or not current.canary_weight else f"{current.step_index + 1}/{steps}",
+        proposals=f"{made}/{spec.budget.max_proposals}",
+        improvement=", ".join(f"{name} {gain:+.1f}%" for name, gain in status.improvements.items()) or None,
+        message=message if len(message) <= 80 else message[:79] + "…",
+    )
 
 
 def settled(status: RunStatus, generation: int | None, continuous_enabled: bool) -> bool:
@@ -70,6 +89,29 @@ class RunRef:
     uid: str
     generation: int | None
     now: dt.datetime
+
+
+def reconcile_failed(
+    ref: RunRef, events: EventSink, status: RunStatus, error: str, ticks: int, since: str
+) -> RunStatus:
+    """A reconcile raised: the run is Degraded (InternalError) with the error and how long it has lasted.
+
+    The phase stays (nothing was decided); the Event is emitted once, when the condition first turns True."""
+    status = status.model_copy(deep=True)
+    message = (
+        f"Internal error, {ticks} tick(s) in a row since {since}: {error}. The operator retries every tick; "
+        "its log has the traceback (once)."
+    )
+    return apply(ref, events, status, Transition("InternalError", message, event_message=f"Internal error: {error}"))
+
+
+def reconcile_recovered(ref: RunRef, events: EventSink, status: RunStatus) -> RunStatus:
+    """A reconcile worked again after an internal error: Degraded goes back to False (a Resumed Event)."""
+    degraded = next((c for c in status.conditions if c.type == "Degraded"), None)
+    if degraded is None or degraded.status != "True" or degraded.reason != "InternalError":
+        return status
+    status = status.model_copy(deep=True)
+    return apply(ref, events, status, Transition("AsExpected", "Reconciling again after an internal error."))
 
 
 def reconcile_invalid(
@@ -206,12 +248,43 @@ def _finish(ctx: RunContext, ports: Ports, status: RunStatus, reason: str) -> Tr
             if ctx.spec.mode == "Recommend"
             else f"{promoted} of {status.proposals} proposal(s) promoted"
         )
-        imp = "" if status.improvement_pct is None else f", objective {status.improvement_pct:+.1f} %"
+        imp = "".join(f", {name} {gain:+.1f} %" for name, gain in status.improvements.items())
+        if not imp and status.improvement_pct is not None:  # a status written before `improvements` existed
+            imp = f", objective {status.improvement_pct:+.1f} %"
         return Transition(reason, f"Finished ({reason}): {what}{imp}.", to=Phase.SUCCEEDED)
+    cycle = [h for h in status.history if h.number > status.cycle_proposals_start]
+    rolled_back = [h for h in cycle if h.verdict == "RolledBack"]
+    if not rolled_back:
+        message = (
+            f"Finished ({reason}): nothing was rolled out; {len(cycle)} proposal(s), none of them a canary "
+            f"({', '.join(sorted({h.reason for h in cycle})) or 'none made'})."
+        )
+        return Transition(reason, message, to=Phase.UNCHANGED)
+    if all(_for_want_of_metrics(h) for h in rolled_back):
+        message = (
+            f"Finished ({reason}): {len(rolled_back)} canary(ies) rolled back because the metrics were unavailable "
+            "(no data or the metrics backend unreachable); nothing was judged worse. Check Prometheus and the "
+            "profiles' queries."
+        )
+        return Transition(reason, message, to=Phase.ROLLED_BACK, cause="MetricsUnavailable")
     message = (
-        f"Finished ({reason}): no proposal was better than the stable configuration; every canary was rolled back."
+        f"Finished ({reason}): no proposal was better than the stable configuration; "
+        f"{len(rolled_back)} canary(ies) rolled back."
     )
-    return Transition(reason, message, to=Phase.ROLLED_BACK)
+    return Transition(reason, message, to=Phase.ROLLED_BACK, cause="NothingPromoted")
+
+
+def _for_want_of_metrics(record: ProposalRecord) -> bool:
+    """A rollback because no analysis could measure the canary (Prometheus down, no series), not a verdict on it."""
+    return (
+        record.reason == "Inconclusive"
+        and bool(record.steps)
+        and record.steps[-1].reason
+        in (
+            "MetricsUnavailable",
+            "NoData",
+        )
+    )
 
 
 def _propose(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:

@@ -63,7 +63,7 @@ class Transition:
 P = Phase
 ACTIVE = frozenset({P.PENDING, P.PRETRAINING, P.PROPOSING, P.ROLLING_OUT})
 WORKING = frozenset({P.PROPOSING, P.ROLLING_OUT})
-FINISHED = frozenset({P.SUCCEEDED, P.ROLLED_BACK})
+FINISHED = frozenset({P.SUCCEEDED, P.ROLLED_BACK, P.UNCHANGED})
 
 
 def _progress(reason: str, sources: Iterable[Phase], target: Phase | None, meaning: str, **kw) -> Rule:
@@ -163,7 +163,16 @@ RULES: tuple[Rule, ...] = (
         event=("Normal", "StepAdvanced"),
         always=True,
     ),
-    *(_progress(reason, [P.ROLLING_OUT], None, meaning) for reason, meaning in _INCONCLUSIVE.items()),
+    *(
+        _progress(
+            reason,
+            [P.ROLLING_OUT],
+            None,
+            meaning,
+            event=("Warning" if reason in ("MetricsUnavailable", "NoData") else "Normal", reason),
+        )
+        for reason, meaning in _INCONCLUSIVE.items()
+    ),
     _progress(
         "Held",
         [P.ROLLING_OUT],
@@ -215,9 +224,20 @@ RULES: tuple[Rule, ...] = (
                 reason,
                 [P.PROPOSING],
                 P.ROLLED_BACK,
-                f"Finished, nothing promoted: {meaning}",
+                f"Finished, nothing promoted, canaries rolled back: {meaning} Why (`NothingPromoted`: no canary was "
+                "better; `MetricsUnavailable`: every rollback was for want of metrics) is the Succeeded and "
+                "RolledBack reason.",
                 progressing=False,
-                extra=(("Succeeded", "False", "NothingPromoted"), ("RolledBack", "True", "NothingPromoted")),
+                extra=(("Succeeded", "False", "{cause}"), ("RolledBack", "True", "{cause}")),
+                event=("Normal", "Finished"),
+            ),
+            _progress(
+                reason,
+                [P.PROPOSING],
+                P.UNCHANGED,
+                f"Finished without rolling anything out (every proposal was NoChange, held or superseded): {meaning}",
+                progressing=False,
+                extra=(("Succeeded", "False", "NothingRolledOut"),),
                 event=("Normal", "Finished"),
             ),
         )
@@ -255,8 +275,17 @@ RULES: tuple[Rule, ...] = (
     _degraded("InvalidStableConfig", "The stable value does not parse or is out of bounds."),
     _degraded("KubernetesUnavailable", "The API server failed or refused a request; retried every tick."),
     Rule(
+        "InternalError",
+        ACTIVE | FINISHED,
+        None,
+        "degraded",
+        "A reconcile (or the pretraining it waits for) raised an unexpected error; the message names it and how "
+        "many ticks in a row failed. Retried every tick; one Warning Event, one logged traceback.",
+        event=("Warning", "InternalError"),
+    ),
+    Rule(
         "AsExpected",
-        WORKING,
+        ACTIVE | FINISHED,
         None,
         "degraded",
         "What was in the run's way is gone; it goes on.",
@@ -345,7 +374,8 @@ def apply(ctx: RunIdentity, events: EventSink, status: RunStatus, transition: Tr
         kind, reason = rule.event
         events.emit(kind, reason, transition.event_message or transition.message, key=transition.event_key)
     if changed or rule.always:
-        log.info(
+        log.log(
+            logging.WARNING if rule.event is not None and rule.event[0] == "Warning" else logging.INFO,
             "run %s/%s: %s -> %s (%s): %s",
             ctx.namespace,
             ctx.name,
@@ -353,6 +383,12 @@ def apply(ctx: RunIdentity, events: EventSink, status: RunStatus, transition: Tr
             status.phase,
             transition.reason,
             transition.message,
+            extra={
+                "run": ctx.name,
+                "namespace": ctx.namespace,
+                "reason": transition.reason,
+                "phase": str(status.phase),
+            },
         )
     return status
 
@@ -360,7 +396,7 @@ def apply(ctx: RunIdentity, events: EventSink, status: RunStatus, transition: Tr
 def markdown_table() -> str:
     """The transition table as `docs/conditions.md` shows it (between its `transitions` markers)."""
     lines = ["| Reason | From | To | Conditions set | Event | What it means |", "|---|---|---|---|---|---|"]
-    order = [P.PENDING, P.PRETRAINING, P.PROPOSING, P.ROLLING_OUT, P.SUCCEEDED, P.ROLLED_BACK, P.FAILED]
+    order = [P.PENDING, P.PRETRAINING, P.PROPOSING, P.ROLLING_OUT, P.SUCCEEDED, P.ROLLED_BACK, P.UNCHANGED, P.FAILED]
     for rule in RULES:
         sources = ", ".join(str(p) for p in order if p in rule.sources)
         target = str(rule.target) if rule.target is not None else "(stays)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import platform
 import threading
 import time
 from collections.abc import Mapping
@@ -20,15 +21,16 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from .. import __version__
 from ..canary.protocol import target_ref, withdraw
 from ..controller.context import Ports, RunContext
 from ..controller.profiles import parse_profile, validate_profile
-from ..controller.run import RunRef, reconcile, reconcile_invalid, settled
+from ..controller.run import RunRef, reconcile, reconcile_failed, reconcile_invalid, reconcile_recovered, settled
 from ..controller.target import config_ref
 from ..models.base import API_VERSION, GROUP, VERSION
 from ..models.errors import format_validation_error
 from ..models.profile import ParameterProfileSpec, ProfileStatus
-from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, RunStatus, TargetRef, resolve_sampling
+from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, Phase, RunStatus, TargetRef, resolve_sampling
 from ..ports.base import ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
 from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents
 from ..ports.prometheus import PrometheusMetrics
@@ -64,34 +66,64 @@ class OperatorConfig:
 
 
 class OperatorMetrics:
-    """The operator's own Prometheus metrics."""
+    """The operator's own Prometheus metrics (the chart's dashboard queries every one of them).
+
+    Counters exist at 0 for every run and profile from the run's first reconcile, so `increase()` counts the
+    first proposal too; gauges of a run go back to 0 (weight) or disappear when it ends or is deleted."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        labels = ["namespace", "run", "profile"]
         self.proposals = Counter(
-            "dwcp_autotuner_proposals",
-            "Proposals rolled out (canary started)",
-            ["namespace", "run", "profile"],
-            registry=self.registry,
+            "dwcp_autotuner_proposals", "Proposals rolled out (canary started)", labels, registry=self.registry
         )
         self.promotions = Counter(
-            "dwcp_autotuner_promotions", "Canaries promoted to stable", ["namespace", "run"], registry=self.registry
+            "dwcp_autotuner_promotions", "Canaries promoted to stable", labels, registry=self.registry
         )
-        self.rollbacks = Counter(
-            "dwcp_autotuner_rollbacks", "Canaries rolled back", ["namespace", "run"], registry=self.registry
-        )
+        self.rollbacks = Counter("dwcp_autotuner_rollbacks", "Canaries rolled back", labels, registry=self.registry)
         self.canary_weight = Gauge(
             "dwcp_autotuner_canary_weight_percent",
-            "Current canary weight",
-            ["namespace", "run", "profile"],
+            "Current canary weight (0: none out)",
+            labels,
             registry=self.registry,
         )
         self.improvement = Gauge(
             "dwcp_autotuner_improvement_percent",
-            "Objective improvement from promotions",
+            "Improvement of the profile's objective from its promotions (compounded), in %",
+            labels,
+            registry=self.registry,
+        )
+        self.phase = Gauge(
+            "dwcp_autotuner_run_phase",
+            "1 for the run's current phase, 0 for the others",
+            ["namespace", "run", "phase"],
+            registry=self.registry,
+        )
+        self.score = Gauge(
+            "dwcp_autotuner_analysis_score",
+            "Mean score (objective minus penalties) of each variant in the last analysis of the current canary",
+            [*labels, "variant"],
+            registry=self.registry,
+        )
+        self.p_value = Gauge(
+            "dwcp_autotuner_analysis_p_value",
+            "One-sided p-value that the canary is better, in the last analysis",
+            labels,
+            registry=self.registry,
+        )
+        self.internal_errors = Counter(
+            "dwcp_autotuner_internal_errors",
+            "Reconciles of a run that raised an unexpected error",
             ["namespace", "run"],
             registry=self.registry,
         )
+        self.build_info = Gauge(
+            "dwcp_autotuner_build_info",
+            "The operator's version (value 1)",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.reconcile_latency = Histogram(
             "dwcp_autotuner_reconcile_seconds",
             "Time of one reconcile of a run or profile",
@@ -99,6 +131,59 @@ class OperatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self._profiles: dict[tuple[str, str], set[str]] = {}  # (namespace, run) -> profiles with series
+
+    def track(self, namespace: str, run: str, profiles: list[str]) -> None:
+        """Create the run's series at 0 (counters, weight) for each of its profiles."""
+        known = self._profiles.setdefault((namespace, run), set())
+        for profile in profiles:
+            if profile in known:
+                continue
+            known.add(profile)
+            for counter in (self.proposals, self.promotions, self.rollbacks):
+                counter.labels(namespace, run, profile)
+            self.canary_weight.labels(namespace, run, profile).set(0)
+            self.internal_errors.labels(namespace, run)
+
+    def export(self, namespace: str, run: str, status: RunStatus) -> None:
+        """The gauges as the status says: the weight of the canary out (0 for the others), phase, analysis."""
+        self.track(namespace, run, sorted({h.profile for h in status.history} | set(status.improvements)))
+        current = status.current
+        for profile in self._profiles.get((namespace, run), ()):
+            out = current is not None and current.profile == profile and current.canary_weight > 0
+            self.canary_weight.labels(namespace, run, profile).set(current.canary_weight if out else 0)
+        for profile, gain in status.improvements.items():
+            self.improvement.labels(namespace, run, profile).set(gain)
+        for phase in Phase:
+            self.phase.labels(namespace, run, str(phase)).set(1 if status.phase == phase else 0)
+        if current is not None and current.steps:
+            last = current.steps[-1]
+            for variant, measured in (("stable", last.stable), ("canary", last.canary)):
+                if measured.score is not None:
+                    self.score.labels(namespace, run, current.profile, variant).set(measured.score)
+            if last.p_value is not None:
+                self.p_value.labels(namespace, run, current.profile).set(last.p_value)
+        elif current is None:
+            self._drop(self.score, namespace, run)
+            self._drop(self.p_value, namespace, run)
+
+    def forget(self, namespace: str, run: str) -> None:
+        """A deleted run: its gauges go (the counters stay, so `increase()` over a range that saw them is right)."""
+        for gauge in (self.canary_weight, self.improvement, self.phase, self.score, self.p_value):
+            self._drop(gauge, namespace, run)
+
+    @staticmethod
+    def _drop(metric, namespace: str, run: str) -> None:
+        """Remove the run's children of a gauge (found through `collect()`, the client's public view of them)."""
+        for family in metric.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if labels.get("namespace") == namespace and labels.get("run") == run:
+                    names = [n for n in labels if n not in ("namespace", "run")]
+                    try:
+                        metric.remove(namespace, run, *(labels[n] for n in names))
+                    except KeyError:
+                        pass
 
 
 class CountingEvents:
@@ -123,12 +208,15 @@ class CountingEvents:
             if not new or key in self._counted:
                 return new  # this action was counted (and reported) before: a retried transition
             self._counted.add(key)
-        if reason == "CanaryStarted":
-            self.metrics.proposals.labels(self.namespace, self.run, self.profile_of()).inc()
-        elif reason == "Promoted":
-            self.metrics.promotions.labels(self.namespace, self.run).inc()
-        elif reason == "RolledBack":
-            self.metrics.rollbacks.labels(self.namespace, self.run).inc()
+        counter = {
+            "CanaryStarted": self.metrics.proposals,
+            "Promoted": self.metrics.promotions,
+            "RolledBack": self.metrics.rollbacks,
+        }.get(reason)
+        if counter is not None:
+            profile = self.profile_of(key)
+            self.metrics.track(self.namespace, self.run, [profile])
+            counter.labels(self.namespace, self.run, profile).inc()
         return new
 
 
@@ -164,6 +252,8 @@ class OperatorRuntime:
         ] = {}  # (namespace, name) -> uid: stored models are owned by their profile
         self._prometheus: dict[str, PrometheusMetrics] = {}
         self._counted_actions: dict[str, set[str]] = {}  # run uid -> keyed actions counted in /metrics
+        self._failures: dict[str, _Failure] = {}  # run uid -> the error its ticks keep raising
+        self._unavailable: dict[str, str] = {}  # run uid -> the API or Prometheus failure logged for it
         self._lock = threading.Lock()
 
     # --- shared helpers -------------------------------------------------------------------------------
@@ -229,6 +319,8 @@ class OperatorRuntime:
         with self._lock:
             pool = self._pools.pop(uid, None)
             self._counted_actions.pop(uid, None)
+            self._failures.pop(uid, None)
+            self._unavailable.pop(uid, None)
         if pool is not None:
             pool.close()  # a deleted run's pretraining must not keep a core busy
 
@@ -303,6 +395,81 @@ class OperatorRuntime:
 
     # --- runs ---------------------------------------------------------------------------------------------
     def reconcile_run(self, body: Mapping) -> RunStatus | None:
+        """One tick of a run. Never raises: an unexpected error makes the run Degraded (InternalError) with one
+        Warning Event and one logged traceback, and is retried on the next tick (Kopf would log a traceback per
+        retry and the status would go on saying all is well)."""
+        meta = body.get("metadata", {})
+        uid = meta.get("uid", "")
+        try:
+            status = self._reconcile_run(body)
+        except Exception as error:
+            return self._internal_error(body, error)
+        failure = self._failures.pop(uid, None)
+        if failure is not None and status is not None:
+            log.info(
+                "run %s/%s: reconciling again after %d failed tick(s)",
+                meta.get("namespace"),
+                meta.get("name"),
+                failure.ticks,
+            )
+            recovered = reconcile_recovered(self._ref(body), self._events(body), status)
+            if recovered is not status:
+                self.patch_status(
+                    RUNS,
+                    meta.get("namespace", "default"),
+                    meta["name"],
+                    recovered.model_dump(mode="json", by_alias=True),
+                )
+                status = recovered
+        return status
+
+    def _ref(self, body: Mapping) -> RunRef:
+        meta = body.get("metadata", {})
+        return RunRef(
+            meta["name"], meta.get("namespace", "default"), meta.get("uid", ""), meta.get("generation"), _now()
+        )
+
+    def _events(self, body: Mapping) -> KubernetesEvents:
+        meta = body.get("metadata", {})
+        return KubernetesEvents(
+            self.core,
+            {
+                "apiVersion": API_VERSION,
+                "kind": "OptimizationRun",
+                "name": meta["name"],
+                "namespace": meta.get("namespace", "default"),
+                "uid": meta.get("uid", ""),
+            },
+            component="dwcp-autotuner",
+        )
+
+    def _internal_error(self, body: Mapping, error: Exception) -> RunStatus | None:
+        """Log the first occurrence of an error with its traceback, then only a count; set Degraded on the run."""
+        meta = body.get("metadata", {})
+        namespace, name, uid = meta.get("namespace", "default"), meta.get("name", ""), meta.get("uid", "")
+        text = f"{type(error).__name__}: {error}"[:500]
+        failure = self._failures.get(uid)
+        if failure is None or failure.error != text:
+            failure = self._failures[uid] = _Failure(text, 0, _now().strftime("%Y-%m-%dT%H:%M:%SZ"))
+            log.error(
+                "run %s/%s: internal error (logged once; retried every tick): %s", namespace, name, text, exc_info=error
+            )
+        failure.ticks += 1
+        self.metrics.internal_errors.labels(namespace, name).inc()
+        if failure.ticks in (10, 100, 1000) or failure.ticks % 10_000 == 0:
+            log.warning("run %s/%s: still failing after %d ticks: %s", namespace, name, failure.ticks, text)
+        try:
+            fresh = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, name)
+            status = _parse_status(RunStatus, fresh.get("status")) or RunStatus()
+            body = fresh
+            new = reconcile_failed(self._ref(body), self._events(body), status, text, failure.ticks, failure.since)
+            self.patch_status(RUNS, namespace, name, new.model_dump(mode="json", by_alias=True))
+            return new
+        except Exception as second:  # the API itself is failing: the count above and the log say so
+            log.debug("run %s/%s: cannot record the internal error: %s", namespace, name, second)
+            return None
+
+    def _reconcile_run(self, body: Mapping) -> RunStatus | None:
         started = time.perf_counter()
         meta = body.get("metadata", {})
         namespace, name = meta.get("namespace", "default"), meta["name"]
@@ -339,7 +506,7 @@ class OperatorRuntime:
             self.metrics,
             namespace,
             name,
-            lambda: latest["status"].current.profile if latest["status"].current else "",
+            lambda key: _profile_of_action(latest["status"], key),
             counted=self._counted_actions.setdefault(uid, set()),
         )
 
@@ -360,6 +527,7 @@ class OperatorRuntime:
             if new_status != status:
                 persist(new_status)
             return new_status
+        self.metrics.track(namespace, name, spec.profiles)
         profiles = self.load_profiles(namespace, spec.profiles, require_ready=status.current is None)
         owner = OwnerRef(API_VERSION, "OptimizationRun", name, uid)
         ports = Ports(
@@ -376,8 +544,12 @@ class OperatorRuntime:
         except Unavailable as error:
             # The API server or Prometheus failed mid-transition. Whatever was about to change is
             # recorded as the pending action; the next tick re-reads and finishes it.
-            log.warning("run %s/%s: %s; retrying on the next tick", namespace, name, error)
+            if self._unavailable.get(uid) != str(error):  # once per distinct cause, not once per tick
+                log.warning("run %s/%s: %s; retrying every tick", namespace, name, error)
+            self._unavailable[uid] = str(error)
             return latest["status"]
+        if self._unavailable.pop(uid, None) is not None:
+            log.info("run %s/%s: reconciling again", namespace, name)
         if new_status != status:
             persist(new_status)
         if new_status.phase in TERMINAL_PHASES and not spec.continuous.enabled:
@@ -387,15 +559,13 @@ class OperatorRuntime:
         return new_status
 
     def _export(self, namespace: str, name: str, status: RunStatus) -> None:
-        if status.current is not None:
-            self.metrics.canary_weight.labels(namespace, name, status.current.profile).set(status.current.canary_weight)
-        if status.improvement_pct is not None:
-            self.metrics.improvement.labels(namespace, name).set(status.improvement_pct)
+        self.metrics.export(namespace, name, status)
 
     def cleanup_run(self, body: Mapping) -> None:
         """A run deleted mid-rollout takes its canary keys with it; the stable bytes are never touched."""
         meta = body.get("metadata", {})
         self.forget(meta.get("uid", ""))
+        self.metrics.forget(meta.get("namespace", "default"), meta.get("name", ""))
         status = _parse_status(RunStatus, body.get("status"))
         namespace = meta.get("namespace", "default")
         status = None if status is None else self._with_target(namespace, status)
@@ -418,6 +588,29 @@ class OperatorRuntime:
         status = status.model_copy(deep=True)
         status.current.target = TargetRef(namespace=ref.namespace, name=ref.name, key=ref.key)
         return status
+
+
+def _profile_of_action(status: RunStatus, key: str | None) -> str:
+    """The profile of the proposal a keyed action ("3/Promoted") belongs to.
+
+    The controller persists a proposal (write-ahead) before it starts its canary, so the latest persisted
+    status names it: as `current` while it is out, in `history` once it ended (a promotion or rollback
+    clears `current` before its Event is emitted)."""
+    number = None if key is None else key.split("/", 1)[0]
+    current = status.current
+    if current is not None and (number is None or str(current.number) == number):
+        return current.profile
+    for record in reversed(status.history):
+        if str(record.number) == number:
+            return record.profile
+    return ""
+
+
+@dataclass
+class _Failure:
+    error: str
+    ticks: int
+    since: str
 
 
 def _not_ready(obj: Mapping) -> str | None:

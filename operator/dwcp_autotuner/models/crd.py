@@ -458,11 +458,19 @@ KINDS: tuple[Kind, ...] = (
         status=RunStatus,
         columns=(
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Profiles", "type": "string", "jsonPath": ".spec.profiles"},
-            {"name": "Step", "type": "integer", "jsonPath": ".status.current.stepIndex"},
+            {
+                "name": "Profile",
+                "type": "string",
+                "jsonPath": ".status.summary.profile",
+                "description": "The profile being canaried now.",
+            },
+            {"name": "Step", "type": "string", "jsonPath": ".status.summary.step"},
             {"name": "Weight", "type": "integer", "jsonPath": ".status.current.canaryWeight"},
-            {"name": "Improvement", "type": "number", "jsonPath": ".status.improvementPct"},
+            {"name": "Proposals", "type": "string", "jsonPath": ".status.summary.proposals"},
+            {"name": "Improvement", "type": "string", "jsonPath": ".status.summary.improvement"},
+            {"name": "Message", "type": "string", "jsonPath": ".status.summary.message"},
             _AGE,
+            {"name": "Profiles", "type": "string", "jsonPath": ".spec.profiles", "priority": 1},
         ),
     ),
 )

@@ -29,10 +29,11 @@ class Phase(StrEnum):
     ROLLING_OUT = "RollingOut"
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
+    UNCHANGED = "Unchanged"  # finished without rolling anything out (every proposal was NoChange or held)
     FAILED = "Failed"
 
 
-TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.UNCHANGED, Phase.FAILED})
 
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degraded", "WarmStarted", "ModelCompatible"]
 
@@ -343,6 +344,17 @@ class VariantMeasurement(CamelModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="Mean of each queried metric.")
 
 
+class GuardRecord(CamelModel):
+    """One guard's result in one analysis."""
+
+    metric: str
+    status: str = Field(description="Held, Breached or Unknown (not enough data).")
+    degradation_pct: float | None = Field(
+        None, description="How much worse the canary's mean was, in % (negative: better)."
+    )
+    max_degradation_pct: float
+
+
 class StepRecord(CamelModel):
     """The last analysis of one canary step: what the decision was made on."""
 
@@ -354,6 +366,16 @@ class StepRecord(CamelModel):
     p_value: float | None = None
     stable: VariantMeasurement = Field(default_factory=VariantMeasurement)
     canary: VariantMeasurement = Field(default_factory=VariantMeasurement)
+    guards: list[GuardRecord] = Field(default_factory=list, description="Each guard's result in this analysis.")
+
+    def evidence(self) -> str:
+        """One line of what this analysis saw: the score of each variant, the samples, the p-value."""
+
+        def score(m: VariantMeasurement) -> str:
+            return "n/a" if m.score is None else f"{m.score:.4g}"
+
+        p = "" if self.p_value is None else f", p={self.p_value:.2g}"
+        return f"score canary {score(self.canary)} vs stable {score(self.stable)}, n={self.canary.n}/{self.stable.n}{p}"
 
 
 class ProposalStatus(CamelModel):
@@ -494,6 +516,16 @@ class TriggerRecord(CamelModel):
     at: str
 
 
+class RunSummary(CamelModel):
+    """What `kubectl get optimizationruns` shows, as short strings (printer columns cannot compute)."""
+
+    profile: str | None = Field(None, description="The profile being canaried now.")
+    step: str | None = Field(None, description='The canary\'s step, "2/4".')
+    proposals: str = Field("0", description='Proposals made, "n/max" (per cycle in a continuous run).')
+    improvement: str | None = Field(None, description='Per profile, "hde +12.3%, pba +0.8%".')
+    message: str | None = Field(None, description="The status message, cut to 80 characters.")
+
+
 class RunStatus(CamelModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -506,7 +538,13 @@ class RunStatus(CamelModel):
     )
     recommendations: list[Recommendation] = Field(default_factory=list)
     improvement_pct: float | None = Field(
-        None, description="Total improvement of the objective from promoted proposals."
+        None,
+        description="The profiles' improvements compounded into one number (∏(1 + gain) − 1, in %): it mixes "
+        "different objectives, so read `improvements` for each profile.",
+    )
+    improvements: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per profile: the improvement of its own objective from its promotions (compounded), in %.",
     )
     training: dict[str, TrainingStatus] = Field(default_factory=dict, description="Pretraining statistics per profile.")
     learning: dict[str, LearningStatus] = Field(
@@ -530,6 +568,7 @@ class RunStatus(CamelModel):
         default_factory=list, description="Re-optimization triggers, newest last (bounded)."
     )
     message: str | None = None
+    summary: RunSummary = Field(default_factory=RunSummary, description="Short strings for kubectl's columns.")
 
 
 HISTORY_LIMIT = 20
