@@ -31,6 +31,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -47,7 +48,7 @@ from dwcp_autotuner.controller.run import reconcile
 from dwcp_autotuner.env.twin import Twin, load_or_measure_twin
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES
 from dwcp_autotuner.models.profile import ParameterProfileSpec
-from dwcp_autotuner.models.run import ExplorationSettings, OptimizationRunSpec, RunAgentSettings, RunStatus
+from dwcp_autotuner.models.run import OptimizationRunSpec, RunAgentSettings, RunStatus
 from dwcp_autotuner.ports.base import RecordingEvents
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
 from dwcp_autotuner.proposers.base import NoProposal, Proposal, Proposer
@@ -56,7 +57,8 @@ from dwcp_autotuner.workloads import make_workload
 NS, CM = "live", "target"
 INTERVAL = 600.0
 METHODS = ("ours", "ours_twin_prior", "ours_no_dqn", "previous", "random", "hill_climb", "tpe", "gp")
-EXTRA_METHODS = ("ours_ensemble", "ours_ensemble_twin_prior")  # the learned twin as a deep ensemble instead of a GP
+# The learned twin as a deep ensemble instead of a GP; the ablation with a twin prior.
+EXTRA_METHODS = ("ours_ensemble", "ours_ensemble_twin_prior", "ours_no_dqn_twin_prior")
 DEFAULT_OPTIONS = {"hde": {"link_mbps": 100.0}}
 LIVE_SEED, PRIOR_SEED = 100, 0  # the live twin and the prior twin are measured with different seeds
 
@@ -268,9 +270,8 @@ class OptunaProposer(Proposer):
             self.study.tell(trial, self.measured.get(key, 0.0))
 
 
-def make_proposer(
-    method: str, seed: int, prior, settings: RunAgentSettings, exploration: ExplorationSettings
-) -> Proposer:
+def make_proposer(method: str, seed: int, prior, spec: OptimizationRunSpec) -> Proposer:
+    settings, exploration = spec.agent, spec.exploration
     if method == "random":
         return RandomSearch(seed)
     if method == "hill_climb":
@@ -287,9 +288,10 @@ def make_proposer(
         settings,
         exploration=exploration,
         prior_twins={"live": prior} if method.endswith("twin_prior") and prior is not None else {},
-        planner="none" if method in ("ours_no_dqn",) or "ensemble" in method else "dqn",
+        planner="none" if "no_dqn" in method or "ensemble" in method else "dqn",
         deterministic=True,
         surrogate="ensemble" if "ensemble" in method else "gp",
+        significance=spec.rollout.significance,
     )
 
 
@@ -329,7 +331,7 @@ def run_one(
             "exploration": {"rejectedCooldownSeconds": 10**8, **(exploration or {})},
         }
     )
-    proposer = make_proposer(method, seed, prior, settings, spec.exploration)
+    proposer = make_proposer(method, seed, prior, spec)
     profiles = {"live": live.profile()}
     metrics, events = live.metrics(), RecordingEvents()
     status, now = RunStatus(), dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -408,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plot", type=Path, help="write the convergence curves (PNG) here")
     args = parser.parse_args(argv)
+    # The controller logs every transition (rollbacks as warnings): thousands of lines here, none of them news.
+    logging.getLogger("dwcp_autotuner").setLevel(logging.ERROR)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = sorted(int(b) for b in args.budgets.split(","))
     methods = [m for m in args.methods.split(",") if m]

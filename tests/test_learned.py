@@ -298,3 +298,92 @@ def test_pretraining_measures_the_twin_in_the_background_and_reports_progress_an
     assert (
         progress.failed and "the workload is not installed" in progress.message and "canaries alone" in progress.message
     )
+
+
+def _three_parameter_profile() -> ParameterProfileSpec:
+    return ParameterProfileSpec.model_validate(
+        {
+            "target": {"name": "svc-config"},
+            "parameters": [
+                {"name": "timeout", "min": 125, "max": 4000, "default": 2000, "scale": "log2"},
+                {"name": "batch", "min": 1, "max": 64, "default": 16, "scale": "log2"},
+                {"name": "replicas", "min": 3, "max": 15, "default": 7, "step": 1},
+            ],
+            "metrics": [{"name": "score", "query": 'score{variant="{{variant}}"}'}],
+            "objective": [{"metric": "score", "goal": "maximize"}],
+        }
+    )
+
+
+def _measured(score: float, n: int = 11) -> VariantMeasurement:
+    return VariantMeasurement(score=score, score_std=0.07 * score, n=n, metrics={"score": score})
+
+
+def test_two_worse_neighbours_do_not_convince_the_twin_that_nothing_anywhere_is_better():
+    """The first two canaries (one replica fewer, one more) were both worse: the twin must not conclude from three
+    nearby points that no configuration anywhere is better. It did (their spread set its whole amplitude), and a
+    run whose default was at 58 % of the optimum stopped there for good ("Converged")."""
+    prof = _three_parameter_profile()
+    proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    stable = prof.default_config()
+    for replicas in (6, 8):
+        canary = {**stable, "replicas": replicas}
+        step_record = StepRecord(
+            index=0,
+            weight=5,
+            analysed_at="2026-12-01T00:00:00Z",
+            verdict="Failed",
+            reason="CanaryWorse",
+            stable=_measured(1.0),
+            canary=_measured(0.92),
+        )
+        proposer.observe("svc", prof, stable, canary, step_record)
+        proposer.learn("svc", prof, verdict(stable, canary, False))
+    proposal = proposer.propose("svc", prof, stable)
+    assert isinstance(proposal, Proposal), proposal
+    assert proposal.config["replicas"] == stable["replicas"] or proposal.config != stable  # something else is tried
+
+
+def test_a_parameter_value_that_failed_in_one_context_is_expected_worse_in_another():
+    """Main effects: a timeout that was much worse next to one batch size is expected worse next to another too
+    (without a prior the twin is the sum of each parameter's effect plus a smaller interaction term)."""
+    prof = _three_parameter_profile()
+    twin = LearnedTwin(prof.tuning_space())
+    base = prof.default_config()
+    points = {
+        (2000, 16, 7): 1.0,
+        (1000, 16, 7): 1.2,
+        (2000, 32, 7): 1.1,
+        (2000, 16, 9): 1.05,
+        (125, 16, 7): 0.3,  # the short timeout is a disaster here
+        (1000, 32, 9): 1.3,
+    }
+    for (timeout, batch, replicas), score in points.items():
+        twin.add({**base, "timeout": timeout, "batch": batch, "replicas": replicas}, score, 0.03 * score, 11)
+    elsewhere = twin.index_of({"timeout": 125, "batch": 32, "replicas": 9})
+    neighbour = twin.index_of({"timeout": 1000, "batch": 32, "replicas": 9})
+    mean, sd = twin.predict([elsewhere, neighbour])
+    assert mean[0] < 0.7 * mean[1], (mean, sd)  # expected much worse than the measured neighbour, not "unknown"
+
+
+def test_the_gain_a_canary_must_show_follows_the_analysis_significance():
+    prof = profile()
+    stable = prof.default_config()
+    canary = {**stable, "batch": 16}
+    noisy = StepRecord(
+        index=0,
+        weight=5,
+        analysed_at="2026-12-01T00:00:00Z",
+        verdict="Successful",
+        reason="NotWorse",
+        stable=VariantMeasurement(score=100.0, score_std=10.0, n=10),
+        canary=VariantMeasurement(score=101.0, score_std=10.0, n=10),
+    )
+    gains = {}
+    for significance in (0.001, 0.05):
+        proposer = LearnedTwinProposer(settings(), planner="none", significance=significance)
+        proposer.observe("svc", prof, stable, canary, noisy)
+        gains[significance] = proposer._gain(proposer._state("svc", prof), prof, 100.0)
+    # z standard errors of a difference of two means of 10 samples (sd 10): 3.09 × 4.47 and 1.64 × 4.47
+    assert gains[0.001] == pytest.approx(3.090 * 10 * math.sqrt(2 / 10), rel=0.01)
+    assert gains[0.05] == pytest.approx(1.645 * 10 * math.sqrt(2 / 10), rel=0.01)

@@ -307,7 +307,11 @@ class OperatorRuntime:
                         return measure_profile_twin(profile, seed=seed, cache_dir=cache, quick=quick)
 
                     self._pools[uid] = LearnedTwinProposer(
-                        spec.agent, exploration=spec.exploration, twin_source=twin_source, models=models
+                        spec.agent,
+                        exploration=spec.exploration,
+                        twin_source=twin_source,
+                        models=models,
+                        significance=spec.rollout.significance,
                     )
             return self._pools[uid]
 

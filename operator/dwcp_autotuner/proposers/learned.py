@@ -29,6 +29,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -99,7 +100,9 @@ class _Profile:
     tried: set[str] = field(default_factory=set)
     proposals: int = 0
     boost: float = 0.0
-    caution: float = 1.0  # multiplies the harm cost: doubled by every worse canary, reset by a promotion
+    caution: float = (
+        1.0  # multiplies the harm cost: ×2 by a worse canary, ×1.5 by an inconclusive one, reset by a promotion
+    )
     learned: list[str] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     pretraining: threading.Thread | None = None
@@ -119,8 +122,11 @@ class LearnedTwinProposer(Proposer):
         deterministic: bool = False,
         models: ModelStore | None = None,
         surrogate: str = "gp",
+        significance: float = 0.001,
     ) -> None:
         self.settings = settings
+        # The one-sided z the canary analysis must beat (rollout.significance): what a canary can confirm.
+        self.z = NormalDist().inv_cdf(1.0 - significance)
         self.exploration = exploration or ExplorationSettings()
         self.prior_twins = dict(prior_twins or {})
         self.twin_source = twin_source  # measures a profile's twin (`spec.twin`): called in a pretraining thread
@@ -229,6 +235,8 @@ class LearnedTwinProposer(Proposer):
             elif verdict.reason in WORSE:
                 state.radius = max(state.radius // 2, 1)
                 state.caution = min(state.caution * 2.0, 64.0)  # failures in a row: the optimum is near
+            elif verdict.reason == "Inconclusive":  # no difference the canary could see: the neighbourhood is flat
+                state.caution = min(state.caution * 1.5, 64.0)
             state.learning.samples += 1
             if state.planner is not None:
                 surface = self._surface(state, profile, dict(verdict.proposed if verdict.promoted else verdict.stable))
@@ -330,10 +338,12 @@ class LearnedTwinProposer(Proposer):
         return _Assessment(mean, sd, value, worse, pessimistic, safe, stable_mean, gain)
 
     def _gain(self, state: _Profile, profile: ParameterProfileSpec, stable_mean: float) -> float:
-        """The improvement a canary can confirm: the noise of a sample over an analysis, and minImprovementPct."""
+        """The improvement a canary can confirm: z (of the analysis' significance) standard errors of the difference
+        of two means of n samples each, and at least `exploration.minGainPct`. A smaller improvement is rolled back
+        as not significant whatever it is, so the twin does not count on it."""
         noise = state.twin.noise_std()
         n = max((o.n for o in state.twin.observations), default=10)
-        detectable = 2.0 * noise * math.sqrt(2.0 / max(n, 2)) if noise is not None else 0.01 * abs(stable_mean)
+        detectable = self.z * noise * math.sqrt(2.0 / max(n, 2)) if noise is not None else 0.01 * abs(stable_mean)
         return max(detectable, self.exploration.min_gain_pct / 100.0 * abs(stable_mean))
 
     def _candidates(self, state: _Profile, stable_index: tuple[int, ...], radius: int) -> np.ndarray:
