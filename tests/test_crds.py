@@ -675,7 +675,7 @@ def test_status_written_by_the_operator_passes_the_status_schema():
     assert schema_errors({"phase": "Exploding"}, run_status) == [
         "phase: 'Exploding' is not one of "
         "['Pending', 'Pretraining', 'Proposing', 'RollingOut', "
-        "'Succeeded', 'RolledBack', 'Unchanged', 'Failed']"
+        "'Succeeded', 'RolledBack', 'Unchanged', 'Aborted', 'Failed']"
     ]
 
 

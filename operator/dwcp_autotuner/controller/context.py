@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..models.profile import ParameterProfileSpec
@@ -26,6 +26,7 @@ class RunContext:
     profiles: dict[str, ParameterProfileSpec | str]  # name -> spec, or an error message why it is unusable
     now: dt.datetime
     owner: OwnerRef | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)  # the run's metadata.annotations (manual actions)
 
 
 @dataclass

@@ -256,6 +256,8 @@ def _step(
     rollout = ctx.spec.rollout
     if current.inconclusive >= rollout.max_inconclusive and rollout.on_inconclusive == "Hold":
         return None  # held for a human
+    if current.awaiting_approval:
+        return None  # passed its analysis; a person approves the promotion (controller/manual.py)
     degraded = get_condition(status.conditions, "Degraded")
     if degraded is not None and degraded.status == "True":
         return Transition(
@@ -281,6 +283,16 @@ def _step(
         current.pending_action = "SetWeight"
         ports.persist(status)
         return _set_weight(ctx, ports, status, snapshot, decision.weight)
+    if isinstance(decision, Promote) and rollout.require_approval:
+        current.awaiting_approval = True
+        last = next((s for s in current.steps if s.index == current.step_index), None)
+        evidence = "" if last is None else f" ({last.evidence()})"
+        return Transition(
+            "AwaitingApproval",
+            f"Proposal {current.number} for {current.profile} passed its last analysis{evidence} and waits at "
+            f"{current.canary_weight} % for approval: kubectl autotune promote {ctx.name} -n {ctx.namespace} "
+            f"(or annotate the run autotune.dwcp.io/promote=<a new value>); abort with kubectl autotune abort.",
+        )
     if isinstance(decision, Promote):
         current.pending_action = "Promote"
         current.promote_digest = digest(_promoted_bytes(snapshot, current.config))
@@ -506,6 +518,50 @@ def _promote(
     return _after_promotion(ctx, ports, status, profile)
 
 
+def promote_now(ctx: RunContext, ports: Ports, status: RunStatus, why: str) -> Transition | None:
+    """Promote the canary out now, whatever step it is at (a person asked, or approved a waiting canary).
+
+    The same write-ahead path as an analysed promotion: `Promote` is recorded first, the ConfigMap checked to be
+    exactly what the run wrote, then written once; history says `ManualPromotion`."""
+    current = status.current
+    assert current is not None
+    profile = ctx.profiles.get(current.profile)
+    if not isinstance(profile, ParameterProfileSpec):
+        return None  # the profile went: `advance` withdraws the canary this tick
+    ref = config_ref(current.target) if current.target is not None else target_ref(profile.target, ctx.namespace)
+    snapshot = read_target(ports, ref, "disappeared during the rollout.")
+    if not isinstance(snapshot, ConfigSnapshot):
+        return snapshot
+    problem = _integrity(ctx, ports, status, snapshot, check_weight=False)
+    if problem is not None:
+        return problem
+    # A canary that passed its analysis and waited for approval is promoted on its merits (CanaryBetter); one
+    # promoted before its analysis said so is a person's decision (ManualPromotion).
+    current.pending_reason = "Approved" if current.awaiting_approval else "ManualPromotion"
+    current.awaiting_approval = False
+    current.pending_action = "Promote"
+    current.promote_digest = digest(_promoted_bytes(snapshot, current.config))
+    status.message = f"Proposal {current.number} for {current.profile}: {why}."
+    ports.persist(status)
+    return _promote(ctx, ports, status, profile, snapshot)
+
+
+def abort(ctx: RunContext, ports: Ports, status: RunStatus, why: str) -> Transition | None:
+    """Withdraw the canary out because a person aborted the run (no verdict on the configuration)."""
+    current = status.current
+    assert current is not None
+    profile = ctx.profiles.get(current.profile)
+    ref = (
+        config_ref(current.target)
+        if current.target is not None
+        else (target_ref(profile.target, ctx.namespace) if isinstance(profile, ParameterProfileSpec) else None)
+    )
+    snapshot = read_target(ports, ref, "disappeared during the rollout.") if ref is not None else None
+    if isinstance(snapshot, Transition) and snapshot.reason != "TargetNotFound":
+        return snapshot  # the API failed: retried next tick
+    return rollback(ctx, ports, status, snapshot if isinstance(snapshot, ConfigSnapshot) else None, "Aborted", why)
+
+
 def _verdict(ctx: RunContext, current: ProposalStatus, promoted: bool, reason: str, reward: float) -> ProposalVerdict:
     return ProposalVerdict(
         number=current.number,
@@ -531,13 +587,15 @@ def _after_promotion(
     own = (1.0 + status.improvements.get(current.profile, 0.0) / 100.0) * (1.0 + (improvement or 0.0) / 100.0)
     status.improvements[current.profile] = round((own - 1.0) * 100.0, 4)
     p = "n/a" if current.p_value is None else f"{current.p_value:.2g}"
+    reason = "ManualPromotion" if current.pending_reason == "ManualPromotion" else "CanaryBetter"
+    how = {"ManualPromotion": " on request", "Approved": " (approved)"}.get(current.pending_reason or "", "")
     message = (
-        f"Promoted proposal {current.number} for {current.profile}: objective "
+        f"Promoted proposal {current.number} for {current.profile}{how}: objective "
         f"{'n/a' if improvement is None else f'{improvement:+.2f} %'} (p={p})."
     )
-    _record_end(ctx, status, "Promoted", "CanaryBetter", message, improvement)
+    _record_end(ctx, status, "Promoted", reason, message, improvement)
     if profile is not None:
-        verdict = _verdict(ctx, current, True, "CanaryBetter", (improvement or 0.0) / 100.0)
+        verdict = _verdict(ctx, current, True, reason, (improvement or 0.0) / 100.0)
         ports.proposer.learn(current.profile, profile, verdict)
         continuous.on_promotion(
             ctx, status, current, profile, current.promote_digest or digest(canonical_json(current.config))

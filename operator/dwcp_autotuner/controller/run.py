@@ -19,6 +19,7 @@ watches, and safe exploration before a proposal, is `controller/continuous.py`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..canary.protocol import canonical_json, digest, merge_stable, target_ref, withdraw
@@ -37,7 +38,7 @@ from ..models.run import (
 )
 from ..ports.base import ConfigStore, EventSink, NotFound
 from ..proposers.base import NoProposal, Proposal
-from . import continuous, rollout
+from . import continuous, manual, rollout
 from .conditions import now_iso
 from .context import Ports, RunContext, parse_time
 from .history import record
@@ -50,9 +51,11 @@ def reconcile(ctx: RunContext, ports: Ports) -> RunStatus:
     """Advance the run by at most one transition and return its new status."""
     status = ctx.status.model_copy(deep=True)
     if status.phase == Phase.FAILED and status.observed_generation != ctx.generation:
-        status = _start_over(status)  # the spec was fixed: a new generation starts the run again
+        status = manual.start_over(status)  # the spec was fixed: a new generation starts the run again
     status.observed_generation = ctx.generation
-    transition = _next(ctx, ports, status)
+    status, transition = manual.act(ctx, ports, status)  # a person's pause, promote, abort or retry first
+    if transition is None and not (ctx.spec.paused and status.phase not in TERMINAL_PHASES):
+        transition = _next(ctx, ports, status)
     status = status if transition is None else apply(ctx, ports.events, status, transition)
     status.summary = summarise(status, ctx.spec)
     return status
@@ -73,11 +76,16 @@ def summarise(status: RunStatus, spec: OptimizationRunSpec) -> RunSummary:
     )
 
 
-def settled(status: RunStatus, generation: int | None, continuous_enabled: bool) -> bool:
-    """Whether a run needs no reconcile at all: finished for this generation, and not a continuous watch."""
+def settled(
+    status: RunStatus, generation: int | None, continuous_enabled: bool, annotations: Mapping[str, str] | None = None
+) -> bool:
+    """Whether a run needs no reconcile at all: finished for this generation, not a continuous watch, and no
+    manual action (a retry) waiting to be acted on."""
     if status.phase not in TERMINAL_PHASES or status.observed_generation != generation:
         return False
-    return status.phase == Phase.FAILED or not continuous_enabled
+    if manual.pending(status, annotations or {}):
+        return False
+    return status.phase in (Phase.FAILED, Phase.ABORTED) or not continuous_enabled
 
 
 @dataclass(frozen=True)
@@ -156,24 +164,9 @@ def reconcile_invalid(
     return apply(ref, events, status, Transition("InvalidSpec", problem))
 
 
-def _start_over(status: RunStatus) -> RunStatus:
-    """A fresh run for the fixed spec; what was learned and decided before (history, rejections) is kept.
-
-    Proposal numbers go on from where they were (the budget counts from here): a number names one
-    proposal for the life of the run, its revision ConfigMap and the verdict the proposer learns once."""
-    return RunStatus(
-        history=status.history,
-        rejected=status.rejected,
-        learning=status.learning,
-        training=status.training,
-        proposals=status.proposals,
-        cycle_proposals_start=status.proposals,
-    )
-
-
 def _next(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:
     if status.phase in TERMINAL_PHASES:
-        if status.phase != Phase.FAILED and ctx.spec.continuous.enabled:
+        if status.phase not in (Phase.FAILED, Phase.ABORTED) and ctx.spec.continuous.enabled:
             return continuous.watch(ctx, ports, status)  # may start a new cycle
         return None
     if status.started_at is None:

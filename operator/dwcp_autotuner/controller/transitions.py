@@ -12,7 +12,8 @@ a phase.
 Conditions a rule sets, besides its own:
 - every rule of kind "progress" sets `Ready=True/SpecValid` and, if `Degraded` was True, `Degraded=False/AsExpected`
   (the run moved, so what was in its way is gone);
-- a "degraded" rule sets only `Degraded=True/<reason>`; a "ready" rule only `Ready=False/<reason>`.
+- a "degraded" rule sets only `Degraded=True/<reason>`; a "ready" rule only `Ready=False/<reason>`; a "control"
+  rule (a person paused the run, or it waits for their approval) only `Progressing`.
 
 Events: rules marked `always` emit on every application (each is an action: a canary started, a
 weight written, a promotion); the others only when the condition they set changes, so a cause that
@@ -33,7 +34,7 @@ from .conditions import get_condition, set_condition
 
 log = logging.getLogger("dwcp_autotuner.controller")
 
-Kind = Literal["progress", "degraded", "ready", "failed"]
+Kind = Literal["progress", "control", "degraded", "ready", "failed"]
 EventType = Literal["Normal", "Warning"]
 
 
@@ -64,6 +65,8 @@ P = Phase
 ACTIVE = frozenset({P.PENDING, P.PRETRAINING, P.PROPOSING, P.ROLLING_OUT})
 WORKING = frozenset({P.PROPOSING, P.ROLLING_OUT})
 FINISHED = frozenset({P.SUCCEEDED, P.ROLLED_BACK, P.UNCHANGED})
+ENDED = FINISHED | {P.ABORTED, P.FAILED}
+FINISHED_ORDER = (P.SUCCEEDED, P.ROLLED_BACK, P.UNCHANGED)
 
 
 def _progress(reason: str, sources: Iterable[Phase], target: Phase | None, meaning: str, **kw) -> Rule:
@@ -244,7 +247,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "InvalidSpec",
-        ACTIVE | FINISHED,
+        ACTIVE | FINISHED | {P.ABORTED},
         P.FAILED,
         "failed",
         "The spec does not validate; a canary that was out is withdrawn first. Terminal until the spec changes.",
@@ -276,7 +279,7 @@ RULES: tuple[Rule, ...] = (
     _degraded("KubernetesUnavailable", "The API server failed or refused a request; retried every tick."),
     Rule(
         "InternalError",
-        ACTIVE | FINISHED,
+        ACTIVE | FINISHED | {P.ABORTED},
         None,
         "degraded",
         "A reconcile (or the pretraining it waits for) raised an unexpected error; the message names it and how "
@@ -285,11 +288,58 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "AsExpected",
-        ACTIVE | FINISHED,
+        ACTIVE | FINISHED | {P.ABORTED},
         None,
         "degraded",
         "What was in the run's way is gone; it goes on.",
         event=("Normal", "Resumed"),
+    ),
+    # --- a person's hand (controller/manual.py) ---
+    Rule(
+        "Paused",
+        ACTIVE,
+        None,
+        "control",
+        "`spec.paused` is true: no analysis, no new step, no proposal; a canary out stays at its weight.",
+        progressing=False,
+        event=("Normal", "Paused"),
+    ),
+    Rule(
+        "Unpaused",
+        ACTIVE,
+        None,
+        "control",
+        "`spec.paused` went back to false: the run goes on (the current step's analysis interval starts again).",
+        event=("Normal", "Unpaused"),
+    ),
+    Rule(
+        "AwaitingApproval",
+        frozenset({P.ROLLING_OUT}),
+        None,
+        "control",
+        "`rollout.requireApproval`: the canary passed its last analysis and waits at its weight until a person "
+        "approves (`autotune.dwcp.io/promote`, `kubectl autotune promote`).",
+        progressing=False,
+        event=("Normal", "AwaitingApproval"),
+    ),
+    _progress(
+        "Aborted",
+        ACTIVE,
+        P.ABORTED,
+        "A person aborted the run (`autotune.dwcp.io/abort`, `kubectl autotune abort`); a canary that was out was "
+        "withdrawn first (history: RolledBack/Aborted). Terminal until `autotune.dwcp.io/retry`.",
+        progressing=False,
+        extra=(("Succeeded", "False", "Aborted"),),
+        event=("Warning", "Aborted"),
+    ),
+    _progress(
+        "Retried",
+        [P.PENDING],
+        None,
+        "A person asked an ended run to start again (`autotune.dwcp.io/retry`, `kubectl autotune retry`): a "
+        "fresh budget; history, rejections and what was learned are kept.",
+        event=("Normal", "Retried"),
+        always=True,
     ),
 )
 
@@ -357,6 +407,8 @@ def apply(ctx: RunIdentity, events: EventSink, status: RunStatus, transition: Tr
             now=ctx.now,
             generation=ctx.generation,
         )
+    elif rule.kind == "control":
+        put("Progressing", "True" if rule.progressing else "False", transition.reason)
     elif rule.kind == "degraded":
         put("Degraded", "False" if transition.reason == "AsExpected" else "True", transition.reason)
     elif rule.kind == "ready":
@@ -396,7 +448,7 @@ def apply(ctx: RunIdentity, events: EventSink, status: RunStatus, transition: Tr
 def markdown_table() -> str:
     """The transition table as `docs/conditions.md` shows it (between its `transitions` markers)."""
     lines = ["| Reason | From | To | Conditions set | Event | What it means |", "|---|---|---|---|---|---|"]
-    order = [P.PENDING, P.PRETRAINING, P.PROPOSING, P.ROLLING_OUT, P.SUCCEEDED, P.ROLLED_BACK, P.UNCHANGED, P.FAILED]
+    order = [P.PENDING, P.PRETRAINING, P.PROPOSING, P.ROLLING_OUT, *FINISHED_ORDER, P.ABORTED, P.FAILED]
     for rule in RULES:
         sources = ", ".join(str(p) for p in order if p in rule.sources)
         target = str(rule.target) if rule.target is not None else "(stays)"
@@ -411,6 +463,7 @@ def markdown_table() -> str:
 def _conditions_text(rule: Rule) -> str:
     own = {
         "progress": f"Progressing={rule.progressing}",
+        "control": f"Progressing={rule.progressing} (only)",
         "degraded": "Degraded=False" if rule.reason == "AsExpected" else "Degraded=True",
         "ready": "Ready=False",
         "failed": "Ready=False, Progressing=False",

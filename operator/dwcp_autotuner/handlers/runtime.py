@@ -490,7 +490,8 @@ class OperatorRuntime:
         uid, generation = meta.get("uid", ""), meta.get("generation")
         status = _parse_status(RunStatus, body.get("status")) or RunStatus()
         raw_spec = body.get("spec") or {}
-        if settled(status, generation, bool((raw_spec.get("continuous") or {}).get("enabled"))):
+        annotations = dict(meta.get("annotations") or {})
+        if settled(status, generation, bool((raw_spec.get("continuous") or {}).get("enabled")), annotations):
             return status  # finished; nothing to do until the spec changes (a continuous run keeps watching)
         latest = {"status": status}
 
@@ -542,7 +543,9 @@ class OperatorRuntime:
             persist=persist,
             clock=_now,
         )
-        ctx = RunContext(name, namespace, uid, generation, spec, status, profiles, _now(), owner=owner)
+        ctx = RunContext(
+            name, namespace, uid, generation, spec, status, profiles, _now(), owner=owner, annotations=annotations
+        )
         try:
             new_status = reconcile(ctx, ports)
         except Unavailable as error:

@@ -30,10 +30,18 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
     UNCHANGED = "Unchanged"  # finished without rolling anything out (every proposal was NoChange or held)
+    ABORTED = "Aborted"  # a person aborted it (`autotune.dwcp.io/abort`); a canary that was out was withdrawn
     FAILED = "Failed"
 
 
-TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.UNCHANGED, Phase.FAILED})
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.UNCHANGED, Phase.ABORTED, Phase.FAILED})
+
+# Annotations a person (or `kubectl autotune`) sets on a run to act on it. Each is acted on once per distinct value
+# (any text: a timestamp does), which status.manual records; the same value applied again by GitOps is a no-op.
+ANNOTATION_PREFIX = "autotune.dwcp.io/"
+PROMOTE_ANNOTATION = ANNOTATION_PREFIX + "promote"  # promote the canary out now (and approve a waiting one)
+ABORT_ANNOTATION = ANNOTATION_PREFIX + "abort"  # withdraw the canary out and end the run (phase Aborted)
+RETRY_ANNOTATION = ANNOTATION_PREFIX + "retry"  # start a finished, failed or aborted run again
 
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "RolledBack", "Degraded", "WarmStarted", "ModelCompatible"]
 
@@ -123,6 +131,12 @@ class RolloutSettings(AnalysisSettings):
     on_inconclusive: Literal["Rollback", "Hold"] = Field(
         "Rollback",
         description="Rollback: restore the stable config. Hold: keep the canary where it is and wait for a human.",
+    )
+    require_approval: bool = Field(
+        False,
+        description="A person approves every promotion (Flagger's confirm-promotion): a canary that passed its last "
+        "analysis waits at its weight (Progressing=False, AwaitingApproval) until the run is annotated "
+        "autotune.dwcp.io/promote=<a new value> (`kubectl autotune promote RUN`).",
     )
 
     @field_validator("steps")
@@ -299,6 +313,11 @@ class OptimizationRunSpec(CamelModel):
     continuous: ContinuousSettings = Field(
         default_factory=ContinuousSettings, description="Continuous re-optimization."
     )
+    paused: bool = Field(
+        False,
+        description="Pause the run: no analysis, no new step and no new proposal; a canary that is out stays at its "
+        "weight. Set it back to false to resume (the current step's analysis interval then starts again).",
+    )
 
     @field_validator("prometheus_url")
     @classmethod
@@ -374,7 +393,7 @@ class StepRecord(CamelModel):
         def score(m: VariantMeasurement) -> str:
             return "n/a" if m.score is None else f"{m.score:.4g}"
 
-        p = "" if self.p_value is None else f", p={self.p_value:.2g}"
+        p = "" if self.p_value is None else f", p(better)={self.p_value:.2g}"
         return f"score canary {score(self.canary)} vs stable {score(self.stable)}, n={self.canary.n}/{self.stable.n}{p}"
 
 
@@ -409,6 +428,9 @@ class ProposalStatus(CamelModel):
     )
     pending_reason: str | None = Field(None, description="Why the pending action was decided (e.g. GuardBreached).")
     promote_digest: str | None = Field(None, description="sha256 of the stable key as a pending promotion writes it.")
+    awaiting_approval: bool = Field(
+        False, description="The canary passed its analysis and waits for a person to approve the promotion."
+    )
     canary_digest: str | None = Field(None, description="sha256 of the canary key as the run wrote it.")
     expected_improvement_pct: float | None = None
     steps: list[StepRecord] = Field(default_factory=list, description="The last analysis of each step so far.")
@@ -526,6 +548,16 @@ class RunSummary(CamelModel):
     message: str | None = Field(None, description="The status message, cut to 80 characters.")
 
 
+class ManualStatus(CamelModel):
+    """The values of the action annotations already acted on (each distinct value acts once)."""
+
+    promote: str | None = None
+    abort: str | None = None
+    retry: str | None = None
+    abort_requested: bool = Field(False, description="An abort is under way (the canary is being withdrawn).")
+    last: str | None = Field(None, description="What the last action did.")
+
+
 class RunStatus(CamelModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -569,6 +601,9 @@ class RunStatus(CamelModel):
     )
     message: str | None = None
     summary: RunSummary = Field(default_factory=RunSummary, description="Short strings for kubectl's columns.")
+    manual: ManualStatus = Field(
+        default_factory=ManualStatus, description="Actions taken on a person's request (annotations)."
+    )
 
 
 HISTORY_LIMIT = 20
