@@ -163,6 +163,20 @@ PANELS = [
         12,
         8,
     ),
+    (
+        "timeseries",
+        "Notifications",
+        "Webhook notifications by format and outcome (sent; failed after its retries; dropped: the queue was full).",
+        [
+            (
+                "sum by (format, outcome) (increase(dwcp_autotuner_notifications_total[$__rate_interval]))",
+                "{{format}} {{outcome}}",
+            )
+        ],
+        "short",
+        12,
+        8,
+    ),
 ]
 
 ANNOTATIONS = [

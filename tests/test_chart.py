@@ -411,7 +411,7 @@ def test_the_optional_network_policy_allows_dns_the_api_server_and_prometheus_on
     assert spec["egress"][2]["to"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
-    assert [p["port"] for p in spec["ingress"][0]["ports"]] == [9090]
+    assert [p["port"] for p in spec["ingress"][0]["ports"]] == [8081]
 
 
 def test_rbac_scope_follows_watch_namespaces():
@@ -1220,3 +1220,37 @@ def test_helm_install_with_replicas_creates_the_peering_object(cluster):
         "poddisruptionbudget.policy/ha-dwcp-autotuner"
         in _kubectl(env, "get", "poddisruptionbudgets", "-n", "ha-check", "-o", "name").stdout
     )
+
+
+@needs_helm
+def test_notification_webhooks_render_as_flags_with_secret_urls_in_the_environment():
+    docs = render(
+        "default",
+        "--set",
+        "notifications.webhooks[0].url=https://alerts.example.com/dwcp",
+        "--set",
+        "notifications.webhooks[1].format=slack",
+        "--set",
+        "notifications.webhooks[1].urlSecret.name=slack-webhook",
+        "--set",
+        "networkPolicy.enabled=true",
+    )
+    args = operator_args(docs)
+    assert _flag(args, "--webhook") == ["json=https://alerts.example.com/dwcp", "slack=env:DWCP_WEBHOOK_1"]
+    env = {e["name"]: e for e in operator_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DWCP_WEBHOOK_1"]["valueFrom"]["secretKeyRef"] == {"name": "slack-webhook", "key": "url"}
+    [policy] = of_kind(docs, "NetworkPolicy")
+    assert [p["port"] for p in policy["spec"]["egress"][-1]["ports"]] == [443]  # egress to the webhooks
+    assert not _flag(operator_args(render("default")), "--webhook")
+    [plain] = of_kind(render("default", "--set", "networkPolicy.enabled=true"), "NetworkPolicy")
+    assert len(plain["spec"]["egress"]) == 3  # no webhook: no egress beyond DNS, the API server and Prometheus
+
+
+@needs_helm
+def test_a_webhook_needs_a_url_or_a_secret():
+    result = subprocess.run(
+        [HELM, "template", RELEASE, str(CHART), "--set", "notifications.webhooks[0].format=slack"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "urlSecret" in result.stderr

@@ -183,8 +183,9 @@ class ScriptedProposer(Proposer):
 class World:
     """One namespace, its ConfigMaps, profiles and runs, an operator runtime that can be killed, and the invariants."""
 
-    def __init__(self, emulator, kubeconfig: Path, namespace: str = "faults") -> None:
+    def __init__(self, emulator, kubeconfig: Path, namespace: str = "faults", webhooks=()) -> None:
         self.emulator, self.kubeconfig, self.namespace = emulator, kubeconfig, namespace
+        self.webhooks = tuple(webhooks)
         self.now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
         self.metrics = InProcessMetrics()
         self.live = LiveSystem(self)
@@ -212,6 +213,7 @@ class World:
             metrics_port=0,
             liveness=None,
             kubeconfig=str(self.kubeconfig),
+            webhooks=self.webhooks,
         )
         runtime = OperatorRuntime(config)
         runtime.prometheus = lambda url: self.metrics  # the in-process live system (see the module docstring)
@@ -337,7 +339,7 @@ class World:
         ]
 
     def finished(self, name: str) -> bool:
-        return self.status(name).get("phase") in ("Succeeded", "RolledBack", "Failed")
+        return self.status(name).get("phase") in ("Succeeded", "RolledBack", "Unchanged", "Aborted", "Failed")
 
     # --- invariants ----------------------------------------------------------------------------------
     def check(self) -> None:
@@ -404,9 +406,9 @@ class World:
 
 
 @contextlib.contextmanager
-def world(monkeypatch, namespace: str = "faults") -> Iterator[World]:
+def world(monkeypatch, namespace: str = "faults", webhooks=()) -> Iterator[World]:
     with running_emulator(crd_paths=[ROOT / "crds"]) as (emulator, _url, kubeconfig):
-        w = World(emulator, kubeconfig, namespace)
+        w = World(emulator, kubeconfig, namespace, webhooks)
         monkeypatch.setattr(runtime_module, "_now", lambda: w.now)
         yield w
 

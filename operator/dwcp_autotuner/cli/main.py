@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dwcp-autotuner",
         description="Keeps the runtime parameters of distributed services tuned (DQN agent + canary rollouts).",
     )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"dwcp-autotuner {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     from . import component_cmd, operator_cmd, tune
 

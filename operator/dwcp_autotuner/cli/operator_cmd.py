@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 from pathlib import Path
 
 from ..models.run import check_http_url
+from ..ports.notify import webhooks_from
 from .errors import CliError
 
 
@@ -41,7 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--profile-recheck-seconds", type=float, default=30.0, help="how often profiles are re-validated (default 30)"
     )
     p.add_argument(
-        "--metrics-port", type=int, default=9090, help="port of the operator's own /metrics (0 disables; default 9090)"
+        "--metrics-port",
+        type=int,
+        default=8081,
+        help="port of the operator's own /metrics (0 disables; default 8081: not Prometheus' own 9090)",
     )
     p.add_argument(
         "--metrics-address",
@@ -56,6 +61,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NS",
         help="a namespace whose ConfigMaps profiles may target besides their own (repeatable; the chart sets "
         "these from watchNamespaces and targetNamespaces); '*': any namespace",
+    )
+    p.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="[FORMAT=]URL",
+        help="notify this webhook of promotions, rollbacks, holds, approvals, aborts and Degraded causes (repeatable); "
+        "FORMAT json (default) or slack; FORMAT=env:VAR reads the URL from an environment variable (a Secret)",
     )
     p.add_argument("--cache-dir", type=Path, help="where measured twins are cached")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
@@ -116,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--prometheus-url: {error}") from None
     if not 0 <= args.metrics_port <= 65535:
         raise CliError(f"--metrics-port: must be a port number (got {args.metrics_port})")
+    try:
+        webhooks = tuple(webhooks_from(args.webhook, os.environ))
+    except ValueError as error:
+        raise CliError(f"--webhook: {error}") from None
     configure_logging(args.log_format, verbose=args.verbose)
 
     import kopf
@@ -136,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         kubeconfig=args.kubeconfig,
         allowed_target_namespaces=_allowed(args.allowed_target_namespace),
+        webhooks=webhooks,
     )
     try:
         runtime = OperatorRuntime(config)

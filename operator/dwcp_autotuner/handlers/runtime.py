@@ -33,6 +33,7 @@ from ..models.profile import ParameterProfileSpec, ProfileStatus
 from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, Phase, RunStatus, TargetRef, resolve_sampling
 from ..ports.base import ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
 from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents
+from ..ports.notify import Notifier, NotifyingEvents, Webhook
 from ..ports.prometheus import PrometheusMetrics
 from ..proposers.base import Proposer
 from ..proposers.learned import LearnedTwinProposer
@@ -56,13 +57,14 @@ class OperatorConfig:
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     # Floor of the default sample spacing: twice kube-prometheus-stack's 30 s scrape interval.
     min_sample_seconds: float = 60.0
-    metrics_port: int = 9090  # the operator's own /metrics; 0 disables
+    metrics_port: int = 8081  # the operator's own /metrics (not Prometheus' 9090); 0 disables
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     cache_dir: Path | None = None
     quick_twins: bool = True
     kubeconfig: str | None = None
     # Namespaces a profile's target may be in besides the profile's own; None: any (RBAC decides).
     allowed_target_namespaces: tuple[str, ...] | None = None
+    webhooks: tuple[Webhook, ...] = ()  # notified of promotions, rollbacks, holds and Degraded causes
 
 
 class OperatorMetrics:
@@ -124,6 +126,12 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.notifications = Counter(
+            "dwcp_autotuner_notifications",
+            "Webhook notifications by format and outcome (sent, failed after retries, dropped: queue full)",
+            ["format", "outcome"],
+            registry=self.registry,
+        )
         self.reconcile_latency = Histogram(
             "dwcp_autotuner_reconcile_seconds",
             "Time of one reconcile of a run or profile",
@@ -255,6 +263,12 @@ class OperatorRuntime:
         self._failures: dict[str, _Failure] = {}  # run uid -> the error its ticks keep raising
         self._unavailable: dict[str, str] = {}  # run uid -> the API or Prometheus failure logged for it
         self._lock = threading.Lock()
+        self.notifier = Notifier(
+            config.webhooks, count=lambda fmt, outcome: self.metrics.notifications.labels(fmt, outcome).inc()
+        )
+        for hook in config.webhooks:  # every series at 0 from the start, so increase() counts the first message
+            for outcome in ("sent", "failed", "dropped"):
+                self.metrics.notifications.labels(hook.format, outcome)
 
     # --- shared helpers -------------------------------------------------------------------------------
     def connection_info(self, *, trust_env: bool = False):
@@ -433,19 +447,22 @@ class OperatorRuntime:
             meta["name"], meta.get("namespace", "default"), meta.get("uid", ""), meta.get("generation"), _now()
         )
 
-    def _events(self, body: Mapping) -> KubernetesEvents:
+    def _events(self, body: Mapping) -> EventSink:
+        """The run's Events (Kubernetes Events, and the webhooks for those worth a message)."""
         meta = body.get("metadata", {})
-        return KubernetesEvents(
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        events = KubernetesEvents(
             self.core,
             {
                 "apiVersion": API_VERSION,
                 "kind": "OptimizationRun",
-                "name": meta["name"],
-                "namespace": meta.get("namespace", "default"),
+                "name": name,
+                "namespace": namespace,
                 "uid": meta.get("uid", ""),
             },
             component="dwcp-autotuner",
         )
+        return NotifyingEvents(events, self.notifier, namespace, name) if self.config.webhooks else events
 
     def _internal_error(self, body: Mapping, error: Exception) -> RunStatus | None:
         """Log the first occurrence of an error with its traceback, then only a count; set Degraded on the run."""
@@ -499,11 +516,7 @@ class OperatorRuntime:
             self.patch_status(RUNS, namespace, name, new.model_dump(mode="json", by_alias=True))
             latest["status"] = new
 
-        events = KubernetesEvents(
-            self.core,
-            {"apiVersion": API_VERSION, "kind": "OptimizationRun", "name": name, "namespace": namespace, "uid": uid},
-            component="dwcp-autotuner",
-        )
+        events = self._events(body)
         # The controller persists a proposal (write-ahead) before it starts its canary, so the
         # latest persisted status names the profile of a CanaryStarted event.
         counting = CountingEvents(
