@@ -543,3 +543,25 @@ def test_the_default_sample_spacing_is_floored_and_an_interval_too_short_for_min
     assert problem is not None and "spec.rollout.sampleSeconds" in problem
     # The boundary: a range query includes both ends, so 4 × 15 s hold exactly 5 samples.
     assert resolve_sampling(spec(analysisIntervalSeconds=60, sampleSeconds=15, minSamples=5), 1)[1] is None
+
+
+def test_a_pretraining_that_would_take_hours_is_a_warning_once(tmp_path):
+    spec = OptimizationRunSpec.model_validate(
+        {
+            "profiles": ["svc"],
+            "agent": {"strategy": "DQN", "episodes": 100_000, "stepsPerEpisode": 100},
+            "rollout": {"analysisIntervalSeconds": 60, "minSamples": 5},
+        }
+    )
+    h = Harness(tmp_path, spec=spec)
+    h.profile = h.profile.model_copy(update={"twin": "hde"})
+    for _ in range(4):
+        h.tick()
+    warnings = [(kind, m) for kind, reason, m in h.events.events if reason == "LongPretraining"]
+    assert len(warnings) == 1 and warnings[0][0] == "Warning"
+    warnings = [m for _, m in warnings]
+    assert "10,000,000 environment steps" in warnings[0] and "about 1.2 h" in warnings[0]
+    short = Harness(tmp_path / "short")  # the default strategy (the learned twin) trains no DQN up front
+    for _ in range(4):
+        short.tick()
+    assert not [r for _, r, _ in short.events.events if r == "LongPretraining"]

@@ -49,3 +49,24 @@ def test_a_target_in_a_namespace_the_operator_may_not_change_is_refused(tmp_path
     assert (ready.status, ready.reason) == ("False", "TargetNamespaceNotAllowed") and "other" in ready.message
     assert check(spec, store, allowed_target_namespaces=("other",)).reason == "Valid"
     assert check(spec, store, allowed_target_namespaces=None).reason == "Valid"  # no restriction configured
+
+
+def test_every_problem_of_a_profile_is_named_not_the_first_and_a_count():
+    from dwcp_autotuner.controller.profiles import parse_profile
+
+    problem = parse_profile(
+        {
+            "target": {"name": "svc-config"},
+            "parameters": [
+                {"name": "batch", "min": 10, "max": 1, "default": 5},
+                {"name": "timeout", "min": 100, "max": 1000, "default": 5000},
+            ],
+            "metrics": [{"name": "score", "query": "score"}],
+            "objective": [{"metric": "score", "goal": "sideways"}],
+        }
+    )
+    assert isinstance(problem, str)
+    # every problem, each with its field (cross-field checks such as "the objective names a metric" run once
+    # the fields themselves are valid)
+    assert "parameters[0]" in problem and "parameters[1]" in problem and "objective[0].goal" in problem, problem
+    assert "more problem" not in problem

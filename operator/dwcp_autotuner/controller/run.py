@@ -45,6 +45,9 @@ from .history import record
 from .target import config_ref, parse_stable, read_target
 from .transitions import Transition, apply
 
+# What bench/train_speed.py measures on two cores (500,000 steps with updates in about 200 s): for estimates only.
+TRAINING_STEPS_PER_SECOND = 2_400
+
 
 # --- entry points ----------------------------------------------------------------------------------
 def reconcile(ctx: RunContext, ports: Ports) -> RunStatus:
@@ -191,6 +194,7 @@ def _next(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None
 
 # --- phases ----------------------------------------------------------------------------------------
 def _pretrain(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition:
+    _warn_if_long(ctx, ports, status)
     busy = False
     for name in ctx.spec.profiles:
         profile = ctx.profiles[name]
@@ -214,6 +218,25 @@ def _pretrain(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition:
     else:
         message = "Pretrained." if status.training else "No twin to pretrain on; learning online."
     return Transition("Pretrained", message)
+
+
+def _warn_if_long(ctx: RunContext, ports: Ports, status: RunStatus) -> None:
+    """One Warning Event when the DQN's pretraining would take an hour or more (at the measured training speed)."""
+    agent = ctx.spec.agent
+    twinned = [name for name in ctx.spec.profiles if getattr(ctx.profiles.get(name), "twin", None)]
+    if agent.strategy != "DQN" or not twinned:
+        return
+    steps = agent.episodes * agent.steps_per_episode * len(twinned)
+    hours = steps / TRAINING_STEPS_PER_SECOND / 3600.0
+    if hours >= 1.0:
+        ports.events.emit(
+            "Warning",
+            "LongPretraining",
+            f"Pretraining is {steps:,} environment steps ({agent.episodes} episodes × {agent.steps_per_episode} steps "
+            f"× {len(twinned)} profile(s)): about {hours:.1f} h at {TRAINING_STEPS_PER_SECOND:,} steps/s. Lower "
+            "spec.agent.episodes or stepsPerEpisode for a shorter one; the run proposes when it is done.",
+            key=f"pretraining/{status.cycle}/{status.proposals}",
+        )
 
 
 def _budget_left(ctx: RunContext, status: RunStatus) -> str | None:
