@@ -198,10 +198,9 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
     ):
         k = lambda *args, input=None: kubectl(kubeconfig, tmp_path / "kubectl-cache", *args, input=input)  # noqa: E731
         emulator.create_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        k("apply", "--validate=false", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump_all(configmaps))
+        k("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump_all(configmaps))
         k(
             "apply",
-            "--validate=false",
             "-n",
             NAMESPACE,
             *[arg for name in COMPONENTS for arg in ("-f", str(REPO / "examples" / f"{name}-profile.yaml"))],
@@ -214,8 +213,8 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
             "metadata": {"name": "web-config"},
             "data": {"config.json": json.dumps({"worker_connections": 1024, "keepalive_timeout": 75})},
         }
-        k("apply", "--validate=false", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(web))
-        k("apply", "--validate=false", "-n", NAMESPACE, "-f", str(REPO / "examples" / "generic" / "profile.yaml"))
+        k("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(web))
+        k("apply", "-n", NAMESPACE, "-f", str(REPO / "examples" / "generic" / "profile.yaml"))
 
         def debug() -> str:
             status = (emulator.get_object("optimizationruns", "tune", NAMESPACE, group=GROUP) or {}).get("status")
@@ -315,7 +314,7 @@ def test_the_operator_tunes_the_three_live_components_and_prometheus_agrees(tmp_
                     "rollout": ROLLOUT,
                 },
             }
-            k("apply", "--validate=false", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(run))
+            k("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(run))
             applied = time.monotonic()
 
             def finished() -> dict | None:

@@ -742,7 +742,6 @@ def test_kubectl_apply_dry_run_client(tmp_path):
                 str(tmp_path / "cache"),
                 "apply",
                 "--dry-run=client",
-                "--validate=false",
                 "-f",
                 str(CRD_DIR),
                 "-f",

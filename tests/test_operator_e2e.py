@@ -199,7 +199,6 @@ class Kubectl:
     def apply(self, namespace: str, *docs: dict, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self(
             "apply",
-            "--validate=false",
             "-n",
             namespace,
             "-f",

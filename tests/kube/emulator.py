@@ -42,8 +42,11 @@ What IS emulated (the gaps of stock kmock 0.8 closed here):
   served with the ``None`` conversion strategy (apiVersion rewritten only);
   strategic-merge patches of CRs are refused with 415, as in a real cluster;
 * discovery: /api, /api/v1, /apis, /apis/<g>, /apis/<g>/<v> (shortNames, categories, verbs,
-  ``x/status``), /version (v1.35), /healthz|/livez|/readyz; /openapi/v2|v3 → 404 (clients fall back);
-* Table output for ``kubectl get`` and ``kubectl get -w`` (Name, Age, CRD additionalPrinterColumns
+  ``x/status``), /version (v1.35), /healthz|/livez|/readyz;
+* OpenAPI: /openapi/v3 and a document per group-version, /openapi/v2 as JSON, built from the CRDs' schemas
+  (tests/kube/openapi.py): ``kubectl explain`` works, and kubectl/Helm send ``fieldValidation=Strict`` so an
+  unknown field (a typo) is rejected by the server, as by a real apiserver;
+* Table output for ``kubectl get``, ``kubectl get KIND NAME`` and ``kubectl get -w`` (Name, Age, CRD additionalPrinterColumns
   with simple JSONPath: ``.a.b``, ``[0]``, ``[*]``, ``[?(@.type=="Ready")]``);
 * protobuf request bodies for Namespace/ConfigMap/Secret (``kubectl create ns|configmap|secret``);
 * ``dryRun=All``; the apiserver's size limits (3 MiB request, 1 MiB ConfigMap/Secret data → 422,
@@ -78,8 +81,8 @@ LIMITS (what a real cluster does and this emulator does NOT):
 * no graceful deletion periods (``gracePeriodSeconds`` is ignored: deletion is immediate unless
   finalizers are present); no TTLs (events never expire); no ``resourceVersionMatch`` semantics
   on lists (always the latest state); ``continue`` tokens page over the live state, not a snapshot;
-* no OpenAPI documents (kubectl must run with ``--validate=false``); no aggregated discovery
-  (clients fall back to the legacy discovery endpoints);
+* built-in kinds have open OpenAPI schemas (see tests/kube/openapi.py); /openapi/v2 is JSON only (kubectl asks
+  for protobuf and uses v3); no aggregated discovery (clients fall back to the legacy discovery endpoints);
 * Tables of built-in kinds have only NAME/AGE (no pod STATUS, no deployment READY columns);
 * namespaces get no ``spec.finalizers: [kubernetes]``; a namespace disappears as soon as its last
   object is gone;
@@ -115,7 +118,7 @@ import kmock
 import yaml
 from kmock._internal.rendering import StreamingError  # not re-exported by kmock 0.8
 
-from . import patching, protobuf, selectors
+from . import openapi, patching, protobuf, selectors
 from . import schema as schemas
 
 logger = logging.getLogger(__name__)
@@ -638,6 +641,10 @@ class KubeEmulator(kmock.KubernetesScaffold):
                 return self._json(self.server_version)
             if parts and parts[0] in ("healthz", "livez", "readyz"):
                 return aiohttp.web.Response(text="ok")
+            if parts[:2] == ["openapi", "v3"]:
+                return self._openapi_v3("/".join(parts[2:]))
+            if parts[:2] == ["openapi", "v2"] and "json" in request.headers.get("Accept", "application/json"):
+                return self._json(openapi.v2_document(list(self._types.values())))
             if parts and parts[0] in ("openapi", "swagger.json", ".well-known"):
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             if parts == ["api"]:
@@ -658,8 +665,12 @@ class KubeEmulator(kmock.KubernetesScaffold):
                 return await self._watch(request, target, params)
             if target.name is None:
                 return self._list_response(request, target, params)
-            obj = self._get(target)
-            return self._json(self._present(target.rtype, target.version, obj))
+            obj = self._present(target.rtype, target.version, self._get(target))
+            if "as=Table" in request.headers.get("Accept", ""):  # `kubectl get KIND NAME`: a one-row Table
+                return self._json(
+                    self._table(target, [obj], {"resourceVersion": _meta(obj).get("resourceVersion")}, params)
+                )
+            return self._json(obj)
         if watch_prefix:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if method == "POST" and target.name is None and target.subresource is None:
@@ -770,8 +781,19 @@ class KubeEmulator(kmock.KubernetesScaffold):
                         versions.append(version)
         return groups
 
+    def _openapi_v3(self, gv: str) -> aiohttp.web.Response:
+        """``/openapi/v3`` (the group-versions) or one group-version's document (tests/kube/openapi.py)."""
+        rtypes = list(self._types.values())
+        if not gv:
+            return self._json(openapi.v3_paths(rtypes))
+        for group, versions in [("", ["v1"]), *self._groups().items()]:
+            for version in versions:
+                if openapi.gv_path(group, version) == gv:
+                    return self._json(openapi.v3_document(rtypes, group, version))
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
     def _root_paths(self) -> list[str]:
-        paths = {"/api", "/api/v1", "/apis", "/version", "/healthz", "/livez", "/readyz"}
+        paths = {"/api", "/api/v1", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi/v2", "/openapi/v3"}
         for group, versions in self._groups().items():
             paths.add(f"/apis/{group}")
             paths.update(f"/apis/{group}/{v}" for v in versions)

@@ -7,7 +7,7 @@ Where the configuration comes from (the first that applies):
 3. $DWCP_CONFIG_DIR: the mounted folder;
 4. Kubernetes credentials present: the ConfigMap `<name>-config` is watched through the API.
 Environment defaults (what the Helm chart sets): DWCP_CONFIGMAP, DWCP_CONFIG_DIR, DWCP_CONFIG_KEY,
-DWCP_METRICS_PORT, POD_NAMESPACE.
+DWCP_METRICS_PORT, DWCP_METRICS_ADDRESS, POD_NAMESPACE.
 """
 
 from __future__ import annotations
@@ -50,7 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="ParameterProfile YAML whose bounds validate the configuration (default: the built-in space)",
     )
     p.add_argument("--metrics-port", type=int, help="port of /metrics (0: none) [$DWCP_METRICS_PORT, default 9100]")
-    p.add_argument("--metrics-address", default="0.0.0.0", help="address /metrics listens on (default 0.0.0.0)")
+    p.add_argument(
+        "--metrics-address",
+        help="address /metrics listens on [$DWCP_METRICS_ADDRESS, default 127.0.0.1: this machine only; the chart "
+        "sets 0.0.0.0 in a pod so Prometheus reaches it]",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
     p.add_argument("--quick", action="store_true", help="smaller data (the size the operator's twins measure)")
     p.add_argument(
@@ -111,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= port <= 65535:
         raise CliError(f"--metrics-port: must be a port number (got {port})")
     key = args.key or os.environ.get("DWCP_CONFIG_KEY") or "config.json"
+    address = args.metrics_address or os.environ.get("DWCP_METRICS_ADDRESS") or "127.0.0.1"
 
     from ..models.builtin import BUILTIN_SPACES
 
@@ -151,8 +156,14 @@ def run(args: argparse.Namespace) -> int:
     follower = ConfigFollower(space, source, key=key, name=args.name, metrics=SdkMetrics(registry))
     loop = ServiceLoop(component, follower, registry, rate=args.rate)
     if port:
-        start_http_server(port, addr=args.metrics_address, registry=registry)
-        log.info("%s: metrics on http://%s:%d/metrics", args.name, args.metrics_address, port)
+        try:
+            start_http_server(port, addr=address, registry=registry)
+        except OSError as error:
+            raise CliError(
+                f"--metrics-port {port} / --metrics-address {address}: cannot listen there ({error.strerror or error}); "
+                "choose another port with --metrics-port, or 0 for none"
+            ) from None
+        log.info("%s: metrics on http://%s:%d/metrics", args.name, address, port)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
