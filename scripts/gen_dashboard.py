@@ -30,8 +30,9 @@ PANELS = [
     (
         "stat",
         "Proposals",
-        "Proposals rolled out as canaries in the time range.",
-        [(f"sum(increase(dwcp_autotuner_proposals_total{{{SEL}}}[$__range]))", "proposals")],
+        "Proposals rolled out as canaries in the time range (rounded: Prometheus extrapolates increase() to the "
+        "range's edges).",
+        [(f"round(sum(increase(dwcp_autotuner_proposals_total{{{SEL}}}[$__range])))", "proposals")],
         "short",
         4,
         4,
@@ -40,7 +41,7 @@ PANELS = [
         "stat",
         "Promotions",
         "Canaries promoted in the time range.",
-        [(f"sum(increase(dwcp_autotuner_promotions_total{{{SEL}}}[$__range]))", "promotions")],
+        [(f"round(sum(increase(dwcp_autotuner_promotions_total{{{SEL}}}[$__range])))", "promotions")],
         "short",
         4,
         4,
@@ -49,7 +50,7 @@ PANELS = [
         "stat",
         "Rollbacks",
         "Canaries rolled back in the time range.",
-        [(f"sum(increase(dwcp_autotuner_rollbacks_total{{{SEL}}}[$__range]))", "rollbacks")],
+        [(f"round(sum(increase(dwcp_autotuner_rollbacks_total{{{SEL}}}[$__range])))", "rollbacks")],
         "short",
         4,
         4,
@@ -58,7 +59,7 @@ PANELS = [
         "stat",
         "Internal errors",
         "Reconciles that raised (the run is Degraded, reason InternalError).",
-        [(f"sum(increase(dwcp_autotuner_internal_errors_total{{{SEL}}}[$__range]))", "errors")],
+        [(f"round(sum(increase(dwcp_autotuner_internal_errors_total{{{SEL}}}[$__range])))", "errors")],
         "short",
         3,
         4,
@@ -106,7 +107,7 @@ PANELS = [
     ),
     (
         "timeseries",
-        "Proposals",
+        "Canaries started",
         "Canaries started, per profile.",
         [
             (

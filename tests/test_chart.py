@@ -620,7 +620,7 @@ def test_metrics_service_and_service_monitor_select_the_operator():
 
 
 REQUIRED_PANELS = {
-    "proposals": ["dwcp_autotuner_proposals_total"],
+    "canaries started": ["dwcp_autotuner_proposals_total"],
     "canary weight": ["dwcp_autotuner_canary_weight_percent"],
     "promotions and rollbacks": ["dwcp_autotuner_promotions_total", "dwcp_autotuner_rollbacks_total"],
     "improvement": ["dwcp_autotuner_improvement_percent"],
@@ -1252,3 +1252,19 @@ def test_a_webhook_needs_a_url_or_a_secret():
         text=True,
     )
     assert result.returncode != 0 and "urlSecret" in result.stderr
+
+
+@needs_helm
+def test_install_notes_name_the_watched_namespace_helm_show_crds_and_the_components_being_off():
+    def notes(*values: str) -> str:
+        result = _run([HELM, "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *values])
+        return result.stdout.split("NOTES:", 1)[1]
+
+    default = notes()
+    assert "kubectl get -n <namespace> autotune" in default  # cluster-wide: the user picks a namespace
+    assert "helm show crds" in default and "checkout" not in default
+    assert "reference components (hde, pba, acp) are off" in default
+    assert "--for=condition=Progressing=False" in default
+    scoped = notes("--set", "watchNamespaces={team-a,team-b}", "--set", "components.hde.enabled=true")
+    assert "kubectl apply -n team-a -f examples/" in scoped and "kubectl get -n team-a autotune" in scoped
+    assert "are off" not in scoped

@@ -384,6 +384,32 @@ def run(name: str, profiles: list[str], *, mode: str = "Apply", rollout: dict | 
     }
 
 
+class WebhookReceiver:
+    """A real HTTP server on loopback that keeps the JSON bodies POSTed to it (the operator's notifications)."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.bodies: list[dict] = []
+        bodies = self.bodies
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 # --- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
@@ -396,14 +422,20 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
             running_emulator(crd_paths=[REPO / "crds"]) as (emulator, _url, kubeconfig),
         ):
             prom.wait_for('e2e_warmup{variant="stable"}', timeout=30)
-            operator = Operator(kubeconfig, prom.url, workdir)
+            receiver = WebhookReceiver()
+            operator = Operator(kubeconfig, prom.url, workdir, extra_args=("--webhook", f"json={receiver.url}"))
             operator.start()
+            # Prometheus scrapes the operator's own /metrics too (the dashboard's queries run against it).
+            prom.set_targets([exporter.target, f"127.0.0.1:{operator.metrics_port}"])
             try:
-                yield Cluster(
+                cluster = Cluster(
                     emulator, kubeconfig, Kubectl(kubeconfig, workdir / "kubectl-cache"), prom, exporter, operator
                 )
+                cluster.webhooks = receiver
+                yield cluster
             finally:
                 operator.stop()
+                receiver.close()
     finally:
         exporter.stop()
 
@@ -962,3 +994,83 @@ def test_pretraining_runs_in_the_background_and_reports_progress(cluster: Cluste
 
     # Deleting the run stops its pretraining.
     cluster.delete_run(ns, "pretrain")
+
+
+# --- the dashboard's queries against Prometheus scraping the operator ----------------------------------------
+def _panels() -> dict[str, list[str]]:
+    dashboard = json.loads((REPO / "charts" / "dwcp-autotuner" / "dashboards" / "dwcp-autotuner.json").read_text())
+    panels = {p["title"]: [t["expr"] for t in p["targets"]] for p in dashboard["panels"]}
+    panels.update({f"annotation {a['name']}": [a["expr"]] for a in dashboard["annotations"]["list"] if "expr" in a})
+    return panels
+
+
+def _query(cluster: Cluster, expr: str, namespace: str, run: str) -> list[tuple[dict, float]]:
+    """A panel's query as Grafana would send it, with its variables set to this run and a range covering the test."""
+    promql = (
+        expr.replace("$namespace", namespace)
+        .replace("$run", run)
+        .replace("$__range", "10m")
+        .replace("$__rate_interval", "10m")
+    )
+    return [(r["metric"], float(r["value"][1])) for r in cluster.prometheus.query(promql)]
+
+
+def test_every_dashboard_panel_shows_what_happened(cluster: Cluster, ns: str) -> None:
+    """A run that promotes profile `a` and rolls back profile `b`: every panel's query, evaluated by the real
+    Prometheus that scrapes the real operator's /metrics, returns what happened (mid-rollout and at the end)."""
+    better = metric_names(cluster, "dash-a", stable=100.0, canary=110.0)
+    worse = metric_names(cluster, "dash-b", stable=100.0, canary=85.0)
+    cluster.kubectl.apply(
+        ns,
+        configmap("a-config"),
+        configmap("b-config"),
+        profile("a", "a-config", better),
+        profile("b", "b-config", worse),
+    )
+    assert cluster.kubectl.wait(ns, "parameterprofile/a", "condition=Ready", timeout=30).returncode == 0
+    assert cluster.kubectl.wait(ns, "parameterprofile/b", "condition=Ready", timeout=30).returncode == 0
+    cluster.kubectl.apply(ns, run("dash", ["a", "b"], budget={"maxProposals": 2}))
+    panels = _panels()
+    q = lambda title, i=0: _query(cluster, panels[title][i], ns, "dash")  # noqa: E731
+
+    # Mid-rollout: the canary of `a` at 25 % or more, its score against the stable one's, its p-value.
+    wait_for(
+        lambda: any(v >= 25 for m, v in q("Canary weight") if m.get("profile") == "a"),
+        60,
+        "a's canary weight at 25 % in Prometheus",
+        on_timeout=lambda: cluster.debug(ns, "dash"),
+    )
+    scores = {m["variant"]: v for m, v in q("Canary vs stable score") if m.get("profile") == "a"}
+    assert scores["canary"] == pytest.approx(110.0, rel=0.05) and scores["stable"] == pytest.approx(100.0, rel=0.05)
+    assert [m["phase"] for m, _ in q("Phase")] == ["RollingOut"]
+    assert all(0.0 <= v <= 1.0 for _, v in q("Analysis p-value"))
+
+    done = cluster.kubectl.wait(ns, "optimizationrun/dash", "jsonpath={.status.phase}=Succeeded", timeout=120)
+    assert done.returncode == 0, done.stderr + cluster.debug(ns, "dash")
+    status = cluster.run_status(ns, "dash")
+    assert [(h["profile"], h["verdict"]) for h in status["history"]] == [("a", "Promoted"), ("b", "RolledBack")]
+    wait_for(lambda: [m["phase"] for m, _ in q("Phase")] == ["Succeeded"], 30, "the phase panel at Succeeded")
+    time.sleep(2.5)  # a scrape or two of the final values
+
+    assert [v for _, v in q("Proposals")] == [2.0]
+    assert [v for _, v in q("Promotions")] == [1.0]
+    assert [v for _, v in q("Rollbacks")] == [1.0]
+    assert [v for _, v in q("Internal errors")] == [0.0]
+    assert {m["profile"]: v for m, v in q("Canary weight")} == {"a": 0.0, "b": 0.0}  # nothing out any more
+    assert q("Canary vs stable score") == [] and q("Analysis p-value") == []  # the gauges of a canary go with it
+    improvement = {m["profile"]: v for m, v in q("Improvement")}
+    assert improvement == {"a": pytest.approx(status["improvements"]["a"], abs=0.01)}
+    assert improvement["a"] == pytest.approx(10.0, abs=3.0)
+    promoted = {m["profile"]: round(v) for m, v in q("Promotions and rollbacks", 0)}
+    rolled_back = {m["profile"]: round(v) for m, v in q("Promotions and rollbacks", 1)}
+    assert promoted == {"a": 1, "b": 0} and rolled_back == {"a": 0, "b": 1}
+    assert {m["profile"]: round(v) for m, v in q("Canaries started")} == {"a": 1, "b": 1}
+    latency = {m["kind"]: v for m, v in q("Reconcile latency p50 / p99")}
+    assert 0 < latency["run"] < 5 and 0 < latency["profile"] < 5
+    assert [m["version"] for m, _ in q("Operator version")] == [__import__("dwcp_autotuner").__version__]
+    annotations = {title: [m["profile"] for m, _ in q(f"annotation {title}")] for title in ("Promotions", "Rollbacks")}
+    assert annotations == {"Promotions": ["a"], "Rollbacks": ["b"]}
+    sent = {m["outcome"]: round(v) for m, v in q("Notifications")}
+    mine = [b for b in cluster.webhooks.bodies if b["namespace"] == ns]
+    assert {b["reason"] for b in mine} >= {"Promoted", "RolledBack", "Finished"}
+    assert sent["sent"] >= len(mine) and sent["failed"] == 0 and sent["dropped"] == 0
