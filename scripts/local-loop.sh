@@ -82,7 +82,7 @@ EOF
   started operator "$DIR/operator.log" dwcp-autotuner operator -n $NS --tick-seconds 0.5 --min-sample-seconds 1 \
     --prometheus-url http://127.0.0.1:$PROM_PORT --metrics-port $((BASE + 9)) --metrics-address 127.0.0.1 \
     --liveness http://127.0.0.1:$((BASE + 8))/healthz --cache-dir "$DIR/cache"
-  wait_until 60 "Prometheus" curl -sf http://127.0.0.1:$PROM_PORT/-/ready
+  wait_until 60 "Prometheus" "$PYTHON" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PROM_PORT/-/ready')"
   kubectl apply -n $NS -f examples/hde-profile.yaml -f examples/pba-profile.yaml -f examples/acp-profile.yaml
   if [ "${DWCP_LOCAL_RUN:-1}" != 0 ]; then
     kubectl wait -n $NS --for=condition=Ready parameterprofiles --all --timeout=3m

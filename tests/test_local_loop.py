@@ -1,0 +1,60 @@
+"""scripts/local-loop.sh, the README's "run the whole loop locally": one command starts everything (PIDs kept),
+one stops it all. (That the loop then tunes the components is tests/test_closed_loop.py's job.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.prometheus import free_port, prometheus_available
+from tests.support.tools import REPO, find_tool, wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_tool("kubectl") is None, reason="no kubectl (scripts/setup-dev.sh)"),
+    pytest.mark.skipif(not prometheus_available(), reason="no Prometheus binary (apt-get install prometheus)"),
+]
+
+
+def test_start_runs_everything_on_loopback_and_stop_ends_it_all(tmp_path):
+    base = free_port() // 10 * 10  # ports base+1 .. base+9
+    if base + 9 > 65535:
+        base -= 100
+    env = {
+        **os.environ,
+        "DWCP_LOCAL_DIR": str(tmp_path),
+        "DWCP_LOCAL_PORT_BASE": str(base),
+        "DWCP_LOCAL_PROMETHEUS_PORT": str(free_port()),
+        "PYTHON": str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else "python3",
+    }
+    script = str(REPO / "scripts" / "local-loop.sh")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "optimizationrun.autotune.dwcp.io/tune created" in started.stdout
+        status = subprocess.run([script, "status"], env=env, capture_output=True, text=True)
+        running = [line.split(":")[0] for line in status.stdout.splitlines() if "running" in line]
+        assert running == ["emulator", "hde", "pba", "acp", "prometheus", "operator"], status.stdout
+        pids = [int((tmp_path / f"{name}.pid").read_text()) for name in running]
+        again = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1 and "already running" in again.stderr  # no second copy
+        kubectl = [find_tool("kubectl"), "--kubeconfig", str(tmp_path / "kubeconfig")]
+        wait_for(
+            lambda: (
+                "tune"
+                in subprocess.run([*kubectl, "get", "optrun", "-n", "dwcp"], capture_output=True, text=True).stdout
+            ),
+            30,
+            "the run in the emulator",
+        )
+    finally:
+        stopped = subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    for pid in pids:
+        status_file = Path(f"/proc/{pid}/status")
+        assert not status_file.exists() or "zombie" in status_file.read_text().lower()
+    status = subprocess.run([script, "status"], env=env, capture_output=True, text=True)
+    assert status.returncode == 1 and "running" not in status.stdout
