@@ -387,3 +387,33 @@ def test_the_gain_a_canary_must_show_follows_the_analysis_significance():
     # z standard errors of a difference of two means of 10 samples (sd 10): 3.09 × 4.47 and 1.64 × 4.47
     assert gains[0.001] == pytest.approx(3.090 * 10 * math.sqrt(2 / 10), rel=0.01)
     assert gains[0.05] == pytest.approx(1.645 * 10 * math.sqrt(2 / 10), rel=0.01)
+
+
+def test_with_a_measured_twin_a_configuration_its_twin_says_breaches_a_guard_is_not_canaried():
+    """The twin's best score is at a configuration whose `ratio` (a guard, 10 % tolerance) is 30 % lower: the
+    first canary must be the best configuration the twin says keeps the guard, not the best score. (The first
+    canary of the local loop's HDE was rolled back GuardBreached at 100 % for this: guards were screened only
+    on canaried data, with the 50 % score margin added.)"""
+    from dwcp_autotuner.env.twin import Twin
+
+    prof = profile(
+        extra={
+            "metrics": [
+                {"name": "score", "query": 'score{variant="{{variant}}"}'},
+                {"name": "ratio", "query": 'ratio{variant="{{variant}}"}'},
+            ],
+            "guards": [{"metric": "ratio", "goal": "maximize", "maxDegradationPct": 10}],
+        }
+    )
+    space = prof.tuning_space()
+    shape = tuple(len(p.grid()) for p in space.parameters)
+    means = np.zeros((*shape, 2))
+    for index in np.ndindex(shape):
+        config = {p.name: p.grid()[i] for p, i in zip(space.parameters, index)}
+        means[index] = (truth(config), 10.0 * (0.7 if config["batch"] >= 32 else 1.0))  # big batches: ratio -30 %
+    twin = Twin(space, ("score", "ratio"), means, np.array([0.01, 0.01]))
+    proposer = LearnedTwinProposer(settings(), prior_twins={"svc": twin}, planner="none", deterministic=True)
+    proposal = proposer.propose("svc", prof, prof.default_config())
+    assert isinstance(proposal, Proposal)
+    assert proposal.config["batch"] < 32, proposal  # the best score the guard allows
+    assert proposal.config != prof.default_config()

@@ -91,6 +91,17 @@ def twin_prior(twin: Twin) -> Callable[[np.ndarray], np.ndarray]:
     return prior
 
 
+def metric_prior(twin: Twin, m: int) -> Callable[[np.ndarray], np.ndarray]:
+    """One metric of a measured twin at grid indices: the prior of that metric's model (guards are screened on it)."""
+    grid = twin.means[..., m]
+
+    def prior(indices: np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=int)
+        return grid[tuple(idx.T)]
+
+    return prior
+
+
 @dataclass
 class _Profile:
     twin: LearnedTwin
@@ -184,6 +195,7 @@ class LearnedTwinProposer(Proposer):
 
     def _use_twin(self, state: _Profile, twin: Twin) -> None:
         state.twin.prior = twin_prior(twin)
+        state.twin.metric_priors = {name: metric_prior(twin, m) for m, name in enumerate(twin.metric_names)}
         state.twin.prior_name = f"measured {twin.provenance.get('workload', '')} twin".replace("  ", " ")
         state.twin._model = None
         state.radius = max(state.radius, self.exploration.trust_region_steps * 2)
@@ -323,6 +335,12 @@ class LearnedTwinProposer(Proposer):
         mean, sd = twin.predict(indices)
         pessimistic = twin.from_working(pessimistic_w)
         for guard in profile.guards:
+            change = twin.metric_change(guard.metric, indices, stable_index)
+            if change is not None:  # the measured twin knows this metric: a hard limit, within its own tolerance
+                relative, relative_sd = change
+                worse_by = -relative if guard.goal == "maximize" else relative
+                safe &= (worse_by + x.pessimism * relative_sd) * 100.0 <= guard.max_degradation_pct
+                continue
             modelled = twin.metric(guard.metric, np.vstack([indices, np.array(stable_index)[None, :]]))
             if modelled is None:
                 continue
@@ -334,6 +352,8 @@ class LearnedTwinProposer(Proposer):
                 else g_mean[:-1] + x.pessimism * g_sd[:-1]
             )
             degradation = (level - bound if guard.goal == "maximize" else bound - level) / max(abs(level), 1e-12)
+            # Learned from canaries alone, a guard's model is uncertain wherever nothing was measured: the score's
+            # safety margin is added to its tolerance (a breach is caught at the first step anyway).
             safe &= degradation * 100.0 <= guard.max_degradation_pct + x.safety_margin_pct
         return _Assessment(mean, sd, value, worse, pessimistic, safe, stable_mean, gain)
 

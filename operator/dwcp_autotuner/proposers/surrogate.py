@@ -77,6 +77,7 @@ AMPLITUDE_FLOOR = 0.01  # the least relative variance assumed before data (a 10 
 # may differ from what is by ±30 % (a factor of 1.35 on the log scale). With the spread of two or three nearby
 # canaries instead, the twin was sure after two failures that nothing anywhere was better, and stopped.
 FEW_POINTS_VARIANCE = 0.3**2
+METRIC_PRIOR_CV = 0.15  # how far a measured twin's metric may be off where nothing was measured (relative sd)
 INTERACTION_SHARE = 0.3  # without a prior: the share of the amplitude the interaction kernel starts with
 
 
@@ -153,6 +154,15 @@ def _additive_matern():
     return AdditiveMatern
 
 
+def ConstantKernelLike(variance: float, dimensions: int):
+    """The fixed kernel of a metric's correction (amplitude × Matérn 5/2), as `_metric_from_prior` fits it."""
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern
+
+    return ConstantKernel(variance, "fixed") * Matern(
+        length_scale=np.full(dimensions, LENGTH_SCALE), length_scale_bounds="fixed", nu=2.5
+    )
+
+
 class LearnedTwin:
     def __init__(self, space: TuningSpace, prior: PriorMean | None = None, prior_name: str = "none") -> None:
         self.space = space
@@ -166,6 +176,8 @@ class LearnedTwin:
         self._calibration_cov = np.zeros((2, 2))
         self._trend: Callable[[np.ndarray], np.ndarray] = lambda points: np.zeros(len(points))
         self._metric_models: dict[str, object] = {}
+        # name -> the measured twin's surface of that metric at grid indices (guards are screened on it)
+        self.metric_priors: dict[str, PriorMean] = {}
 
     # --- coordinates ------------------------------------------------------------------------------------
     def index_of(self, config: Mapping[str, object]) -> tuple[int, ...]:
@@ -378,8 +390,14 @@ class LearnedTwin:
         return self.from_working(mean), sd * (self.scale or 1.0)
 
     def metric(self, name: str, indices) -> tuple[np.ndarray, np.ndarray] | None:
-        """Mean and standard deviation of one metric (a guard's), or None without data for it."""
+        """Mean and standard deviation of one metric (a guard's), or None without data or prior for it.
+
+        With the measured twin's surface of the metric as prior (`metric_priors`), the data correct the prior's
+        ratio to the live metric; without data the prior stands, uncertain by `METRIC_PRIOR_CV`."""
         points = [(o.index, o.metrics[name], o.variance) for o in self.observations if name in o.metrics]
+        prior = self.metric_priors.get(name)
+        if prior is not None:
+            return self._metric_from_prior(name, prior, points, np.asarray(indices, dtype=float))
         if len({p[0] for p in points}) < 1:
             return None
         from sklearn.gaussian_process import GaussianProcessRegressor
@@ -409,6 +427,60 @@ class LearnedTwin:
             warnings.simplefilter("ignore")
             mu, sd = model.predict(self.coordinates(np.asarray(indices, dtype=float)), return_std=True)
         return (mu + 1.0) * level, sd * level
+
+    def metric_change(self, name: str, indices, stable_index) -> tuple[np.ndarray, np.ndarray] | None:
+        """With the measured twin's surface of the metric as prior: each candidate's relative change of the metric
+        against the stable configuration (candidate / stable − 1) and its standard deviation. The twin being off
+        by a common factor cancels out; what is uncertain is how its shape is off between the two points (the
+        correction's posterior covariance). None without such a prior."""
+        prior = self.metric_priors.get(name)
+        if prior is None:
+            return None
+        from scipy.linalg import solve_triangular
+
+        points = [(o.index, o.metrics[name], o.variance) for o in self.observations if name in o.metrics]
+        candidates = np.asarray(indices, dtype=float)
+        stable = np.asarray(stable_index, dtype=float)[None, :]
+        mean, _ = self._metric_from_prior(name, prior, points, np.vstack([candidates, stable]))
+        model = self._metric_models.get(name)
+        xc, xs = self.coordinates(candidates), self.coordinates(stable)
+        if model is None:  # no data: the correction's prior covariance
+            kernel = ConstantKernelLike(METRIC_PRIOR_CV**2, len(self.sizes))
+            var_c, var_s, cov = kernel.diag(xc), kernel.diag(xs)[0], kernel(xc, xs)[:, 0]
+        else:
+            k = model.kernel_
+            vc = solve_triangular(model.L_, k(model.X_train_, xc), lower=True)
+            vs = solve_triangular(model.L_, k(model.X_train_, xs), lower=True)
+            var_c = k.diag(xc) - np.sum(vc**2, axis=0)
+            var_s = float(k.diag(xs)[0] - np.sum(vs**2))
+            cov = k(xc, xs)[:, 0] - np.sum(vc * vs, axis=0)
+        ratio = mean[:-1] / max(abs(mean[-1]), 1e-12)
+        sd = ratio * np.sqrt(np.maximum(var_c + var_s - 2.0 * cov, 0.0))
+        return ratio - 1.0, sd
+
+    def _metric_from_prior(self, name, prior, points, indices) -> tuple[np.ndarray, np.ndarray]:
+        """The prior's surface times a smooth correction learned from the measured ratios (1 where unmeasured)."""
+        base = np.abs(np.asarray(prior(indices.astype(int)), dtype=float)) + 1e-12
+        if not points:
+            return base, METRIC_PRIOR_CV * base
+        from sklearn.gaussian_process import GaussianProcessRegressor
+
+        model = self._metric_models.get(name)
+        if model is None:
+            xs = np.array([p[0] for p in points], dtype=float)
+            ratios = np.array([p[1] for p in points]) / (np.abs(prior(xs.astype(int))) + 1e-12)
+            level = float(np.median(ratios))  # the twin may be off by a factor everywhere (another machine, load)
+            kernel = ConstantKernelLike(METRIC_PRIOR_CV**2, len(self.sizes))
+            model = GaussianProcessRegressor(kernel=kernel, alpha=1e-4, optimizer=None, normalize_y=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(self.coordinates(xs), ratios / level - 1.0)
+            model.level = level
+            self._metric_models[name] = model
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mu, sd = model.predict(self.coordinates(indices), return_std=True)
+        return base * model.level * (1.0 + mu), base * model.level * sd
 
     def sample(self, indices, rng: np.random.Generator, count: int = 1) -> np.ndarray:
         """Posterior samples of the score at `indices` (count, N): a plausible world for planning on."""
