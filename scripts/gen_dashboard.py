@@ -166,6 +166,24 @@ PANELS = [
     ),
     (
         "timeseries",
+        "Tick lateness p50 / p99",
+        "How late runs' ticks come, relative to --tick-seconds (0.2: a 5 s tick came after 6 s): the operator's load.",
+        [
+            (
+                "histogram_quantile(0.5, sum by (le) (rate(dwcp_autotuner_tick_lateness_ratio_bucket[$__rate_interval])))",
+                "p50",
+            ),
+            (
+                "histogram_quantile(0.99, sum by (le) (rate(dwcp_autotuner_tick_lateness_ratio_bucket[$__rate_interval])))",
+                "p99",
+            ),
+        ],
+        "percentunit",
+        12,
+        8,
+    ),
+    (
+        "timeseries",
         "Notifications",
         "Webhook notifications by format and outcome (sent; failed after its retries; dropped: the queue was full).",
         [

@@ -565,3 +565,41 @@ def test_a_pretraining_that_would_take_hours_is_a_warning_once(tmp_path):
     for _ in range(4):
         short.tick()
     assert not [r for _, r, _ in short.events.events if r == "LongPretraining"]
+
+
+def test_a_proposal_recorded_before_a_crash_is_withdrawn_when_its_profile_is_gone(tmp_path):
+    """A restart between the write-ahead of a proposal (phase still Proposing, pendingAction StartCanary, the
+    canary maybe written) and its transition, then the profile deleted: the proposal is withdrawn. It raised
+    IllegalTransition (RolledBack only left RollingOut) on every tick, found by the fault campaign."""
+    h = Harness(tmp_path)
+    h.tick(), h.tick(), h.tick()  # the canary is out
+    crashed = next(s for s in h.persisted if s.current is not None and s.current.pending_action == "StartCanary")
+    assert crashed.phase == "Proposing"
+    h.status = crashed  # the operator restarted from the write-ahead status
+    h.now += dt.timedelta(seconds=5)
+    ctx = RunContext("run1", NS, "uid-1", 1, h.spec, h.status, {"svc": "ParameterProfile tuning/svc not found"}, h.now)
+    status = reconcile(ctx, h.ports())
+    assert status.current is None and status.history[-1].reason == "ProfileNotReady"
+    assert not set(CANARY_KEYS) & set(h.configmap()) and h.configmap()["config.json"] == h.stable_bytes
+
+
+def test_a_weight_set_by_a_person_while_the_run_was_setting_the_next_is_never_overwritten(tmp_path):
+    """The run decided to advance 5 → 25 and recorded it (pendingAction SetWeight); a person set the weight to 40
+    just before the write, which therefore failed. The next tick must see the person's weight and pause, not
+    retry its own: it wrote 25 over 40 (the retry took any weight but the expected one for "not written yet")."""
+    h = Harness(tmp_path)
+    h.tick(), h.tick(), h.tick()  # canary at 5 %
+    original = h.store.write
+
+    def racing_write(ref, **kw):
+        if (kw.get("set_keys") or {}).get(CANARY_WEIGHT_KEY) == "25" and h.configmap()[CANARY_WEIGHT_KEY] == "5":
+            data = h.configmap()
+            data[CANARY_WEIGHT_KEY] = "40"  # the person, a moment before the run's write
+            h.store.put(NS, "svc-config", data)
+        return original(ref, **kw)
+
+    h.store.write = racing_write
+    for _ in range(6):
+        h.tick()
+    assert h.configmap()[CANARY_WEIGHT_KEY] == "40"
+    assert condition(h.status, "Degraded").reason == "ConfigMapDrift" and "setting 25" in h.status.message

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_REVISION_KEY
+from dwcp_autotuner.handlers.runtime import CACHE_TICKS
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from tests.support.faults import ROLLOUT, ROOT, Killed, profile_spec, stable_json, world
 
@@ -193,7 +194,7 @@ def test_a_canary_that_vanished_ends_its_proposal_and_the_run_goes_on(monkeypatc
             )
         else:
             w.core.delete_namespaced_config_map("svc-config", w.namespace)
-            for _ in range(3):
+            for _ in range(CACHE_TICKS + 1):  # a change by someone else is seen within the ConfigMap cache's age
                 w.tick()
             assert condition(w.status("tune"), "Degraded")["reason"] == "TargetNotFound"
             w.core.create_namespaced_config_map(

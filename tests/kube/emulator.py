@@ -96,6 +96,7 @@ import argparse
 import asyncio
 import base64
 import bisect
+import collections
 import concurrent.futures
 import contextlib
 import copy
@@ -277,6 +278,22 @@ def _builtin(
     )
 
 
+def _request_resource(path: str) -> str:
+    """What a request is about, for the request counts: `configmaps`, `optimizationruns/status`, `discovery`."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"]:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"]:
+        rest = parts[3:]
+    else:
+        return "/".join(parts[:2]) or "/"
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    if not rest:
+        return "discovery"
+    return rest[0] + (f"/{rest[2]}" if len(rest) >= 3 else "")
+
+
 def _builtin_types() -> list[ResourceType]:
     return [
         _builtin("", "namespaces", "Namespace", namespaced=False, short=["ns"], status=True),
@@ -440,6 +457,8 @@ class KubeEmulator(kmock.KubernetesScaffold):
 
     #: Unexpected exceptions inside the emulator (answered as 500); assert it is empty in tests.
     internal_errors: list[BaseException] = attrs.field(factory=list, init=False)
+    # (method, resource, watch?) -> requests served: what a client costs the API server (bench/operator_scale.py)
+    requests: collections.Counter = attrs.field(factory=collections.Counter, init=False)
 
     def __repr__(self) -> str:
         objects = sum(len(objs) for objs in self._store.values())
@@ -608,6 +627,8 @@ class KubeEmulator(kmock.KubernetesScaffold):
         wakeup.set()
 
     async def _serve(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        watch = request.url.query.get("watch") in ("true", "1")
+        self.requests[(str(request.method.value).upper(), _request_resource(request.url.path), watch)] += 1
         try:
             return await self._route(request)
         except ApiError as e:

@@ -163,6 +163,14 @@ def _resume_set_weight(
         # The weight was written but the status after it was lost. When is unknown, so the step starts
         # now: it gets a full analysis interval, and its window never reaches back into the previous step.
         return _weight_written(ctx, ports, status, expected, resumed=True)
+    if snapshot.canary_weight != current.canary_weight:
+        # Neither what the run was writing nor what it wrote before: someone set the weight meanwhile (the write
+        # failed on their change). Theirs stays; the run pauses as for any edit of the canary's keys.
+        return _paused(
+            snapshot,
+            f"the canary weight was changed to {snapshot.canary_weight} while the run was setting {expected} (it "
+            f"had written {current.canary_weight})",
+        )
     return _set_weight(ctx, ports, status, snapshot, expected)
 
 

@@ -195,9 +195,10 @@ RULES: tuple[Rule, ...] = (
     ),
     _progress(
         "RolledBack",
-        [P.ROLLING_OUT],
+        WORKING,
         P.PROPOSING,
-        "The canary keys were withdrawn; `RolledBack` says why.",
+        "The canary keys were withdrawn; `RolledBack` says why. (From Proposing: a proposal recorded before its "
+        "canary was written, ended by its profile going away or an abort after a restart.)",
         extra=(("RolledBack", "True", "{cause}"),),
         event=("Warning", "RolledBack"),
         always=True,

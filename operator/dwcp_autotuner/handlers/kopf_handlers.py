@@ -11,7 +11,7 @@ import random
 
 import kopf
 
-from .runtime import GROUP, PROFILES, RUNS, VERSION, OperatorConfig, OperatorRuntime
+from .runtime import GROUP, PROFILES, RUNS, VERSION, OperatorConfig, OperatorRuntime, same_status
 
 
 def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -59,6 +59,10 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
     def profile_changed(body, patch, **_) -> None:
         patch.status.update(runtime.reconcile_profile(body))
 
+    @kopf.on.event(GROUP, VERSION, PROFILES, registry=registry)
+    def profile_event(type, body, **_) -> None:
+        runtime.profile_seen(type, body)
+
     @kopf.timer(
         GROUP,
         VERSION,
@@ -70,11 +74,12 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
     )
     def profile_recheck(body, patch, **_) -> None:
         status = runtime.reconcile_profile(body)
-        if status != {k: v for k, v in (body.get("status") or {}).items() if k in status}:
+        if not same_status(status, body.get("status") or {}):  # a status written only when it changed
             patch.status.update(status)
 
     # --- OptimizationRun: one transition per tick; the status is the state -----------------------------
-    @kopf.timer(GROUP, VERSION, RUNS, interval=config.tick_seconds, backoff=backoff, registry=registry)
+    # sharp: every tick-seconds from the run's first tick, however long a reconcile took (lateness is measurable).
+    @kopf.timer(GROUP, VERSION, RUNS, interval=config.tick_seconds, sharp=True, backoff=backoff, registry=registry)
     def run_tick(body, **_) -> None:
         runtime.reconcile_run(body)
 

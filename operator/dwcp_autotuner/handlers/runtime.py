@@ -32,6 +32,7 @@ from ..models.errors import format_validation_error
 from ..models.profile import ParameterProfileSpec, ProfileStatus
 from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, Phase, RunStatus, TargetRef, resolve_sampling
 from ..ports.base import ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
+from ..ports.cached import CachedConfigStore
 from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents
 from ..ports.notify import Notifier, NotifyingEvents, Webhook
 from ..ports.prometheus import PrometheusMetrics
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["API_VERSION", "GROUP", "PROFILES", "RUNS", "VERSION", "OperatorConfig", "OperatorRuntime"]
 PROFILES = "parameterprofiles"
 RUNS = "optimizationruns"
+CACHE_TICKS = 6  # a ConfigMap read serves this many ticks of a run (30 s at the default 5 s tick)
 
 
 @dataclass
@@ -65,6 +67,9 @@ class OperatorConfig:
     # Namespaces a profile's target may be in besides the profile's own; None: any (RBAC decides).
     allowed_target_namespaces: tuple[str, ...] | None = None
     webhooks: tuple[Webhook, ...] = ()  # notified of promotions, rollbacks, holds and Degraded causes
+    # How long a ConfigMap read (or write) is reused: a change by someone else is noticed this much later (every
+    # write stays guarded by resourceVersion). None: CACHE_TICKS ticks.
+    configmap_cache_seconds: float | None = None
 
 
 class OperatorMetrics:
@@ -130,6 +135,12 @@ class OperatorMetrics:
             "dwcp_autotuner_notifications",
             "Webhook notifications by format and outcome (sent, failed after retries, dropped: queue full)",
             ["format", "outcome"],
+            registry=self.registry,
+        )
+        self.tick_lateness = Histogram(
+            "dwcp_autotuner_tick_lateness_ratio",
+            "How late a run's tick came, relative to --tick-seconds: (interval between two ticks - tick) / tick",
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
             registry=self.registry,
         )
         self.reconcile_latency = Histogram(
@@ -252,7 +263,16 @@ class OperatorRuntime:
         self.api_client = api_client or make_api_client(config.kubeconfig)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
-        self.configs: ConfigStore = KubernetesConfigStore(self.core)
+        cache_seconds = (
+            config.configmap_cache_seconds
+            if config.configmap_cache_seconds is not None
+            else CACHE_TICKS * config.tick_seconds
+        )
+        self.configs: ConfigStore = (
+            CachedConfigStore(KubernetesConfigStore(self.core), cache_seconds, clock=lambda: _now().timestamp())
+            if cache_seconds > 0
+            else KubernetesConfigStore(self.core)
+        )
         self.metrics = metrics or OperatorMetrics()
         self._pools: dict[str, Proposer] = {}
         self._profile_uids: dict[
@@ -261,6 +281,9 @@ class OperatorRuntime:
         self._prometheus: dict[str, PrometheusMetrics] = {}
         self._counted_actions: dict[str, set[str]] = {}  # run uid -> keyed actions counted in /metrics
         self._failures: dict[str, _Failure] = {}  # run uid -> the error its ticks keep raising
+        self._last_tick: dict[str, float] = {}  # run uid -> monotonic time of its last tick (lateness)
+        self._seen_rv: dict[str, str | None] = {}  # run uid -> the resourceVersion this process last wrote or read
+        self._profile_bodies: dict[tuple[str, str], Mapping] = {}  # (namespace, name) -> as the watch delivered it
         self._unavailable: dict[str, str] = {}  # run uid -> the API or Prometheus failure logged for it
         self._lock = threading.Lock()
         self.notifier = Notifier(
@@ -339,12 +362,14 @@ class OperatorRuntime:
             self._counted_actions.pop(uid, None)
             self._failures.pop(uid, None)
             self._unavailable.pop(uid, None)
+            self._last_tick.pop(uid, None)
+            self._seen_rv.pop(uid, None)
         if pool is not None:
             pool.close()  # a deleted run's pretraining must not keep a core busy
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: Mapping) -> None:
-        """A merge patch of the status subresource; nulls delete fields that are gone."""
-        self.custom.patch_namespaced_custom_object_status(
+    def patch_status(self, plural: str, namespace: str, name: str, status: Mapping) -> dict | None:
+        """A merge patch of the status subresource; nulls delete fields that are gone. Returns the object written."""
+        return self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             namespace,
@@ -376,6 +401,17 @@ class OperatorRuntime:
         self.metrics.reconcile_latency.labels("profile").observe(time.perf_counter() - started)
         return status.model_dump(mode="json", by_alias=True)
 
+    def profile_seen(self, event_type: str | None, body: Mapping) -> None:
+        """A ParameterProfile as the watch delivered it (every change, including the status this process wrote):
+        runs read profiles from here instead of the API. A deleted profile is forgotten (then read: not found)."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", "default"), meta.get("name", ""))
+        with self._lock:
+            if event_type == "DELETED" or meta.get("deletionTimestamp"):
+                self._profile_bodies.pop(key, None)
+            else:
+                self._profile_bodies[key] = dict(body)
+
     def load_profiles(
         self, namespace: str, names: list[str], *, require_ready: bool = False
     ) -> dict[str, ParameterProfileSpec | str]:
@@ -390,7 +426,9 @@ class OperatorRuntime:
         profiles: dict[str, ParameterProfileSpec | str] = {}
         for name in names:
             try:
-                obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PROFILES, name)
+                obj = self._profile_bodies.get((namespace, name))  # what the watch delivered (Kopf's event handler)
+                if obj is None:
+                    obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PROFILES, name)
             except ApiException as error:
                 profiles[name] = (
                     f"ParameterProfile {namespace}/{name} not found"
@@ -418,6 +456,11 @@ class OperatorRuntime:
         retry and the status would go on saying all is well)."""
         meta = body.get("metadata", {})
         uid = meta.get("uid", "")
+        now = time.monotonic()
+        last, self._last_tick[uid] = self._last_tick.get(uid), now
+        if last is not None:
+            tick = self.config.tick_seconds
+            self.metrics.tick_lateness.observe(max(0.0, (now - last - tick) / tick))
         try:
             status = self._reconcile_run(body)
         except Exception as error:
@@ -494,16 +537,19 @@ class OperatorRuntime:
         started = time.perf_counter()
         meta = body.get("metadata", {})
         namespace, name = meta.get("namespace", "default"), meta["name"]
-        # The body a Kopf timer gets is the last one its watch delivered, which may predate the
-        # status this process patched a moment ago. Reconciling from an older status would redo a
-        # transition (a second promotion, a second event), so the status is always read afresh.
-        try:
-            body = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None  # deleted meanwhile
-            raise
+        # The body a Kopf timer gets is the last one its watch delivered, which may predate the status this
+        # process patched a moment ago. Reconciling from an older status would redo a transition (a second
+        # promotion, a second event), so the body is used only when it is at least as new as what this process
+        # last wrote or read of the run (its resourceVersion); otherwise, and on the first tick, it is read afresh.
+        if not _at_least(meta.get("resourceVersion"), self._seen_rv.get(meta.get("uid", ""))):
+            try:
+                body = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, name)
+            except ApiException as error:
+                if error.status == 404:
+                    return None  # deleted meanwhile
+                raise
         meta = body.get("metadata", {})
+        self._seen_rv[meta.get("uid", "")] = meta.get("resourceVersion")
         uid, generation = meta.get("uid", ""), meta.get("generation")
         status = _parse_status(RunStatus, body.get("status")) or RunStatus()
         raw_spec = body.get("spec") or {}
@@ -513,7 +559,8 @@ class OperatorRuntime:
         latest = {"status": status}
 
         def persist(new: RunStatus) -> None:
-            self.patch_status(RUNS, namespace, name, new.model_dump(mode="json", by_alias=True))
+            written = self.patch_status(RUNS, namespace, name, new.model_dump(mode="json", by_alias=True))
+            self._seen_rv[uid] = (written.get("metadata") or {}).get("resourceVersion") if written else None
             latest["status"] = new
 
         events = self._events(body)
@@ -631,6 +678,31 @@ class _Failure:
     error: str
     ticks: int
     since: str
+
+
+def same_status(new: Mapping, stored: Mapping) -> bool:
+    """Whether writing `new` would change the stored status: its fields compared with nulls left out (the API
+    server drops them, so a status with a None field never equals what it stored)."""
+
+    def strip(value):
+        if isinstance(value, Mapping):
+            return {k: strip(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(new) == strip({k: v for k, v in stored.items() if k in new})
+
+
+def _at_least(version: str | None, seen: str | None) -> bool:
+    """Whether an object's resourceVersion is at least `seen`. Kubernetes' resourceVersions are etcd revisions,
+    compared as numbers here; anything else (or nothing seen yet) counts as older, so the object is read afresh."""
+    if not version or not seen:
+        return False
+    try:
+        return int(version) >= int(seen)
+    except ValueError:
+        return False
 
 
 def _not_ready(obj: Mapping) -> str | None:
