@@ -155,7 +155,7 @@ def pretraining_manifests() -> list[dict]:
     return [cm, profile, run]
 
 
-def measure(n: int, window: float, tick: float, pretraining: bool, workdir: Path) -> dict:
+def measure(n: int, window: float, tick: float, pretraining: bool, workdir: Path, workers: int = 1) -> dict:
     exporter = VariantExporter(seed=1)
     exporter.set("scale_objective", variant="stable", mean=100.0, noise_cv=0.01)
     exporter.set("scale_objective", variant="canary", mean=100.0, noise_cv=0.01)
@@ -177,7 +177,7 @@ def measure(n: int, window: float, tick: float, pretraining: bool, workdir: Path
                 "--namespace", "scale", "--tick-seconds", str(tick), "--min-sample-seconds", "1",
                 "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1",
                 "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", "--prometheus-url", prom.url,
-                "--cache-dir", str(workdir / "cache"),
+                "--cache-dir", str(workdir / "cache"), "--workers", str(workers),
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
         )  # fmt: skip
@@ -268,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
     parser.add_argument("--tick", type=float, default=5.0, help="the operator's --tick-seconds")
     parser.add_argument("--pretraining", action="store_true", help="one DQN pretraining runs through the window")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="the operator's --workers (comma-separated to compare, e.g. 0,1: threads vs a process)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     results = []
@@ -277,15 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{'1st status p50':>15} {'p99':>7}"
     )
     with tempfile.TemporaryDirectory(prefix="operator-scale-") as tmp:
-        for n in [int(x) for x in args.runs.split(",")]:
-            result = measure(n, args.window, args.tick, args.pretraining, Path(tmp))
+        for n, workers in [(int(x), int(w)) for x in args.runs.split(",") for w in args.workers.split(",")]:
+            result = measure(n, args.window, args.tick, args.pretraining, Path(tmp), workers)
+            result["workers"] = workers
             result["load_average"] = os.getloadavg()[0]
             results.append(result)
             print(
                 f"{n:>6} {result['cpu_ms_per_run_tick']:>12.2f} {result['requests_per_run_tick']:>9.2f} "
                 f"{result['rss_mb']:>8.0f} {result['tick_lateness_p50']:>9.1%} {result['tick_lateness_p99']:>9.1%} "
                 f"{result['first_status_p50_s']:>14.1f}s {result['first_status_p99_s']:>6.1f}s"
-                f"   ({result['steady_runs']}/{n} steady; load {result['load_average']:.1f})",
+                f"   ({result['steady_runs']}/{n} steady; workers {workers}; load {result['load_average']:.1f})",
                 flush=True,
             )
             print("       requests per run tick:", json.dumps(result["requests_by_kind_per_run_tick"]), flush=True)

@@ -1268,3 +1268,29 @@ def test_install_notes_name_the_watched_namespace_helm_show_crds_and_the_compone
     scoped = notes("--set", "watchNamespaces={team-a,team-b}", "--set", "components.hde.enabled=true")
     assert "kubectl apply -n team-a -f examples/" in scoped and "kubectl get -n team-a autotune" in scoped
     assert "are off" not in scoped
+
+
+@needs_helm
+def test_shards_render_one_peered_deployment_per_shard_with_disjoint_selectors():
+    docs = render("default", "--set", "shards=2", "--set", "replicaCount=2")
+    deployments = [
+        d
+        for d in of_kind(docs, "Deployment")
+        if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
+    base = operator_deployment(render("default"))["metadata"]["name"]
+    assert [d["metadata"]["name"] for d in deployments] == [f"{base}-shard-0", f"{base}-shard-1"]
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in deployments]
+    assert selectors[0] != selectors[1] and all(s["autotune.dwcp.io/shard"] == str(i) for i, s in enumerate(selectors))
+    for i, d in enumerate(deployments):
+        args = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert _flag(args, "--shard") == [f"{i}/2"]
+        assert _flag(args, "--peering") == [f"{base}-shard-{i}"]
+        assert d["spec"]["template"]["metadata"]["labels"]["autotune.dwcp.io/shard"] == str(i)
+    peerings = sorted(p["metadata"]["name"] for p in of_kind(docs, "ClusterKopfPeering"))
+    assert peerings == [f"{base}-shard-0", f"{base}-shard-1"]
+    assert len(of_kind(docs, "PodDisruptionBudget")) == 2
+    lint = subprocess.run([HELM, "lint", "--strict", str(CHART), "--set", "shards=3"], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    single = render("default")
+    assert not _flag(operator_args(single), "--shard")  # one shard: no flag, the Deployment keeps its name

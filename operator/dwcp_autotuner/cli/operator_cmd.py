@@ -77,6 +77,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="reuse a ConfigMap read for this long (fewer API requests; a change by someone else is noticed this "
         "much later; every write stays guarded by resourceVersion). Default: 6 ticks (30 s); 0: read every tick",
     )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="reconcile only the runs and profiles whose namespace/name hash to shard K of N (0 <= K < N); run one "
+        "operator (or one peered group) per shard. Default: everything",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes for twin measurement and DQN pretraining, off the reconcile loop's interpreter "
+        "(default 1; 0: threads of the operator's process)",
+    )
     p.add_argument("--cache-dir", type=Path, help="where measured twins are cached")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
     p.add_argument(
@@ -130,6 +143,17 @@ def run(args: argparse.Namespace) -> int:
     _seconds("--tick-seconds", args.tick_seconds, 0, inclusive=False)
     _seconds("--min-sample-seconds", args.min_sample_seconds, 1, inclusive=True)
     _seconds("--profile-recheck-seconds", args.profile_recheck_seconds, 0, inclusive=False)
+    shard = None
+    if args.shard is not None:
+        try:
+            index, count = (int(x) for x in args.shard.split("/"))
+        except ValueError:
+            raise CliError(f"--shard: expected K/N, e.g. 0/2 (got {args.shard!r})") from None
+        if not (count >= 1 and 0 <= index < count):
+            raise CliError(f"--shard: K must be in 0..N-1 and N at least 1 (got {args.shard})")
+        shard = (index, count)
+    if not 0 <= args.workers <= 64:
+        raise CliError(f"--workers: must be 0 to 64 (got {args.workers})")
     if args.configmap_cache_seconds is not None:
         _seconds("--configmap-cache-seconds", args.configmap_cache_seconds, 0, inclusive=True)
     try:
@@ -164,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         allowed_target_namespaces=_allowed(args.allowed_target_namespace),
         webhooks=webhooks,
         configmap_cache_seconds=args.configmap_cache_seconds,
+        worker_processes=args.workers,
+        shard=shard,
     )
     try:
         runtime = OperatorRuntime(config)

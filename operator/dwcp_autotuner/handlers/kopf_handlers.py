@@ -39,6 +39,10 @@ def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
 
 def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
     config: OperatorConfig = runtime.config
+
+    def owned(body, **_) -> bool:  # sharding: only the runs and profiles of this operator's shard
+        return runtime.owns(body)
+
     # A failed handler (e.g. the API server briefly unreachable) is retried after this long, not
     # Kopf's default minute: every reconcile is idempotent, so retrying soon is safe.
     backoff = max(config.tick_seconds, 1.0)
@@ -47,15 +51,20 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
     def configure(settings: kopf.OperatorSettings, **_) -> None:
         apply_settings(settings, config)
 
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(**_) -> None:
+        runtime.workers.shutdown()  # the worker processes go with the operator
+        runtime.notifier.close(timeout=5.0)  # what is queued is sent first, for a few seconds at most
+
     @kopf.on.login(registry=registry)
     def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo:
         # Same credentials as the runtime's own client (in-cluster service account, else --kubeconfig/$KUBECONFIG).
         return runtime.connection_info(trust_env=settings.networking.trust_env)
 
     # --- ParameterProfile: validate on every change and re-check periodically (a missing ConfigMap may appear) ---
-    @kopf.on.resume(GROUP, VERSION, PROFILES, backoff=backoff, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PROFILES, backoff=backoff, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PROFILES, field="spec", backoff=backoff, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PROFILES, backoff=backoff, when=owned, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PROFILES, backoff=backoff, when=owned, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PROFILES, field="spec", backoff=backoff, when=owned, registry=registry)
     def profile_changed(body, patch, **_) -> None:
         patch.status.update(runtime.reconcile_profile(body))
 
@@ -70,6 +79,7 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
         interval=config.profile_recheck_seconds,
         idle=config.profile_recheck_seconds,
         backoff=backoff,
+        when=owned,
         registry=registry,
     )
     def profile_recheck(body, patch, **_) -> None:
@@ -79,10 +89,12 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
 
     # --- OptimizationRun: one transition per tick; the status is the state -----------------------------
     # sharp: every tick-seconds from the run's first tick, however long a reconcile took (lateness is measurable).
-    @kopf.timer(GROUP, VERSION, RUNS, interval=config.tick_seconds, sharp=True, backoff=backoff, registry=registry)
+    @kopf.timer(
+        GROUP, VERSION, RUNS, interval=config.tick_seconds, sharp=True, backoff=backoff, when=owned, registry=registry
+    )
     def run_tick(body, **_) -> None:
         runtime.reconcile_run(body)
 
-    @kopf.on.delete(GROUP, VERSION, RUNS, backoff=backoff, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, RUNS, backoff=backoff, when=owned, registry=registry)
     def run_deleted(body, **_) -> None:
         runtime.cleanup_run(body)

@@ -7,6 +7,7 @@ without Kopf, which keeps it testable and keeps the handlers thin.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import platform
@@ -40,7 +41,7 @@ from ..proposers.base import Proposer
 from ..proposers.learned import LearnedTwinProposer
 from ..proposers.pool import AgentPool
 from ..proposers.store import ModelStore
-from ..proposers.twins import measure_profile_twin
+from ..proposers.workers import Workers, measure_twin_job
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ class OperatorConfig:
     # How long a ConfigMap read (or write) is reused: a change by someone else is noticed this much later (every
     # write stays guarded by resourceVersion). None: CACHE_TICKS ticks.
     configmap_cache_seconds: float | None = None
+    # Worker processes for twin measurement and DQN pretraining (0: threads of the operator's own process).
+    worker_processes: int = 1
+    # (k, n): this operator reconciles only the runs and profiles whose namespace/name hash to shard k of n.
+    shard: tuple[int, int] | None = None
 
 
 class OperatorMetrics:
@@ -286,6 +291,7 @@ class OperatorRuntime:
         self._profile_bodies: dict[tuple[str, str], Mapping] = {}  # (namespace, name) -> as the watch delivered it
         self._unavailable: dict[str, str] = {}  # run uid -> the API or Prometheus failure logged for it
         self._lock = threading.Lock()
+        self.workers = Workers(config.worker_processes)
         self.notifier = Notifier(
             config.webhooks, count=lambda fmt, outcome: self.metrics.notifications.labels(fmt, outcome).inc()
         )
@@ -294,6 +300,14 @@ class OperatorRuntime:
                 self.metrics.notifications.labels(hook.format, outcome)
 
     # --- shared helpers -------------------------------------------------------------------------------
+    def owns(self, body: Mapping) -> bool:
+        """Whether this operator's shard reconciles the object (always, without sharding)."""
+        if self.config.shard is None:
+            return True
+        meta = body.get("metadata") or {}
+        index, count = self.config.shard
+        return shard_of(meta.get("namespace", "default"), meta.get("name", ""), count) == index
+
     def connection_info(self, *, trust_env: bool = False):
         """Kopf's credentials, taken from the runtime's own client configuration.
 
@@ -335,13 +349,20 @@ class OperatorRuntime:
                 )
                 if spec.agent.strategy == "DQN":
                     self._pools[uid] = AgentPool(
-                        spec.agent, cache_dir=self.config.cache_dir, quick_twins=self.config.quick_twins, models=models
+                        spec.agent,
+                        cache_dir=self.config.cache_dir,
+                        quick_twins=self.config.quick_twins,
+                        models=models,
+                        workers=self.workers,
                     )
                 else:
                     seed, cache, quick = spec.agent.seed, self.config.cache_dir, self.config.quick_twins
 
                     def twin_source(name, profile):
-                        return measure_profile_twin(profile, seed=seed, cache_dir=cache, quick=quick)
+                        # In a worker process: measuring runs the real workload (CPU minutes the first time).
+                        dumped = profile.model_dump(mode="json", by_alias=True, exclude_none=True)
+                        job = self.workers.submit(measure_twin_job, dumped, seed, str(cache) if cache else None, quick)
+                        return job.result()
 
                     self._pools[uid] = LearnedTwinProposer(
                         spec.agent,
@@ -678,6 +699,12 @@ class _Failure:
     error: str
     ticks: int
     since: str
+
+
+def shard_of(namespace: str, name: str, count: int) -> int:
+    """The shard of an object: a stable hash of namespace/name (the same in every operator process and release)."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
 
 
 def same_status(new: Mapping, stored: Mapping) -> bool:

@@ -20,6 +20,7 @@ from .keeper import ModelKeeper
 from .online_dqn import OnlineDQN
 from .store import ModelStore
 from .twin_policy import TwinPolicy
+from .workers import Workers
 
 
 @dataclass
@@ -37,8 +38,10 @@ class AgentPool(Proposer):
         cache_dir: Path | None = None,
         quick_twins: bool = True,
         models: ModelStore | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.settings = settings
+        self.workers = workers
         self.keeper = ModelKeeper(models, settings)
         self.cache_dir, self.quick_twins = cache_dir, quick_twins
         self._entries: dict[str, _Entry] = {}
@@ -61,6 +64,7 @@ class AgentPool(Proposer):
                         cache_dir=self.cache_dir,
                         quick_twins=self.quick_twins,
                         closed=self._closed,
+                        workers=self.workers,
                     )
                     policy.on_trained = lambda p=policy: self.keeper.save(p)
                 else:

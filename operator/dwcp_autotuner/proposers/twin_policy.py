@@ -10,7 +10,9 @@ learning, visibly.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..agent.checkpoint import Checkpoint
+from ..agent.checkpoint import Checkpoint, from_bytes
 from ..agent.dqn import DQNAgent
 from ..canary.protocol import canonical_json
 from ..env.rollout import visit
@@ -29,6 +31,7 @@ from ..models.run import RunAgentSettings, TrainingStatus
 from ..workloads import make_workload
 from .base import Proposal
 from .dqn_policy import DQNPolicy, restore_agent
+from .workers import Workers, measure_twin_job, pretrain_job, read_progress
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,11 @@ class TwinPolicy(DQNPolicy):
         cache_dir: Path | None,
         quick_twins: bool,
         closed: threading.Event,
+        workers: Workers | None = None,
     ) -> None:
         super().__init__(name, profile, settings)
         self.cache_dir, self.quick_twins, self.closed = cache_dir, quick_twins, closed
+        self.workers = workers  # worker processes for the twin and the training (None: this thread)
         self.env: TuningEnv | None = None
         self.twin: Twin | None = None
         self.thread: threading.Thread | None = None
@@ -72,6 +77,9 @@ class TwinPolicy(DQNPolicy):
         return self.progress.model_copy()
 
     def _pretrain(self) -> None:
+        if self.workers is not None and self.workers.processes > 0:
+            self._pretrain_in_worker()
+            return
         started = time.perf_counter()
         settings = self.settings
         try:
@@ -121,6 +129,90 @@ class TwinPolicy(DQNPolicy):
             return
         self.progress = self.progress.model_copy(
             update={"episodes": settings.episodes, "wall_seconds": round(time.perf_counter() - started, 3)}
+        )
+
+    def _pretrain_in_worker(self) -> None:
+        """The same pretraining in a worker process (proposers/workers.py): this thread only waits and reports."""
+        started = time.perf_counter()
+        settings = self.settings
+        profile = self.profile.model_dump(mode="json", by_alias=True, exclude_none=True)
+        cache = str(self.cache_dir) if self.cache_dir else None
+        with tempfile.TemporaryDirectory(prefix=f"pretrain-{self.name}-") as tmp:
+            progress_path, stop_path = str(Path(tmp) / "progress.json"), str(Path(tmp) / "stop")
+            try:
+                warm = self.warm
+                if warm is not None:
+                    twin = self.workers.submit(measure_twin_job, profile, settings.seed, cache, self.quick_twins)
+                    twin = self._wait(twin, progress_path, stop_path, started)
+                    env = self._env(twin)
+                    if (warm.observation_size, warm.action_count) == (env.observation_size, env.action_count):
+                        agent = restore_agent(warm, settings)  # the stored model: no pretraining from scratch
+                        self.progress = self.progress.model_copy(
+                            update={"message": f"warm start: {self.learning.warm_start_message}"}
+                        )
+                        self._trained(agent, env, twin, started)
+                        return
+                job = self.workers.submit(
+                    pretrain_job,
+                    self.name,
+                    profile,
+                    settings.model_dump(mode="json", by_alias=True),
+                    cache,
+                    self.quick_twins,
+                    progress_path,
+                    stop_path,
+                )
+                if self.closed.is_set():
+                    Path(stop_path).touch()
+                checkpoint, twin = self._wait(job, progress_path, stop_path, started)
+                if self.closed.is_set():
+                    return  # the run went: the worker stopped early, and nothing of it is used
+                agent = restore_agent(from_bytes(checkpoint, profile_hash=None), settings)
+                self._trained(agent, self._env(twin), twin, started)
+            except Exception as error:  # a failed pretraining degrades to online learning, visibly
+                log.exception("pretraining %s failed in a worker process", self.name)
+                self.progress = self.progress.model_copy(
+                    update={
+                        "message": f"pretraining failed ({type(error).__name__}: {error}); learning online instead",
+                        "failed": True,
+                        "wall_seconds": round(time.perf_counter() - started, 3),
+                    }
+                )
+
+    def _wait(self, future, progress_path: str, stop_path: str, started: float):
+        """Wait for a worker's job, copying its progress into `self.progress`; ask it to stop if the run goes."""
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                pass
+            if self.closed.is_set():
+                Path(stop_path).touch()
+            progress = read_progress(progress_path)
+            if progress:
+                self.progress = TrainingStatus(
+                    episodes=int(progress.get("episodes", 0)),
+                    episodes_total=self.settings.episodes,
+                    env_steps=int(progress.get("env_steps", 0)),
+                    last_return=progress.get("last_return"),
+                    epsilon=progress.get("epsilon"),
+                    wall_seconds=round(time.perf_counter() - started, 3),
+                    message=progress.get("message"),
+                )
+
+    def _env(self, twin: Twin) -> TuningEnv:
+        return TuningEnv(
+            [Component(self.name, self.profile.tuning_space(), twin)],
+            steps_per_episode=self.settings.steps_per_episode,
+            seed=self.settings.seed,
+        )
+
+    def _trained(self, agent: DQNAgent, env: TuningEnv, twin: Twin, started: float) -> None:
+        self.warm = None
+        self.agent, self.env, self.twin = agent, env, twin
+        self.on_trained()
+        self.progress = self.progress.model_copy(
+            update={"episodes": self.settings.episodes, "wall_seconds": round(time.perf_counter() - started, 3)}
         )
 
     # --- proposing and judging ------------------------------------------------------------------------
