@@ -153,6 +153,35 @@ def time_naive(env: Environment, settings: AgentSettings, steps: int, train_freq
     return {"measured_steps": steps, "measured_seconds": seconds, "seconds_per_step": seconds / steps}
 
 
+# --- the floor ----------------------------------------------------------------------------------
+
+
+def time_floor(env: Environment, settings: AgentSettings, updates: int, threads: int) -> dict:
+    """The same number of gradient updates of the same network, in a tight loop and nothing else.
+
+    A fresh agent of the same settings, its replay buffer filled with random transitions of the same environment
+    (not timed), then `updates` calls of `DQNAgent.update` back to back: what the training would cost if stepping
+    the environment, acting and storing transitions were free. Training time / this is the overhead ratio."""
+    agent = DQNAgent(env.observation_size, env.action_count, settings)
+    rng = np.random.default_rng(settings.seed)
+    obs = env.reset(seed=settings.seed)
+    for _ in range(min(settings.replay_size, max(10_000, settings.batch_size))):
+        action = int(rng.integers(env.action_count))
+        next_obs, reward, done = env.step(action)
+        agent.observe((obs, action, reward, next_obs, done))
+        obs = env.reset() if done else next_obs
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        for _ in range(updates):
+            agent.update()
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
+    return {"updates": updates, "seconds": seconds, "ms_per_update": seconds / max(updates, 1) * 1e3}
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -240,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"learning: mean return first 10 episodes {figures['mean_return_first_10']:.2f}, "
         f"last 10 {figures['mean_return_last_10']:.2f}"
+    )
+    floor = time_floor(ENVIRONMENTS[args.env](args), settings, result.gradient_updates, args.threads)
+    figures["floor"] = floor
+    figures["ratio_to_floor"] = wall / floor["seconds"]
+    print(
+        f"floor: the same {floor['updates']:,} gradient updates in a tight loop: {floor['seconds']:.1f} s "
+        f"({floor['ms_per_update']:.3f} ms each) -> training is {figures['ratio_to_floor']:.2f}x the floor "
+        f"(measured in this run)"
     )
     if isinstance(env, GridBowl):
         distances = greedy_distances(env, agent, range(10_000, 10_050), steps=env.dims * env.levels)

@@ -1294,3 +1294,24 @@ def test_shards_render_one_peered_deployment_per_shard_with_disjoint_selectors()
     assert lint.returncode == 0, lint.stdout + lint.stderr
     single = render("default")
     assert not _flag(operator_args(single), "--shard")  # one shard: no flag, the Deployment keeps its name
+
+
+@needs_helm
+def test_worker_jobs_render_flags_and_least_privilege_rbac_in_the_release_namespace():
+    docs = render("default", "--set", "workers.jobs.enabled=true", "--set", "workers.jobs.parallelism=3")
+    args = operator_args(docs)
+    assert _flag(args, "--worker-jobs-parallelism") == ["3"] and _flag(args, "--worker-jobs-namespace") == [NAMESPACE]
+    assert _flag(args, "--worker-jobs-image") == [
+        operator_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["image"]
+    ]
+    roles = {r["metadata"]["name"]: r for r in of_kind(docs, "Role")}
+    jobs_role = next(r for n, r in roles.items() if n.endswith("-jobs"))
+    worker_role = next(r for n, r in roles.items() if n.endswith("-worker"))
+    assert {tuple(rule["resources"]): rule["verbs"] for rule in jobs_role["rules"]} == {
+        ("jobs",): ["create", "get", "delete"],
+        ("pods",): ["list"],
+        ("configmaps",): ["get", "create", "patch"],
+    }
+    assert [rule["resources"] for rule in worker_role["rules"]] == [["configmaps"]]  # no Secrets, nothing else
+    assert all(r["metadata"]["namespace"] == NAMESPACE for r in (jobs_role, worker_role))
+    assert not [r for r in of_kind(render("default"), "Role") if r["metadata"]["name"].endswith("-worker")]

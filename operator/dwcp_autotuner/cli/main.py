@@ -26,11 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"dwcp-autotuner {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    from . import component_cmd, operator_cmd, tune
+    from . import component_cmd, operator_cmd, tune, worker_cmd
 
     tune.add_parser(sub)
     component_cmd.add_parser(sub)
     operator_cmd.add_parser(sub)
+    worker_cmd.add_parser(sub)
     return parser
 
 

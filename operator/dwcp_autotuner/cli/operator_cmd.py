@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -90,6 +91,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="worker processes for twin measurement and DQN pretraining, off the reconcile loop's interpreter "
         "(default 1; 0: threads of the operator's process)",
     )
+    jobs = p.add_argument_group("worker Jobs (chart value workers.jobs)")
+    jobs.add_argument(
+        "--worker-jobs-image",
+        metavar="IMAGE",
+        help="run twin measurement and pretraining as Kubernetes Jobs of this image (the operator's own) instead of "
+        "worker processes",
+    )
+    jobs.add_argument("--worker-jobs-namespace", help="where the Jobs run (default: $POD_NAMESPACE, else default)")
+    jobs.add_argument("--worker-jobs-service-account", help="the Jobs' ServiceAccount (writes their result ConfigMaps)")
+    jobs.add_argument("--worker-jobs-parallelism", type=int, default=2, help="Jobs running at once (default 2)")
+    jobs.add_argument(
+        "--worker-jobs-deadline-seconds", type=int, default=3600, help="a Job's activeDeadlineSeconds (default 3600)"
+    )
+    jobs.add_argument(
+        "--worker-jobs-resources",
+        default="{}",
+        metavar="JSON",
+        help='the Jobs\' container resources as JSON, e.g. {"requests": {"cpu": "1", "memory": "1Gi"}}',
+    )
     p.add_argument("--cache-dir", type=Path, help="where measured twins are cached")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
     p.add_argument(
@@ -152,6 +172,27 @@ def run(args: argparse.Namespace) -> int:
         if not (count >= 1 and 0 <= index < count):
             raise CliError(f"--shard: K must be in 0..N-1 and N at least 1 (got {args.shard})")
         shard = (index, count)
+    jobs = None
+    if args.worker_jobs_image:
+        if not 1 <= args.worker_jobs_parallelism <= 100:
+            raise CliError(f"--worker-jobs-parallelism: must be 1 to 100 (got {args.worker_jobs_parallelism})")
+        if args.worker_jobs_deadline_seconds < 1:
+            raise CliError("--worker-jobs-deadline-seconds: must be at least 1")
+        try:
+            resources = json.loads(args.worker_jobs_resources)
+            assert isinstance(resources, dict)
+        except (ValueError, AssertionError):
+            raise CliError(f"--worker-jobs-resources: not a JSON object ({args.worker_jobs_resources!r})") from None
+        from ..handlers.runtime import JobsConfig
+
+        jobs = JobsConfig(
+            image=args.worker_jobs_image,
+            namespace=args.worker_jobs_namespace or os.environ.get("POD_NAMESPACE") or "default",
+            service_account=args.worker_jobs_service_account,
+            parallelism=args.worker_jobs_parallelism,
+            deadline_seconds=args.worker_jobs_deadline_seconds,
+            resources=resources,
+        )
     if not 0 <= args.workers <= 64:
         raise CliError(f"--workers: must be 0 to 64 (got {args.workers})")
     if args.configmap_cache_seconds is not None:
@@ -190,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         configmap_cache_seconds=args.configmap_cache_seconds,
         worker_processes=args.workers,
         shard=shard,
+        jobs=jobs,
     )
     try:
         runtime = OperatorRuntime(config)

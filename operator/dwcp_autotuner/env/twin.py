@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import os
 import platform
@@ -95,6 +96,29 @@ class Twin:
             path_stem.with_suffix(".npz"), lambda f: np.savez_compressed(f, means=self.means, noise_cv=self.noise_cv)
         )
         _atomic_write(path_stem.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
+
+    def to_bytes(self) -> bytes:
+        """The twin as one compressed .npz (arrays and a JSON entry of names and provenance): what a worker in
+        a Kubernetes Job hands back through a ConfigMap."""
+        buffer = io.BytesIO()
+        meta = json.dumps(
+            {"format": TWIN_FORMAT, "metric_names": list(self.metric_names), "provenance": self.provenance}
+        )
+        np.savez_compressed(
+            buffer, means=self.means, noise_cv=self.noise_cv, meta=np.frombuffer(meta.encode(), np.uint8)
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, space: TuningSpace, data: bytes) -> Twin:
+        with np.load(io.BytesIO(data)) as arrays:
+            means, noise, meta = arrays["means"], arrays["noise_cv"], json.loads(arrays["meta"].tobytes().decode())
+        if meta.get("format") != TWIN_FORMAT:
+            raise ValueError(f"a twin of format {meta.get('format')}, expected {TWIN_FORMAT}")
+        twin = cls(space, tuple(meta["metric_names"]), means, noise, meta["provenance"])
+        if means.shape[:-1] != twin.grid_shape:
+            raise ValueError(f"a twin of grid {means.shape[:-1]}, the space needs {twin.grid_shape}")
+        return twin
 
     @classmethod
     def load(cls, space: TuningSpace, path_stem: Path) -> Twin:

@@ -34,14 +34,14 @@ from ..models.profile import ParameterProfileSpec, ProfileStatus
 from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, Phase, RunStatus, TargetRef, resolve_sampling
 from ..ports.base import ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
 from ..ports.cached import CachedConfigStore
-from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents
+from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents, KubernetesJobs
 from ..ports.notify import Notifier, NotifyingEvents, Webhook
 from ..ports.prometheus import PrometheusMetrics
 from ..proposers.base import Proposer
 from ..proposers.learned import LearnedTwinProposer
 from ..proposers.pool import AgentPool
 from ..proposers.store import ModelStore
-from ..proposers.workers import Workers, measure_twin_job
+from ..proposers.workers import JobWorkers, Workers, measure_twin_job
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,18 @@ class OperatorConfig:
     worker_processes: int = 1
     # (k, n): this operator reconciles only the runs and profiles whose namespace/name hash to shard k of n.
     shard: tuple[int, int] | None = None
+    # Heavy work as Kubernetes Jobs instead of worker processes (None: processes).
+    jobs: JobsConfig | None = None
+
+
+@dataclass
+class JobsConfig:
+    image: str  # the operator's own image
+    namespace: str  # where the Jobs and their result ConfigMaps go (the operator's namespace)
+    service_account: str | None = None  # may write the result ConfigMaps there
+    parallelism: int = 2
+    deadline_seconds: int = 3600
+    resources: dict = field(default_factory=dict)
 
 
 class OperatorMetrics:
@@ -291,7 +303,24 @@ class OperatorRuntime:
         self._profile_bodies: dict[tuple[str, str], Mapping] = {}  # (namespace, name) -> as the watch delivered it
         self._unavailable: dict[str, str] = {}  # run uid -> the API or Prometheus failure logged for it
         self._lock = threading.Lock()
-        self.workers = Workers(config.worker_processes)
+        if config.jobs is not None:
+            jobs = config.jobs
+            runner = KubernetesJobs(
+                kubernetes.client.BatchV1Api(self.api_client),
+                self.core,
+                image=jobs.image,
+                service_account=jobs.service_account,
+                resources=jobs.resources,
+            )
+            self.workers = JobWorkers(
+                runner,
+                KubernetesConfigStore(self.core),  # no cache: the result is polled
+                jobs.namespace,
+                parallelism=jobs.parallelism,
+                deadline_seconds=jobs.deadline_seconds,
+            )
+        else:
+            self.workers = Workers(config.worker_processes)
         self.notifier = Notifier(
             config.webhooks, count=lambda fmt, outcome: self.metrics.notifications.labels(fmt, outcome).inc()
         )

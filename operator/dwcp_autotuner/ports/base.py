@@ -96,6 +96,35 @@ class ConfigStore(Protocol):
 
 
 @dataclass(frozen=True)
+class JobSpec:
+    """A Kubernetes Job running one `dwcp-autotuner worker …` command (heavy work away from the operator's pod)."""
+
+    namespace: str
+    name: str
+    args: tuple[str, ...]  # the arguments of `dwcp-autotuner`
+    deadline_seconds: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: Literal["Running", "Succeeded", "Failed"]
+    reason: str = ""  # Failed: DeadlineExceeded, BackoffLimitExceeded, ErrImagePull, ImagePullBackOff, ...
+    message: str = ""
+
+
+class JobRunner(Protocol):
+    def start(self, spec: JobSpec) -> str:
+        """Create the Job; returns its uid (a result ConfigMap is owned by it, so it goes with the Job)."""
+
+    def state(self, namespace: str, name: str) -> JobState:
+        """Where the Job is; a pod that cannot start (its image cannot be pulled) is Failed at once."""
+
+    def delete(self, namespace: str, name: str) -> None:
+        """Delete the Job and its pods (a run deleted, or the operator stopping)."""
+
+
+@dataclass(frozen=True)
 class Sample:
     timestamp: float
     value: float

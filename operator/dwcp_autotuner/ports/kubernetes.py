@@ -455,3 +455,125 @@ class KubernetesEvents:
     def _new_name(self) -> str:
         base = str(self.involved_object["name"])[:200]
         return f"{base}.{time.time_ns():x}{secrets.token_hex(2)}"
+
+
+# --- Jobs ---------------------------------------------------------------------------------------------------
+#: Reasons a pod's container waits with that mean it will never start by itself: the Job is failed at once.
+_CANNOT_START = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
+)
+
+
+class KubernetesJobs:
+    """`JobRunner` on batch/v1 Jobs: one pod, no retries (`backoffLimit: 0`), a deadline, removed after a while.
+
+    The pod runs the operator's own image with `dwcp-autotuner <args>` under `service_account` (allowed to write
+    the result ConfigMap), as non-root with a read-only root filesystem and no capabilities, like the operator."""
+
+    def __init__(
+        self,
+        batch: k8s.BatchV1Api,
+        core: k8s.CoreV1Api,
+        *,
+        image: str,
+        service_account: str | None = None,
+        resources: Mapping[str, Mapping[str, str]] | None = None,
+        ttl_seconds: int = 600,
+    ) -> None:
+        self.batch, self.core, self.image = batch, core, image
+        self.service_account, self.resources, self.ttl_seconds = service_account, dict(resources or {}), ttl_seconds
+
+    def start(self, spec) -> str:
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": dict(spec.labels)},
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": spec.deadline_seconds,
+                "ttlSecondsAfterFinished": self.ttl_seconds,
+                "template": {
+                    "metadata": {"labels": dict(spec.labels)},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        **({"serviceAccountName": self.service_account} if self.service_account else {}),
+                        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [
+                            {
+                                "name": "worker",
+                                "image": self.image,
+                                "args": list(spec.args),
+                                "env": [
+                                    {"name": "HOME", "value": "/tmp"},
+                                    {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+                                    {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                                ],
+                                "resources": self.resources,
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            }
+                        ],
+                        "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    },
+                },
+            },
+        }
+        try:
+            created = self.batch.create_namespaced_job(spec.namespace, body)
+        except ApiException as exc:
+            raise _unavailable(f"create Job {spec.namespace}/{spec.name}", exc) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise _unavailable(f"create Job {spec.namespace}/{spec.name}", exc) from None
+        return created.metadata.uid
+
+    def state(self, namespace: str, name: str):
+        from .base import JobState
+
+        try:
+            job = self.batch.read_namespaced_job(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return JobState("Failed", "JobGone", f"Job {namespace}/{name} is gone (deleted by someone else)")
+            raise _unavailable(f"read Job {namespace}/{name}", exc) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise _unavailable(f"read Job {namespace}/{name}", exc) from None
+        status = job.status
+        for condition in (status.conditions or []) if status else []:
+            if condition.status != "True":
+                continue
+            if condition.type == "Complete":
+                return JobState("Succeeded")
+            if condition.type == "Failed":
+                return JobState("Failed", condition.reason or "Failed", condition.message or "")
+        if status is not None and (status.succeeded or 0) > 0:
+            return JobState("Succeeded")
+        if status is not None and (status.failed or 0) > 0:
+            return JobState("Failed", "PodFailed", "the worker pod failed")
+        return self._pods_cannot_start(namespace, name) or JobState("Running")
+
+    def _pods_cannot_start(self, namespace: str, name: str):
+        from .base import JobState
+
+        try:
+            pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
+        except (ApiException, *_TRANSPORT_ERRORS):
+            return None  # the Job's own state decides
+        for pod in pods:
+            for container in (pod.status.container_statuses or []) if pod.status else []:
+                waiting = container.state.waiting if container.state else None
+                if waiting is not None and waiting.reason in _CANNOT_START:
+                    return JobState("Failed", waiting.reason, waiting.message or f"image {container.image}")
+        return None
+
+    def delete(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _unavailable(f"delete Job {namespace}/{name}", exc) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise _unavailable(f"delete Job {namespace}/{name}", exc) from None

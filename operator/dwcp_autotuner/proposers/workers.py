@@ -22,6 +22,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -150,3 +151,130 @@ def read_progress(path: str) -> dict:
             return json.load(handle)
     except (OSError, ValueError):
         return {}
+
+
+# --- the same jobs as Kubernetes Jobs -------------------------------------------------------------------------
+RESULT_KEY, CHECKPOINT_KEY, ERROR_KEY = "result", "checkpoint", "error"
+WORKER_LABELS = {"app.kubernetes.io/managed-by": "dwcp-autotuner", "autotune.dwcp.io/worker": "true"}
+
+
+class JobFailed(RuntimeError):
+    """A worker Job failed; the message says why (the worker's own error, a deadline, an image that cannot be
+    pulled), and ends up on the run."""
+
+
+class JobWorkers:
+    """`Workers` whose jobs run as Kubernetes Jobs (the operator's image, `dwcp-autotuner worker …`), for users who
+    outgrow one pod: no new system to install. At most `parallelism` Jobs run at once (the others wait their turn);
+    each has a deadline. The result comes back through a ConfigMap owned by the Job (the operator creates it, the
+    worker fills it), so it is garbage-collected with the Job; a failure (the worker's error, the deadline, an
+    image that cannot be pulled) fails the job's Future with `JobFailed` and its reason.
+
+    Progress of a pretraining is not reported from a Job (the run shows that it runs in one)."""
+
+    processes = 1  # "not in this thread": callers treat it like a process pool
+
+    def __init__(
+        self,
+        runner,
+        configs,
+        namespace: str,
+        *,
+        parallelism: int = 2,
+        deadline_seconds: int = 3600,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self.runner, self.configs, self.namespace = runner, configs, namespace
+        self.parallelism, self.deadline_seconds, self.poll_seconds = parallelism, deadline_seconds, poll_seconds
+        self._slots = threading.Semaphore(parallelism)
+        self._stopping = threading.Event()
+        self._running: dict[str, Future] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        command, decode, stop_path = self._command(fn, args, kwargs)
+        threading.Thread(
+            target=self._run, args=(future, command, decode, stop_path), name="worker-job", daemon=True
+        ).start()
+        return future
+
+    def shutdown(self) -> None:
+        """Delete the Jobs that still run (the operator stops: their results would not be used)."""
+        self._stopping.set()
+        with self._lock:
+            names = list(self._running)
+        for name in names:
+            try:
+                self.runner.delete(self.namespace, name)
+            except Exception:  # best effort: the deadline ends them anyway
+                pass
+
+    # --- what a job is, as a command ---------------------------------------------------------------------------
+    def _command(self, fn, args, kwargs):
+        from ..models.profile import ParameterProfileSpec
+
+        call = dict(zip(fn.__code__.co_varnames[: fn.__code__.co_argcount], args), **kwargs)
+        profile = call["profile"]
+        space = ParameterProfileSpec.model_validate(profile).tuning_space()
+        common = ["--profile-json", json.dumps(profile, separators=(",", ":"))]
+        quick = ["--quick"] if call.get("quick") else []
+        if fn is measure_twin_job:
+            command = ["worker", "twin", *common, "--seed", str(call["seed"]), *quick]
+            return command, lambda stored: Twin.from_bytes(space, stored.binary[RESULT_KEY]), None
+        if fn is pretrain_job:
+            settings = json.dumps(call["settings"], separators=(",", ":"))
+            command = ["worker", "pretrain", "--name", call["name"], *common, "--settings-json", settings, *quick]
+
+            def decode(stored):
+                return stored.binary[CHECKPOINT_KEY], Twin.from_bytes(space, stored.binary[RESULT_KEY])
+
+            return command, decode, call.get("stop_path")
+        raise ValueError(f"{fn.__name__} cannot run as a Kubernetes Job")
+
+    # --- one Job, start to end ---------------------------------------------------------------------------------
+    def _run(self, future: Future, command: list[str], decode, stop_path: str | None) -> None:
+        from ..ports.base import JobSpec, OwnerRef
+
+        with self._slots:
+            name = f"dwcp-worker-{secrets.token_hex(5)}"
+            try:
+                spec = JobSpec(
+                    self.namespace,
+                    name,
+                    (*command, "--result", f"{self.namespace}/{name}"),
+                    self.deadline_seconds,
+                    WORKER_LABELS,
+                )
+                uid = self.runner.start(spec)
+                with self._lock:
+                    self._running[name] = future
+                owner = OwnerRef("batch/v1", "Job", name, uid)
+                self.configs.put_binary(self.namespace, name, {}, data={}, owner=owner, labels=WORKER_LABELS)
+                while True:
+                    if self._stopping.is_set() or (stop_path and os.path.exists(stop_path)):
+                        self.runner.delete(self.namespace, name)
+                        raise JobFailed(f"Job {self.namespace}/{name} stopped: its run or the operator went")
+                    state = self.runner.state(self.namespace, name)
+                    if state.phase == "Succeeded":
+                        future.set_result(decode(self.configs.get_binary(self.namespace, name)))
+                        return
+                    if state.phase == "Failed":
+                        raise JobFailed(self._why(name, state))
+                    time.sleep(self.poll_seconds)
+            except BaseException as error:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else JobFailed(str(error)))
+            finally:
+                with self._lock:
+                    self._running.pop(name, None)
+
+    def _why(self, name: str, state) -> str:
+        """The worker's own error when it wrote one, else the Job's reason (deadline, image, ...)."""
+        try:
+            written = self.configs.get_binary(self.namespace, name).data.get(ERROR_KEY)
+        except Exception:
+            written = None
+        detail = written or state.message or "no message"
+        return f"Job {self.namespace}/{name} failed ({state.reason}): {detail}"
