@@ -134,6 +134,29 @@ class TuningEnv:
         self._c_component = np.array(constraint_component, dtype=int)
         self._c_penalty = np.array(constraint_penalty)
         self._abs_baseline = np.maximum(np.abs(self._baseline_vector), 1e-9)
+        # A step runs hundreds of thousands of times: the constraint bookkeeping as dense arrays instead of
+        # ufunc.at (slow per call): each constraint's rows padded to one width (-inf never wins the max), and
+        # penalties = (components × constraints) @ (penalty × worst violation).
+        width = max((int(np.sum(self._c_row_constraint == k)) for k in range(len(constraint_component))), default=0)
+        self._c_rows_of = np.full((len(constraint_component), max(width, 1)), len(rows), dtype=int)
+        for k in range(len(constraint_component)):
+            mine = np.flatnonzero(self._c_row_constraint == k)
+            self._c_rows_of[k, : len(mine)] = mine
+        self._c_matrix = np.zeros((len(components), len(constraint_component)))
+        for k, ci in enumerate(constraint_component):
+            self._c_matrix[ci, k] = self._c_penalty[k]
+        self._excess = np.full(len(rows) + 1, -np.inf)  # the last slot is the padding
+        self._c_single_row = width <= 1 and list(self._c_row_constraint) == list(range(len(rows)))
+        # Each component's measured means flattened, read by one flat index per component.
+        self._flat_means = [c.twin.means.reshape(-1, len(c.twin.metric_names)) for c in components]
+        self._grid_shapes = [c.twin.grid_shape for c in components]
+        self._mean = np.zeros(self.metric_count)
+        # The normalised position of every grid value, padded into one table: the state's first part is one lookup.
+        self._norm_table = np.zeros((len(self._params), int(self._grid_sizes.max())), dtype=np.float32)
+        for j, table in enumerate(self._norm_tables):
+            self._norm_table[j, : len(table)] = table
+        self._param_rows = np.arange(len(self._params))
+        self._flat_position = np.zeros(len(self._params), dtype=int)
 
         self.action_count = 1 + 2 * len(self._params)
         self.observation_size = len(self._params) + history * self.metric_count
@@ -164,28 +187,38 @@ class TuningEnv:
         return [tuple(ix) for ix in self._indices]
 
     # --- measurement --------------------------------------------------------------------------------
+    def _set_mean(self, ci: int) -> None:
+        """The measured mean metrics of component `ci`'s current configuration, into the step's mean vector."""
+        flat_index = np.ravel_multi_index(self._indices[ci], self._grid_shapes[ci])
+        self._mean[self._metric_slices[ci]] = self._flat_means[ci][flat_index]
+
     def _measure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Noisy metrics of the current configuration; returns (metric vector, objectives, penalties)."""
-        mean = np.concatenate([c.twin.means[tuple(ix)] for c, ix in zip(self.components, self._indices)])
-        vector = mean * (1.0 + self._noise_vector * self.rng.standard_normal(self.metric_count))
+        """Noisy metrics of the current configuration; returns (metric vector, objectives, penalties).
+
+        The mean vector is kept up to date by `step` and `reset` (only a move changes it)."""
+        vector = self._mean * (1.0 + self._noise_vector * self.rng.standard_normal(self.metric_count))
         objectives = self._objective_weights @ vector
-        penalties = np.zeros(len(self.components))
-        if self._constraint_rows:
-            values = vector[self._c_metric]
-            excess = (np.maximum(values - self._c_upper, 0.0) + np.maximum(self._c_lower - values, 0.0)) / self._c_norm
-            worst = np.zeros(len(self._c_component))
-            np.maximum.at(worst, self._c_row_constraint, excess)
-            np.add.at(penalties, self._c_component, self._c_penalty * worst)
-        return vector, objectives, penalties
+        if not self._constraint_rows:
+            return vector, objectives, np.zeros(len(self.components))
+        values = vector[self._c_metric]
+        excess = (np.maximum(values - self._c_upper, 0.0) + np.maximum(self._c_lower - values, 0.0)) / self._c_norm
+        if self._c_single_row:  # one limit per constraint (the built-in spaces): the worst is the one
+            return vector, objectives, self._c_matrix @ excess
+        self._excess[:-1] = excess
+        worst = np.maximum(self._excess[self._c_rows_of].max(axis=1), 0.0)
+        return vector, objectives, self._c_matrix @ worst
 
     def _relative(self, vector: np.ndarray) -> np.ndarray:
         out = (vector - self._baseline_vector) / self._abs_baseline
-        return np.clip(out, -METRIC_CLIP, METRIC_CLIP).astype(np.float32)
+        return np.clip(out, -METRIC_CLIP, METRIC_CLIP, out=out).astype(np.float32)
+
+    def _positions_from_indices(self) -> None:
+        for j, (ci, pi) in enumerate(self._params):
+            self._flat_position[j] = self._indices[ci][pi]
 
     def _observation(self) -> np.ndarray:
         obs = self._obs
-        for j, (ci, pi) in enumerate(self._params):
-            obs[j] = self._norm_tables[j][self._indices[ci][pi]]
+        obs[: len(self._params)] = self._norm_table[self._param_rows, self._flat_position]
         obs[len(self._params) :] = self._history.reshape(-1)
         return obs.copy()
 
@@ -205,6 +238,9 @@ class TuningEnv:
             else:
                 self._indices.append(list(self._baseline_index[ci]))
         self._t = 0
+        self._positions_from_indices()
+        for ci in range(len(self.components)):
+            self._set_mean(ci)
         vector, objectives, _ = self._measure()
         self._history[:] = self._relative(vector)
         self._last_objective = objectives
@@ -217,6 +253,9 @@ class TuningEnv:
             config = configs.get(c.name)
             self._indices.append(list(c.twin.index_of(config) if config else self._baseline_index[ci]))
         self._t = 0
+        self._positions_from_indices()
+        for ci in range(len(self.components)):
+            self._set_mean(ci)
         vector, objectives, _ = self._measure()
         self._history[:] = self._relative(vector)
         self._last_objective = objectives
@@ -232,7 +271,10 @@ class TuningEnv:
             old = self._indices[ci][pi]
             new = min(max(old + (-1 if down else 1), 0), int(self._grid_sizes[j]) - 1)
             self._indices[ci][pi] = new
+            self._flat_position[j] = new
             moved = new != old
+            if moved:
+                self._set_mean(ci)
         vector, objectives, penalties = self._measure()
         reward = float(np.sum((objectives - self._last_objective - penalties) / self._baseline_scale))
         if moved:
