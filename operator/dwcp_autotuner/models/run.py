@@ -179,8 +179,8 @@ class ExplorationSettings(CamelModel):
         ge=0,
         le=100,
         description="A candidate whose pessimistic score is worse than the stable one by more than this is never "
-        "canaried. A guard's metric must keep within its maxDegradationPct: pessimistically where the profile's "
-        "measured twin predicts it, and within maxDegradationPct plus this margin where only canaries have measured it.",
+        "canaried. A guard's pessimistic bound must keep within its maxDegradationPct plus this margin, and where the "
+        "profile's measured twin predicts the guard's metric, its expected change within maxDegradationPct itself.",
     )
     min_gain_pct: float = Field(
         2.0,

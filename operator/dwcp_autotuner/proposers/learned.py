@@ -336,10 +336,15 @@ class LearnedTwinProposer(Proposer):
         pessimistic = twin.from_working(pessimistic_w)
         for guard in profile.guards:
             change = twin.metric_change(guard.metric, indices, stable_index)
-            if change is not None:  # the measured twin knows this metric: a hard limit, within its own tolerance
+            if change is not None:  # the measured twin knows this metric
                 relative, relative_sd = change
                 worse_by = -relative if guard.goal == "maximize" else relative
-                safe &= (worse_by + x.pessimism * relative_sd) * 100.0 <= guard.max_degradation_pct
+                # Expected to keep within the guard's own tolerance (a breach rolls the canary back for sure),
+                # and pessimistically within the tolerance plus the margin (as where only canaries measured it).
+                safe &= worse_by * 100.0 <= guard.max_degradation_pct
+                safe &= (
+                    worse_by + x.pessimism * relative_sd
+                ) * 100.0 <= guard.max_degradation_pct + x.safety_margin_pct
                 continue
             modelled = twin.metric(guard.metric, np.vstack([indices, np.array(stable_index)[None, :]]))
             if modelled is None:
