@@ -7,7 +7,7 @@ import pytest
 
 from dwcp_autotuner.canary.protocol import ConfigRef
 from dwcp_autotuner.handlers.runtime import same_status
-from dwcp_autotuner.ports.base import Conflict
+from dwcp_autotuner.ports.base import Conflict, NotFound
 from dwcp_autotuner.ports.cached import CachedConfigStore
 from dwcp_autotuner.ports.local import FileConfigStore
 
@@ -20,6 +20,10 @@ class Counting(FileConfigStore):
     def read(self, ref):
         self.reads += 1
         return super().read(ref)
+
+    def get_binary(self, namespace, name):
+        self.reads += 1
+        return super().get_binary(namespace, name)
 
 
 def test_reads_are_served_from_memory_until_they_age_and_a_write_or_conflict_is_never_stale(tmp_path):
@@ -45,6 +49,25 @@ def test_reads_are_served_from_memory_until_they_age_and_a_write_or_conflict_is_
     with pytest.raises(Conflict):  # …a write based on it fails
         store.write(ref, expected_resource_version=store.read(ref).resource_version, set_keys={"k": "mine"})
     assert store.read(ref).data["k"] == "theirs"  # and the next read sees theirs
+
+
+def test_a_missing_model_is_looked_up_once_per_max_age_and_is_seen_as_soon_as_it_is_stored(tmp_path):
+    # Every profile check looks for the profile's model; before its first run ends there is none, and each look
+    # was a GET answered 404 by the API server.
+    inner, now = Counting(tmp_path), [0.0]
+    store = CachedConfigStore(inner, max_age=30.0, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(NotFound, match="ns/svc-model"):
+            store.get_binary("ns", "svc-model")
+        now[0] += 5
+    assert inner.reads == 1
+    now[0] += 20  # 35 s after the look: looked up again
+    with pytest.raises(NotFound):
+        store.get_binary("ns", "svc-model")
+    assert inner.reads == 2
+
+    store.put_binary("ns", "svc-model", {"model.zst": b"\x01"}, owner=None, labels={})  # stored through the cache
+    assert store.get_binary("ns", "svc-model").binary == {"model.zst": b"\x01"}
 
 
 def test_a_status_equal_but_for_nulls_the_server_dropped_is_not_rewritten():

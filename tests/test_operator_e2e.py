@@ -874,6 +874,43 @@ def test_recommend_mode_writes_recommendations_and_never_touches_the_configmap(c
     assert cluster.event_count(ns, "advice", "CanaryStarted") == 0
 
 
+# --- a profile edit costs one status write ---------------------------------------------------------------
+def test_a_profile_edit_is_revalidated_with_one_status_write_and_no_write_of_the_object(
+    cluster: Cluster, ns: str
+) -> None:
+    """Profiles are validated per generation from the watch: an edit is answered by a status PATCH only (Kopf's
+    create/update handlers also PATCHed the object itself, for their annotations, on every change), and the
+    object carries no handler bookkeeping a real API server would have to store."""
+    metric = metric_names(cluster, "edit", stable=100.0, canary=100.0)
+    cluster.kubectl.apply(ns, configmap("svc-config"), profile("svc", "svc-config", metric))
+    ready = cluster.kubectl.wait(ns, "parameterprofile/svc", "condition=Ready", timeout=30)
+    assert ready.returncode == 0, ready.stderr + cluster.debug(ns)
+    time.sleep(2 * TICK)  # anything the first sight wrote has landed
+
+    def writes() -> tuple[int, int]:
+        counts = cluster.emulator.requests
+        return counts[("PATCH", "parameterprofiles", False)], counts[("PATCH", "parameterprofiles/status", False)]
+
+    before = writes()
+    edited = {"spec": {"metrics": [{"name": "objective", "description": "edited", "query": f"avg({metric})"}]}}
+    cluster.kubectl("patch", "-n", ns, "parameterprofile/svc", "--type=merge", "-p", json.dumps(edited))
+    generation = cluster.emulator.get_object("parameterprofiles", "svc", ns, group=GROUP)["metadata"]["generation"]
+    wait_for(
+        lambda: cluster.profile_status(ns, "svc").get("observedGeneration") == generation,
+        10,
+        "the edited profile to be re-validated",
+        on_timeout=lambda: json.dumps(cluster.profile_status(ns, "svc")),
+    )
+    time.sleep(2 * TICK)
+    object_writes, status_writes = (after - was for after, was in zip(writes(), before, strict=True))
+    assert object_writes == 1, "only kubectl's own PATCH of the object"
+    assert status_writes >= 1
+    annotations = cluster.emulator.get_object("parameterprofiles", "svc", ns, group=GROUP)["metadata"].get(
+        "annotations", {}
+    )
+    assert not [a for a in annotations if a.startswith("kopf.zalando.org/")], annotations
+
+
 # --- 8. the operator's own endpoints -----------------------------------------------------------------
 def test_operator_exposes_metrics_and_liveness(cluster: Cluster, ns: str) -> None:
     metric = metric_names(cluster, "metrics", stable=100.0, canary=100.0)

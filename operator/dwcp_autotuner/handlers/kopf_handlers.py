@@ -61,16 +61,12 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
         # Same credentials as the runtime's own client (in-cluster service account, else --kubeconfig/$KUBECONFIG).
         return runtime.connection_info(trust_env=settings.networking.trust_env)
 
-    # --- ParameterProfile: validate on every change and re-check periodically (a missing ConfigMap may appear) ---
-    @kopf.on.resume(GROUP, VERSION, PROFILES, backoff=backoff, when=owned, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PROFILES, backoff=backoff, when=owned, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PROFILES, field="spec", backoff=backoff, when=owned, registry=registry)
-    def profile_changed(body, patch, **_) -> None:
-        patch.status.update(runtime.reconcile_profile(body))
-
+    # --- ParameterProfile: validate each new generation and re-check periodically (a missing ConfigMap may appear) ---
     @kopf.on.event(GROUP, VERSION, PROFILES, registry=registry)
-    def profile_event(type, body, **_) -> None:
-        runtime.profile_seen(type, body)
+    def profile_event(type, body, patch, **_) -> None:
+        status = runtime.profile_event(type, body)
+        if status is not None:
+            patch.status.update(status)
 
     @kopf.timer(
         GROUP,

@@ -301,6 +301,7 @@ class OperatorRuntime:
         self._last_tick: dict[str, float] = {}  # run uid -> monotonic time of its last tick (lateness)
         self._seen_rv: dict[str, str | None] = {}  # run uid -> the resourceVersion this process last wrote or read
         self._profile_bodies: dict[tuple[str, str], Mapping] = {}  # (namespace, name) -> as the watch delivered it
+        self._profile_checked: dict[str, object] = {}  # profile uid -> the generation this process last validated
         self._unavailable: dict[str, str] = {}  # run uid -> the API or Prometheus failure logged for it
         self._lock = threading.Lock()
         if config.jobs is not None:
@@ -461,6 +462,28 @@ class OperatorRuntime:
                 self._profile_bodies.pop(key, None)
             else:
                 self._profile_bodies[key] = dict(body)
+
+    def profile_event(self, event_type: str | None, body: Mapping) -> dict | None:
+        """Every watch event of a ParameterProfile: remembered for the runs, and validated when this process has not
+        yet validated its generation (a new or changed spec, or the first sight after a start). Returns the status to
+        write, or None.
+
+        Level-triggered on the generation instead of Kopf's create/update/resume handlers: those keep a diff base
+        and progress in annotations, which cost a second PATCH (of the object, beside its status) on every change.
+        A status write that fails is written again by the periodic re-check."""
+        self.profile_seen(event_type, body)
+        meta = body.get("metadata") or {}
+        uid = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+        with self._lock:
+            if event_type == "DELETED" or meta.get("deletionTimestamp"):
+                self._profile_checked.pop(uid, None)
+                return None
+            if not self.owns(body) or self._profile_checked.get(uid) == meta.get("generation"):
+                return None
+        status = self.reconcile_profile(body)
+        with self._lock:
+            self._profile_checked[uid] = meta.get("generation")
+        return status
 
     def load_profiles(
         self, namespace: str, names: list[str], *, require_ready: bool = False

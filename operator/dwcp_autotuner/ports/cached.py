@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from ..canary.protocol import ConfigRef, ConfigSnapshot
-from .base import ConfigStore, Conflict, OwnerRef, StoredMap
+from .base import ConfigStore, Conflict, NotFound, OwnerRef, StoredMap
 
 
 class CachedConfigStore:
@@ -97,9 +97,16 @@ class CachedConfigStore:
         self.inner.put_binary(namespace, name, binary_data, data=data, owner=owner, labels=labels)
 
     def get_binary(self, namespace: str, name: str) -> StoredMap:
+        # A missing model is remembered too: every profile check looks for its model, and most profiles have none
+        # until their first run ends (which stores it through `put_binary`, forgetting this).
         key = ("binary", namespace, name)
         hit = self._cached(key)
         if hit is None:
-            hit = self.inner.get_binary(namespace, name)
+            try:
+                hit = self.inner.get_binary(namespace, name)
+            except NotFound as missing:
+                hit = missing
             self._keep(key, hit)
+        if isinstance(hit, NotFound):
+            raise NotFound(*hit.args)
         return hit
