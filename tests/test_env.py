@@ -11,10 +11,12 @@ import json
 import numpy as np
 import pytest
 
+from dwcp_autotuner.env import twin as twin_module
 from dwcp_autotuner.env.tuning_env import Component, TuningEnv
-from dwcp_autotuner.env.twin import Twin, load_or_measure_twin, measure_twin
+from dwcp_autotuner.env.twin import Twin, load_or_measure_twin, measure_twin, twin_processes
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES
 from dwcp_autotuner.models.space import MetricSpec, ObjectiveTerm, Parameter, SoftConstraint, TuningSpace
+from dwcp_autotuner.workloads import make_workload
 
 SPACE = TuningSpace(
     parameters=[
@@ -194,6 +196,40 @@ def test_twin_repeats_average_seeds_and_smooth_the_surface(tmp_path):
     load_or_measure_twin(SPACE, workload, seed=10, repeats=1, cache_dir=tmp_path)
     _, cached = load_or_measure_twin(SPACE, workload, seed=10, repeats=3, cache_dir=tmp_path)
     assert not cached
+
+
+def test_a_twin_without_timings_is_measured_on_several_processes_and_equals_the_serial_one(monkeypatch):
+    # ACP is simulated (no clock in its metrics): the same twin whichever process ran each point.
+    acp = BUILTIN_SPACES["acp"]
+    narrow = {"timeout_ms": (1000, 2000, 2000), "batch_size": (16, 32, 16), "quorum_size": (4, 7, 7)}
+    small = acp.model_copy(
+        update={
+            "parameters": [
+                p.model_copy(update=dict(zip(("min", "max", "default"), narrow[p.name], strict=True)))
+                for p in acp.parameters
+            ]
+        }
+    )
+    workload = make_workload("acp", quick=True)
+    seen = []
+    serial = measure_twin(small, workload, seed=5, noise_points=2, noise_repeats=2, processes=1)
+    spread = measure_twin(
+        small, workload, seed=5, noise_points=2, noise_repeats=2, processes=2, progress=lambda d, t: seen.append((d, t))
+    )
+    assert spread.provenance["processes"] == 2 and serial.provenance["processes"] == 1
+    np.testing.assert_array_equal(spread.means, serial.means)
+    np.testing.assert_array_equal(spread.noise_cv, serial.noise_cv)
+    total = small.grid_size() + 2 * 2
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    # Who decides: a space that reads a timing is measured serially, and so is an unknown workload.
+    assert twin_processes(small, workload) == twin_module.twin_processes(acp, workload) >= 1
+    assert twin_processes(BUILTIN_SPACES["hde"], make_workload("hde", quick=True)) == 1  # throughput
+    assert twin_processes(BUILTIN_SPACES["pba"], make_workload("pba", quick=True)) == 1  # prediction latency
+    assert twin_processes(SPACE, BowlWorkload()) == 1  # says nothing about its timings
+    # A worker of the operator's (daemonic) pool may not start processes: serial there.
+    monkeypatch.setattr(twin_module.multiprocessing, "current_process", lambda: type("P", (), {"daemon": True})())
+    assert twin_processes(small, workload) == 1
 
 
 def test_report_explains_a_local_optimum_of_the_grid():

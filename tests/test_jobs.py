@@ -133,7 +133,7 @@ def cluster():
         yield emulator, kubeconfig
 
 
-def _runtime(kubeconfig, image: str, deadline: int = 600) -> OperatorRuntime:
+def _runtime(kubeconfig, image: str, deadline: int = 600, resources: dict | None = None) -> OperatorRuntime:
     config = OperatorConfig(
         namespaces=[NS],
         tick_seconds=1.0,
@@ -142,7 +142,7 @@ def _runtime(kubeconfig, image: str, deadline: int = 600) -> OperatorRuntime:
         metrics_port=0,
         liveness=None,
         kubeconfig=str(kubeconfig),
-        jobs=JobsConfig(image=image, namespace=JOBS_NS, deadline_seconds=deadline),
+        jobs=JobsConfig(image=image, namespace=JOBS_NS, deadline_seconds=deadline, resources=resources or {}),
     )
     runtime = OperatorRuntime(config)
     runtime.prometheus = lambda url: InProcessMetrics()
@@ -190,7 +190,7 @@ def _pretrain(emulator, runtime: OperatorRuntime, timeout: float) -> dict:
 def test_a_profiles_twin_is_measured_by_a_job_and_becomes_the_learned_twins_prior(cluster):
     emulator, kubeconfig = cluster
     with Kubelet(emulator, kubeconfig) as kubelet:
-        runtime = _runtime(kubeconfig, "dwcp-autotuner:test")
+        runtime = _runtime(kubeconfig, "dwcp-autotuner:test", resources={"requests": {"cpu": "2500m", "memory": "1Gi"}})
         status = _pretrain(emulator, runtime, 240)
     assert status["training"]["pba"]["failed"] is not True, status["training"]
     assert "prior: measured pba twin" in status["training"]["pba"]["message"]
@@ -198,6 +198,10 @@ def test_a_profiles_twin_is_measured_by_a_job_and_becomes_the_learned_twins_prio
     assert command[:2] == ["worker", "twin"] and "--quick" in command and command[-2] == "--result"
     job = next(iter(emulator.list_objects("jobs", JOBS_NS, group="batch")))
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 600
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["requests"]["cpu"] == "2500m"
+    # A twin without timings is measured by as many processes as the Job has whole CPUs, not the node's cores.
+    assert {"name": "DWCP_AUTOTUNER_TWIN_PROCESSES", "value": "2"} in container["env"]
     result = emulator.get_object("configmaps", job["metadata"]["name"], JOBS_NS)
     assert result["metadata"]["ownerReferences"][0]["kind"] == "Job"  # collected with the Job
     assert result["binaryData"]["result"]  # the twin came back through the ConfigMap

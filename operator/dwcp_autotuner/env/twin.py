@@ -15,10 +15,12 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from ..models.space import ParamValue, TuningSpace
 from ..workloads.base import Workload
 
 TWIN_FORMAT = 1
+#: At most this many processes measure a twin (unset: every core this process may run on).
+TWIN_PROCESSES_ENV = "DWCP_AUTOTUNER_TWIN_PROCESSES"
 
 #: Called after each measured run with (done, total).
 ProgressCallback = Callable[[int, int], None]
@@ -164,12 +168,17 @@ def measure_twin(
     noise_points: int = 6,
     noise_repeats: int = 4,
     progress: ProgressCallback | None = None,
+    processes: int | None = None,
 ) -> Twin:
     """Run the real workload at every grid point and repeat a few points for the noise.
 
     Each grid point's mean is averaged over `repeats` seeds (seed, seed+1, …): a surface measured
     with one seed carries that seed's noise at every point, and those bumps trap an agent that
     moves one step at a time. The noise model stays that of a single run.
+
+    The runs are spread over `processes` worker processes (None: `twin_processes` decides). Every
+    metric that is not a timing is a pure function of (config, seed), so the twin is the same
+    whichever process ran each point.
     """
     missing = [t.metric for t in space.objective if t.metric not in workload.metric_names]
     missing += [c.metric for c in space.constraints if c.metric not in workload.metric_names]
@@ -183,32 +192,22 @@ def measure_twin(
         tuple(int(i) for i in np.unravel_index(k, shape))
         for k in rng.choice(total_points, size=min(noise_points, total_points), replace=False)
     ]
-    total = total_points * repeats + len(noise_indices) * noise_repeats
-    done = 0
-    means = np.empty((*shape, len(metric_names)))
-    for flat in range(total_points):
-        index = tuple(int(i) for i in np.unravel_index(flat, shape))
-        config = {p.name: p.grid()[i] for p, i in zip(space.parameters, index)}
-        runs = []
-        for r in range(repeats):
-            result = workload.run(config, seed + r)
-            runs.append([result[m] for m in metric_names])
-            done += 1
-            if progress:
-                progress(done, total)
-        means[index] = np.mean(runs, axis=0)
+    grid_indices = [tuple(int(i) for i in np.unravel_index(flat, shape)) for flat in range(total_points)]
+
+    def config_at(index: tuple[int, ...]) -> dict[str, ParamValue]:
+        return {p.name: p.grid()[i] for p, i in zip(space.parameters, index)}
+
+    # Every run as (config, seed): the grid's, then the noise points' with fresh seeds.
+    runs = [(config_at(index), seed + r) for index in grid_indices for r in range(repeats)]
+    runs += [(config_at(index), seed + 1000 + r) for index in noise_indices for r in range(noise_repeats)]
+    processes = twin_processes(space, workload) if processes is None else max(1, processes)
+    values = np.array(_run_all(workload, runs, metric_names, processes, progress))
+
+    grid_values = values[: total_points * repeats].reshape(total_points, repeats, len(metric_names))
+    means = grid_values.mean(axis=1).reshape(*shape, len(metric_names))
     # Noise: relative spread across fresh seeds at a few points; the median is robust to one odd point.
     cvs = []
-    for index in noise_indices:
-        config = {p.name: p.grid()[i] for p, i in zip(space.parameters, index)}
-        runs = []
-        for r in range(noise_repeats):
-            result = workload.run(config, seed + 1000 + r)
-            runs.append([result[m] for m in metric_names])
-            done += 1
-            if progress:
-                progress(done, total)
-        runs_arr = np.array(runs)
+    for runs_arr in values[total_points * repeats :].reshape(len(noise_indices), noise_repeats, len(metric_names)):
         mean = np.abs(runs_arr.mean(axis=0))
         cvs.append(np.where(mean > 1e-12, runs_arr.std(axis=0, ddof=1) / np.maximum(mean, 1e-12), 0.0))
     noise_cv = np.median(np.array(cvs), axis=0) if cvs else np.zeros(len(metric_names))
@@ -224,8 +223,74 @@ def measure_twin(
         "repeats": repeats,
         "noise_points": len(noise_indices),
         "noise_repeats": noise_repeats,
+        "processes": processes,
     }
     return Twin(space, metric_names, means, noise_cv, provenance)
+
+
+def twin_processes(space: TuningSpace, workload: Workload) -> int:
+    """How many processes measure this twin: every core when the space reads no timing, else one.
+
+    Timings (throughput, CPU seconds, latency: a workload's `timed_metrics`) measured side by side
+    would measure each other's contention, so a space whose objective or constraints read one is
+    measured in this process, one run at a time. A workload that does not say which of its metrics
+    are timings is taken to time them all. `$DWCP_AUTOTUNER_TWIN_PROCESSES` caps the count. A
+    daemonic process (a worker of the operator's pool) cannot start processes of its own, and
+    measures serially too."""
+    timed = set(getattr(workload, "timed_metrics", workload.metric_names))
+    used = {t.metric for t in space.objective} | {c.metric for c in space.constraints}
+    if timed & used or multiprocessing.current_process().daemon:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # A container sees every core of its node; its CPU share is set from outside (a worker Job: its CPU request).
+    limit = os.environ.get(TWIN_PROCESSES_ENV, "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        cores = min(cores or 1, int(limit))
+    return max(1, cores or 1)
+
+
+def _run_all(
+    workload: Workload,
+    runs: list[tuple[dict[str, ParamValue], int]],
+    metric_names: tuple[str, ...],
+    processes: int,
+    progress: ProgressCallback | None,
+) -> list[list[float]]:
+    """The metric vectors of `runs`, in order: here one at a time, or in chunks over a process pool."""
+    if processes <= 1:
+        values = []
+        for done, (config, run_seed) in enumerate(runs, 1):
+            result = workload.run(config, run_seed)
+            values.append([result[m] for m in metric_names])
+            if progress:
+                progress(done, len(runs))
+        return values
+    # Chunks of a few dozen runs: few enough round trips, small enough for a steady progress bar and balance.
+    size = max(1, min(64, len(runs) // (processes * 8)))
+    chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
+    results: list[list[list[float]] | None] = [None] * len(chunks)
+    done = 0
+    # `spawn`: the caller may hold threads (the operator, torch), which `fork` would copy mid-flight.
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_chunk, workload, chunk, metric_names): k for k, chunk in enumerate(chunks)}
+        for future in as_completed(futures):
+            k = futures[future]
+            results[k] = future.result()
+            done += len(chunks[k])
+            if progress:
+                progress(done, len(runs))
+    return [row for chunk in results for row in chunk or []]
+
+
+def _run_chunk(
+    workload: Workload, chunk: list[tuple[dict[str, ParamValue], int]], metric_names: tuple[str, ...]
+) -> list[list[float]]:
+    """One chunk of runs in a worker process (top level, so it pickles)."""
+    values = []
+    for config, run_seed in chunk:
+        result = workload.run(config, run_seed)
+        values.append([result[m] for m in metric_names])
+    return values
 
 
 def load_or_measure_twin(
@@ -236,6 +301,7 @@ def load_or_measure_twin(
     repeats: int = 1,
     cache_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    processes: int | None = None,
 ) -> tuple[Twin, bool]:
     """The cached twin when one matches (space, workload options, seed); otherwise measure and cache it.
 
@@ -247,7 +313,7 @@ def load_or_measure_twin(
             return Twin.load(space, stem), True
         except (ValueError, KeyError, OSError):
             pass  # a stale or damaged cache is re-measured, never trusted
-    twin = measure_twin(space, workload, seed=seed, repeats=repeats, progress=progress)
+    twin = measure_twin(space, workload, seed=seed, repeats=repeats, progress=progress, processes=processes)
     twin.save(stem)
     return twin, False
 

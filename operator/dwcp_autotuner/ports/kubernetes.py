@@ -483,6 +483,17 @@ class KubernetesJobs:
         self.batch, self.core, self.image = batch, core, image
         self.service_account, self.resources, self.ttl_seconds = service_account, dict(resources or {}), ttl_seconds
 
+    def _cpus(self) -> int:
+        """Whole CPUs of the Job's request (its limit when it requests none), at least one."""
+        quantity = str(
+            (self.resources.get("requests") or {}).get("cpu") or (self.resources.get("limits") or {}).get("cpu") or "1"
+        )
+        try:
+            cpus = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+        except ValueError:
+            return 1
+        return max(1, int(cpus))
+
     def start(self, spec) -> str:
         body = {
             "apiVersion": "batch/v1",
@@ -507,6 +518,8 @@ class KubernetesJobs:
                                     {"name": "HOME", "value": "/tmp"},
                                     {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
                                     {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                                    # A twin is measured by as many processes as the Job asked CPUs for.
+                                    {"name": "DWCP_AUTOTUNER_TWIN_PROCESSES", "value": str(self._cpus())},
                                 ],
                                 "resources": self.resources,
                                 "securityContext": {

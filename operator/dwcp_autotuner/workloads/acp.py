@@ -86,6 +86,8 @@ class AcpWorkload:
     name = "acp"
     metric_names = METRICS
     parameter_names = PARAMS
+    #: Simulated times only: a run is a pure function of (config, seed), measured on any number of cores.
+    timed_metrics: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -27,6 +27,9 @@ class Workload(Protocol):
     metric_names: tuple[str, ...]
     #: The parameters a configuration must set (those of the matching built-in space).
     parameter_names: tuple[str, ...]
+    #: The metrics that are timings on this machine's clocks (the rest are pure functions of config and seed):
+    #: a twin whose space reads one is measured one run at a time (`env.twin.twin_processes`).
+    timed_metrics: tuple[str, ...]
 
     def options(self) -> dict:
         """JSON-able settings that change the results (sizes, link bandwidth …); a cache key."""

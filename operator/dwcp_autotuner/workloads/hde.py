@@ -86,6 +86,8 @@ class HdeWorkload:
     name = "hde"
     metric_names = METRICS
     parameter_names = PARAMS
+    #: Measured with the wall and CPU clocks of this machine (the ratio and memory are not).
+    timed_metrics = ("throughput_mbps", "cpu_seconds_per_gb", "effective_throughput_mbps")
 
     def __init__(
         self,

@@ -53,6 +53,8 @@ class PbaWorkload:
     name = "pba"
     metric_names = METRICS
     parameter_names = PARAMS
+    #: The predictor's compute time per prediction, on this machine's clock.
+    timed_metrics = ("prediction_latency_ms",)
 
     def __init__(
         self,
