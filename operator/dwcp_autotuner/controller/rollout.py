@@ -64,16 +64,22 @@ VERDICT_REASONS = frozenset({"CanaryWorse", "GuardBreached", "Inconclusive"})
 REVISION_ATTEMPTS = 5  # names tried when a revision's name is taken by an object that is not this proposal's
 
 
-def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:
-    current = status.current
-    assert current is not None
-    profile = ctx.profiles.get(current.profile)
+def _read_canary_target(ctx: RunContext, ports: Ports, current, profile):
+    """The ConfigMap the canary was written to (recorded in `current.target`; before that was recorded, the
+    profile's target): its snapshot, a Transition when the read failed, or None when there is nothing to read."""
     ref = (
         config_ref(current.target)
         if current.target is not None
         else (target_ref(profile.target, ctx.namespace) if isinstance(profile, ParameterProfileSpec) else None)
     )
-    snapshot = read_target(ports, ref, "disappeared during the rollout.") if ref is not None else None
+    return read_target(ports, ref, "disappeared during the rollout.") if ref is not None else None
+
+
+def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:
+    current = status.current
+    assert current is not None
+    profile = ctx.profiles.get(current.profile)
+    snapshot = _read_canary_target(ctx, ports, current, profile)
     gone = _cannot_go_on(ctx, current, profile)
     if gone is not None:
         reason, message = gone
@@ -559,12 +565,7 @@ def abort(ctx: RunContext, ports: Ports, status: RunStatus, why: str) -> Transit
     current = status.current
     assert current is not None
     profile = ctx.profiles.get(current.profile)
-    ref = (
-        config_ref(current.target)
-        if current.target is not None
-        else (target_ref(profile.target, ctx.namespace) if isinstance(profile, ParameterProfileSpec) else None)
-    )
-    snapshot = read_target(ports, ref, "disappeared during the rollout.") if ref is not None else None
+    snapshot = _read_canary_target(ctx, ports, current, profile)
     if isinstance(snapshot, Transition) and snapshot.reason != "TargetNotFound":
         return snapshot  # the API failed: retried next tick
     return rollback(ctx, ports, status, snapshot if isinstance(snapshot, ConfigSnapshot) else None, "Aborted", why)
