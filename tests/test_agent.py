@@ -303,7 +303,16 @@ def test_should_stop_ends_after_the_current_step_and_resume_continues():
     assert agent.env_steps == 45
 
 
-def test_keyboard_interrupt_mid_update_leaves_the_agent_consistent(monkeypatch):
+@pytest.fixture
+def sigint_as_at_a_terminal():
+    """Python's own SIGINT handler for the test: a suite started with `cmd &` from a script inherits SIGINT
+    ignored (an ignored signal stays ignored across exec), and then no Ctrl-C would ever arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_keyboard_interrupt_mid_update_leaves_the_agent_consistent(monkeypatch, sigint_as_at_a_terminal):
     env = GridBowl()
     settings = LEARN.model_copy(update={"episodes": 3, "steps_per_episode": 20, "learning_starts": 32})
     agent = DQNAgent(env.observation_size, env.action_count, settings)

@@ -34,6 +34,9 @@ def tune(*args: str, cache: Path, **popen) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as at a terminal, even when the suite itself was started in the background (`cmd &` from a
+        # script starts it with SIGINT ignored, and an ignored signal stays ignored across exec).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         **popen,
     )
 
