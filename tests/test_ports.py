@@ -9,6 +9,7 @@ import json
 import statistics
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY, ConfigRef
+from dwcp_autotuner.ports import prometheus as prometheus_port
 from dwcp_autotuner.ports.base import Conflict, NotFound, OwnerRef, Unavailable
 from dwcp_autotuner.ports.kubernetes import KubernetesConfigStore, KubernetesEvents
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
@@ -160,6 +162,37 @@ def test_hung_prometheus_times_out(prom_env: tuple[VariantExporter, PrometheusSe
     finally:
         prom.thaw()
     assert source.samples("up", end - dt.timedelta(seconds=10), end, 1.0)
+
+
+def test_validation_is_remembered_for_a_while_but_an_unreachable_prometheus_never(
+    prom_env: tuple[VariantExporter, PrometheusServer], monkeypatch
+) -> None:
+    # A profile edit that leaves its queries alone re-validates them: one round trip per query per
+    # `validation_seconds`, a verdict (accepted or rejected) answered from memory in between.
+    _, prom = prom_env
+    source, now = PrometheusMetrics(prom.url, timeout_seconds=2, validation_seconds=10), [1000.0]
+    monkeypatch.setattr(prometheus_port, "time", types.SimpleNamespace(monotonic=lambda: now[0]))  # its clock only
+    asked = []
+    real_range = source._range
+    monkeypatch.setattr(source, "_range", lambda query, *a: asked.append(query) or real_range(query, *a))
+    for _ in range(3):
+        assert source.validate("up") is None
+        assert "parse error" in (source.validate("sum(up") or "")
+        now[0] += 3
+    assert asked == ["up", "sum(up"]
+    now[0] += 2  # 11 s after the first check
+    source.validate("up")
+    assert asked == ["up", "sum(up", "up"]
+
+    prom.stop()
+    try:
+        now[0] += 11
+        for _ in range(2):
+            with pytest.raises(Unavailable):  # not answered from memory, and the failure is not remembered
+                source.validate("up")
+    finally:
+        prom.start()
+    assert source.validate("up") is None and asked[-3:] == ["up", "up", "up"]
 
 
 def test_stopped_prometheus_is_unavailable_then_recovers(prom_env: tuple[VariantExporter, PrometheusServer]) -> None:

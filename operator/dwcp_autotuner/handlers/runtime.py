@@ -367,7 +367,10 @@ class OperatorRuntime:
         url = url or self.config.prometheus_url
         with self._lock:
             if url not in self._prometheus:
-                self._prometheus[url] = PrometheusMetrics(url)
+                # Half the re-check period: a profile edit reuses a fresh check, the periodic re-check asks again.
+                self._prometheus[url] = PrometheusMetrics(
+                    url, validation_seconds=self.config.profile_recheck_seconds / 2
+                )
             return self._prometheus[url]
 
     def pool(self, uid: str, spec: OptimizationRunSpec, namespace: str = "default", run: str | None = None) -> Proposer:

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -82,9 +83,20 @@ def _parse_client_error(exc: PrometheusApiClientException) -> tuple[int | None, 
 class PrometheusMetrics:
     """`MetricsSource` backed by a Prometheus server at `url` (e.g. `http://prometheus:9090`)."""
 
-    def __init__(self, url: str, timeout_seconds: float = 5, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_seconds: float = 5,
+        *,
+        headers: dict[str, str] | None = None,
+        validation_seconds: float = 0.0,
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout_seconds = timeout_seconds
+        # `validate` answers a query it checked less than this long ago from memory: a profile edit that leaves
+        # its queries alone (a description, a bound) is re-validated without a round trip to Prometheus per query.
+        self.validation_seconds = validation_seconds
+        self._validated: dict[str, tuple[float, str | None]] = {}
         retry = Retry(
             total=1,
             connect=1,
@@ -123,12 +135,21 @@ class PrometheusMetrics:
         422 execution: e.g. many-to-many matching on the current data), None when accepted; raises
         `Unavailable` when Prometheus cannot be asked.
         """
+        if self.validation_seconds > 0:
+            hit = self._validated.get(query)
+            if hit is not None and time.monotonic() - hit[0] < self.validation_seconds:
+                return hit[1]
         now = dt.datetime.now(dt.UTC)
         try:
             self._range(query, now, now, 1.0)
+            problem = None
         except QueryRejected as exc:
-            return exc.message
-        return None
+            problem = exc.message
+        if self.validation_seconds > 0:  # an unreachable Prometheus raised above: that is never remembered
+            if len(self._validated) > 10_000:
+                self._validated.clear()
+            self._validated[query] = (time.monotonic(), problem)
+        return problem
 
     # -- internals ------------------------------------------------------------------------------
 
