@@ -41,6 +41,9 @@ sys.path.insert(0, str(REPO))
 from tests.kube import running_emulator  # noqa: E402
 from tests.support.prometheus import VariantExporter, free_port, running_prometheus  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from reconcile_latency import percentile  # noqa: E402  (one percentile for the benches)
+
 GROUP, VERSION = "autotune.dwcp.io", "v1alpha1"
 TICKS_HZ = os.sysconf("SC_CLK_TCK")
 
@@ -87,15 +90,6 @@ def lateness_quantile(before: dict, after: dict, q: float) -> float:
             return lower + (bound - lower) * (rank - previous) / max(count - previous, 1e-12)
         lower, previous = bound, count
     return lower
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def manifests(i: int) -> list[dict]:

@@ -259,9 +259,8 @@ def _run_all(
     """The metric vectors of `runs`, in order: here one at a time, or in chunks over a process pool."""
     if processes <= 1:
         values = []
-        for done, (config, run_seed) in enumerate(runs, 1):
-            result = workload.run(config, run_seed)
-            values.append([result[m] for m in metric_names])
+        for done, run in enumerate(runs, 1):
+            values += _run_chunk(workload, [run], metric_names)
             if progress:
                 progress(done, len(runs))
         return values

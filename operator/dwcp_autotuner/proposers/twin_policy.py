@@ -86,9 +86,7 @@ class TwinPolicy(DQNPolicy):
             space = self.profile.tuning_space()
             workload = make_workload(self.profile.twin, quick=self.quick_twins)
             twin, _ = load_or_measure_twin(space, workload, seed=settings.seed, cache_dir=self.cache_dir)
-            env = TuningEnv(
-                [Component(self.name, space, twin)], steps_per_episode=settings.steps_per_episode, seed=settings.seed
-            )
+            env = self._env(twin)
 
             def on_episode(stats) -> None:
                 self.progress = TrainingStatus(
@@ -114,22 +112,10 @@ class TwinPolicy(DQNPolicy):
             else:
                 agent = DQNAgent(env.observation_size, env.action_count, settings)
                 agent.train(env, on_episode=on_episode, should_stop=self.closed.is_set, torch_threads=1)
-            self.warm = None
-            self.agent, self.env, self.twin = agent, env, twin
-            self.on_trained()
-        except Exception as error:  # a failed pretraining degrades to online learning, visibly
+            self._trained(agent, env, twin, started)
+        except Exception as error:
             log.exception("pretraining %s failed", self.name)
-            self.progress = self.progress.model_copy(
-                update={
-                    "message": f"pretraining failed ({type(error).__name__}: {error}); learning online instead",
-                    "failed": True,
-                    "wall_seconds": round(time.perf_counter() - started, 3),
-                }
-            )
-            return
-        self.progress = self.progress.model_copy(
-            update={"episodes": settings.episodes, "wall_seconds": round(time.perf_counter() - started, 3)}
-        )
+            self._failed(error, started)
 
     def _pretrain_in_worker(self) -> None:
         """The same pretraining in a worker process (proposers/workers.py): this thread only waits and reports."""
@@ -169,15 +155,9 @@ class TwinPolicy(DQNPolicy):
                     return  # the run went: the worker stopped early, and nothing of it is used
                 agent = restore_agent(from_bytes(checkpoint, profile_hash=None), settings)
                 self._trained(agent, self._env(twin), twin, started)
-            except Exception as error:  # a failed pretraining degrades to online learning, visibly
+            except Exception as error:
                 log.exception("pretraining %s failed in a worker process", self.name)
-                self.progress = self.progress.model_copy(
-                    update={
-                        "message": f"pretraining failed ({type(error).__name__}: {error}); learning online instead",
-                        "failed": True,
-                        "wall_seconds": round(time.perf_counter() - started, 3),
-                    }
-                )
+                self._failed(error, started)
 
     def _wait(self, future, progress_path: str, stop_path: str, started: float):
         """Wait for a worker's job, copying its progress into `self.progress`; ask it to stop if the run goes."""
@@ -213,6 +193,16 @@ class TwinPolicy(DQNPolicy):
         self.on_trained()
         self.progress = self.progress.model_copy(
             update={"episodes": self.settings.episodes, "wall_seconds": round(time.perf_counter() - started, 3)}
+        )
+
+    def _failed(self, error: Exception, started: float) -> None:
+        """A failed pretraining degrades to online learning, visibly (the message and `failed` in status)."""
+        self.progress = self.progress.model_copy(
+            update={
+                "message": f"pretraining failed ({type(error).__name__}: {error}); learning online instead",
+                "failed": True,
+                "wall_seconds": round(time.perf_counter() - started, 3),
+            }
         )
 
     # --- proposing and judging ------------------------------------------------------------------------
