@@ -19,7 +19,9 @@ one-step neighbour), `tpe` and `gp` (Optuna's samplers, told each canary's measu
 Reported per component and budget (canaries): the fraction of the live optimum reached by the deployed
 (stable) configuration, mean and min over seeds, and the harmful canaries: those whose configuration is truly
 (noise-free) worse than the stable configuration it challenged. A method that holds (nothing safe and
-promising) keeps its last configuration for the larger budgets.
+promising) keeps its last configuration for the larger budgets. For the learned twin's methods, `calib` is how
+honest its uncertainty was: the root mean square, over every run, of (measured − predicted) / predicted sd at each
+canaried configuration's first measurement (`status.learning[].calibration`; 1 is honest, above 1 overconfident).
 
     python bench/live_tuning.py --seeds 1,2,3 --budgets 5,10,20,40 --components hde,pba,acp --json out.json
     python bench/live_tuning.py --components hde --shift hde.link_mbps=1000 --methods ours_twin_prior,gp
@@ -303,6 +305,8 @@ class Trace:
     start_fraction: float = 0.0
     held: str | None = None
     seconds: float = 0.0
+    checks: int = 0  # canaried configurations whose first measurement checked the learned twin's prediction
+    calibration: float | None = None  # RMS of those checks' errors, in predicted standard deviations
 
 
 def run_one(
@@ -352,9 +356,20 @@ def run_one(
         if len(trace.fractions) >= budget or idle >= 10 or status.phase in ("Succeeded", "RolledBack", "Failed"):
             break
     trace.seconds = time.perf_counter() - started
+    learning = status.learning.get("live")
+    if learning is not None and learning.calibration is not None:
+        trace.checks, trace.calibration = learning.prediction_checks, learning.calibration
     proposer.close()
     shutil.rmtree(folder, ignore_errors=True)
     return trace
+
+
+def pooled_calibration(traces: list[Trace]) -> float | None:
+    """The RMS of every run's prediction checks together (each run's RMS weighted by its number of checks)."""
+    checked = [(t.checks, t.calibration) for t in traces if t.calibration is not None and t.checks]
+    if not checked:
+        return None
+    return float(np.sqrt(sum(n * c * c for n, c in checked) / sum(n for n, _ in checked)))
 
 
 def at_budget(trace: Trace, budget: int) -> float:
@@ -440,7 +455,9 @@ def main(argv: list[str] | None = None) -> int:
                 "of the live optimum"
             )
             print(
-                f"{'method':<16}" + "".join(f"{f'@{b}':>22}" for b in budgets) + f"{'harmful/canaries':>20}{'s/run':>8}"
+                f"{'method':<16}"
+                + "".join(f"{f'@{b}':>22}" for b in budgets)
+                + f"{'harmful/canaries':>20}{'s/run':>8}{'calib':>7}"
             )
             results[component] = {}
             for method in methods:
@@ -463,7 +480,15 @@ def main(argv: list[str] | None = None) -> int:
                 last = out[budgets[-1]]
                 harm = f"{last['harmful']:.1f}/{last['canaries']:.1f}"
                 seconds = np.mean([t.seconds for t in traces])
-                print(f"{method:<16}" + "".join(f"{c:>22}" for c in cells) + f"{harm:>20}{seconds:>8.1f}")
+                calibration = pooled_calibration(traces)
+                if calibration is not None:
+                    out["calibration"] = round(calibration, 3)
+                print(
+                    f"{method:<16}"
+                    + "".join(f"{c:>22}" for c in cells)
+                    + f"{harm:>20}{seconds:>8.1f}"
+                    + ("" if calibration is None else f"{calibration:>7.2f}")
+                )
                 results[component][method] = out
                 curves.setdefault(component, {})[method] = [
                     [at_budget(t, k) for k in range(1, max(budgets) + 1)] for t in traces
@@ -473,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n(@N: fraction of the live optimum of the deployed configuration after N canaries, mean (min) over seeds, "
         f"and Nh: canaries among the first N truly worse than the stable configuration they challenged, mean per run; "
+        f"calib: the learned twin's prediction errors at each new canary, RMS in its own standard deviations, "
+        f"about 1 when its uncertainty is honest; "
         f"{time.perf_counter() - started:.0f} s)"
     )
     if args.json:

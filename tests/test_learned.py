@@ -102,6 +102,40 @@ def test_the_learned_twins_uncertainty_shrinks_where_it_measured():
     assert mean[0] == pytest.approx(95.0, abs=1.0)
 
 
+def test_each_canaried_configuration_checks_the_twins_prediction_there_and_status_sums_the_checks_up():
+    """The prediction made when a configuration was chosen meets its first measurement: a measurement far outside
+    the predicted spread raises `calibration` above 1; a re-measurement, or a point nobody predicted, adds no check."""
+    space = profile().tuning_space()
+    twin = LearnedTwin(space)
+    for config, score in (({"batch": 8, "timeout": 400}, 90.0), ({"batch": 16, "timeout": 400}, 92.0)):
+        twin.add(config, score, 1.0, 10)
+    assert twin.calibration is None
+    near, far = {"batch": 16, "timeout": 800}, {"batch": 64, "timeout": 3200}
+    for config in (near, far):
+        twin.expect(twin.index_of(config))
+    (mean_near, mean_far), (sd_near, sd_far) = twin.predict([twin.index_of(near), twin.index_of(far)])
+    twin.add(near, float(mean_near), 1.0, 10)  # as predicted: a surprise near 0
+    assert len(twin.surprises) == 1 and abs(twin.surprises[0]) < 0.2
+    twin.add(near, float(mean_near) * 2, 1.0, 10)  # the same configuration again: not a new check
+    twin.add({"batch": 1, "timeout": 100}, 1.0, 1.0, 10)  # nobody predicted it: no check
+    assert len(twin.surprises) == 1
+    twin.add(far, float(mean_far) + 8 * float(sd_far) + 1.0, 1.0, 10)  # far outside what was predicted
+    assert len(twin.surprises) == 2 and twin.surprises[1] > 3
+    assert twin.calibration > 2
+    restored = LearnedTwin(space)
+    restored.restore(twin.state())
+    assert restored.surprises == twin.surprises and restored.calibration == twin.calibration
+
+    prof = profile()
+    proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    _, proposals = _drive(proposer, prof, 5)
+    learning = proposer.learning_status("svc", prof)
+    # The first proposal (nothing measured) predicts nothing; each later one is checked by its own measurement.
+    assert learning.prediction_checks == len(proposals) - 1 >= 3
+    assert learning.calibration > 0
+    assert learning.calibration == pytest.approx(proposer._state("svc", prof).twin.calibration, abs=1e-3)
+
+
 def _drive(proposer: Proposer, prof: ParameterProfileSpec, canaries: int):
     """Propose, measure, decide as the controller would (promote when truly better), `canaries` times."""
     stable = prof.default_config()

@@ -499,6 +499,14 @@ class LearningStatus(CamelModel):
     )
     observations: int = Field(0, description="Measurements (variant × analysed step) the learned twin holds.")
     trust_region_steps: int | None = Field(None, description="Grid steps the next proposal may move each parameter.")
+    prediction_checks: int = Field(
+        0, description="Canaried configurations whose first measurement checked the learned twin's prediction."
+    )
+    calibration: float | None = Field(
+        None,
+        description="Root mean square of those checks' errors, in the prediction's own standard deviations: about 1 "
+        "when the learned twin's uncertainty is honest, above 1 when it is overconfident.",
+    )
 
 
 class HoldRecord(CamelModel):

@@ -266,6 +266,9 @@ class LearnedTwinProposer(Proposer):
         learning = state.learning.model_copy()
         learning.observations = state.twin.size
         learning.trust_region_steps = state.radius
+        learning.prediction_checks = len(state.twin.surprises)
+        calibration = state.twin.calibration
+        learning.calibration = None if calibration is None else round(calibration, 3)
         learning.gradient_updates = state.planner.gradient_updates if state.planner is not None else 0
         return learning
 
@@ -456,6 +459,7 @@ class LearnedTwinProposer(Proposer):
             )
         config = twin.config_at(candidates[pick])
         state.tried.add(canonical_json(config))
+        twin.expect(candidates[pick])
         expected = (float(a.mean[pick]) - a.stable) / abs(a.stable) * 100.0 if a.stable else None
         better = 1.0 - float(a.worse[pick])
         return Proposal(
