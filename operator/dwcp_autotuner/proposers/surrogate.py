@@ -244,9 +244,10 @@ class LearnedTwin:
     def calibration(self) -> float | None:
         """The root mean square of those checks, None before any: about 1 when the twin's uncertainty is honest,
         above 1 when it is overconfident, below 1 when it is too cautious. A diagnostic, not a correction:
-        `bench/live_tuning.py` measures 1.7–2.5 without a prior and 0.2–0.7 with the measured twin of the live
-        workload, and widening or narrowing the posterior by it (tried: shrunk to 1 by three pseudo-checks, capped
-        at 0.5–4) moved fraction and harmful canaries along the same trade-off, not beyond it."""
+        `bench/live_tuning.py` measures 2.1–2.3 on HDE and ACP without a prior (0.6 on PBA's flat surface) and
+        0.3–0.8 with the measured twin of the live workload. Widening or narrowing the posterior by it (tried:
+        shrunk towards 1 by three pseudo-checks, capped at 0.5–4; also a fixed 1.5× and 2×) moved the optimum found
+        and the harmful canaries along the same trade-off, not beyond it."""
         if not self.surprises:
             return None
         return float(math.sqrt(np.mean(np.square(self.surprises))))
