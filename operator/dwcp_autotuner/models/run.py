@@ -500,7 +500,9 @@ class LearningStatus(CamelModel):
     observations: int = Field(0, description="Measurements (variant × analysed step) the learned twin holds.")
     trust_region_steps: int | None = Field(None, description="Grid steps the next proposal may move each parameter.")
     prediction_checks: int = Field(
-        0, description="Canaried configurations whose first measurement checked the learned twin's prediction."
+        0,
+        description="Canaried configurations whose first measurement checked the learned twin's prediction (the "
+        "latest 200 are kept).",
     )
     calibration: float | None = Field(
         None,

@@ -178,9 +178,8 @@ class LearnedTwin:
         self._calibration_cov = np.zeros((2, 2))
         self._trend: Callable[[np.ndarray], np.ndarray] = lambda points: np.zeros(len(points))
         self._metric_models: dict[str, object] = {}
-        self.surprises: list[
-            float
-        ] = []  # (measured − predicted) / sd at each canaried configuration's first measurement
+        # (measured − predicted) / sd at each canaried configuration's first measurement (the latest MAX_SURPRISES)
+        self.surprises: list[float] = []
         self._expected: dict[tuple[int, ...], tuple[float, float, bool, float]] = {}  # (mean, sd, log, scale)
         # name -> the measured twin's surface of that metric at grid indices (guards are screened on it)
         self.metric_priors: dict[str, PriorMean] = {}
