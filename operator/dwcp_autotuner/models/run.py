@@ -166,7 +166,8 @@ class ExplorationSettings(CamelModel):
         le=1000,
         description="What a canary that turns out worse than the stable configuration costs, in percent of the score: "
         "a candidate is canaried only when the improvement the learned twin expects exceeds this times its "
-        "probability of being worse (0: every promising candidate).",
+        "probability of being worse (0: every promising candidate). Higher: fewer harmful canaries, an earlier stop; "
+        "docs/concepts.md measures the trade-off.",
     )
     pessimism: float = Field(
         1.0,
