@@ -9,7 +9,9 @@ The live system is a twin of the component's real workload (its measured means a
 `bench/tuning_quality.py`'s NoisyObjective draws them): each metric sample of a variant is the mean of the
 configuration that variant runs, times (1 + cv × N(0, 1)). `--shift COMPONENT.OPTION=VALUE` measures the live
 twin with a workload option changed (e.g. `hde.link_mbps=1000`); the twin prior of `ours_twin_prior` stays
-the unshifted twin, measured with other seeds.
+the unshifted twin, measured with other seeds, and, as the operator does, the same twin under the workload's other
+conditions (`workloads.twin_conditions`: each condition option from a sixth to six times its default), which the
+learned twin weighs by how well they explain the canaries (measured once, then cached).
 
 Methods: `ours` (the learned twin, no prior, with the DQN planning on it), `ours_twin_prior` (the same with the
 measured twin as prior), `ours_no_dqn` (the learned twin with a direct acquisition argmax: the ablation),
@@ -54,7 +56,7 @@ from dwcp_autotuner.models.run import OptimizationRunSpec, RunAgentSettings, Run
 from dwcp_autotuner.ports.base import RecordingEvents
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
 from dwcp_autotuner.proposers.base import NoProposal, Proposal, Proposer
-from dwcp_autotuner.workloads import make_workload
+from dwcp_autotuner.workloads import make_workload, twin_conditions
 
 NS, CM = "live", "target"
 INTERVAL = 600.0
@@ -379,7 +381,9 @@ def at_budget(trace: Trace, budget: int) -> float:
 
 
 # --- twins ---------------------------------------------------------------------------------------------------
-def twins_for(component: str, shifts: dict, quick: bool, cache: Path | None):
+def twins_for(component: str, shifts: dict, quick: bool, cache: Path | None, family: bool = False):
+    """(live twin, prior): the prior is the unshifted twin, measured with another seed; with `family`, the list
+    [({}, that twin), (conditions, the twin under them) ...] over `twin_conditions`, as the operator measures it."""
     if component == "joint":
         pairs = {c: twins_for(c, shifts.get(c, {}), quick, cache) for c in ("hde", "pba", "acp")}
         return {c: p[0] for c, p in pairs.items()}, {c: p[1] for c, p in pairs.items()}
@@ -392,7 +396,13 @@ def twins_for(component: str, shifts: dict, quick: bool, cache: Path | None):
     prior, _ = load_or_measure_twin(
         space, make_workload(component, quick=quick, **options), seed=PRIOR_SEED, cache_dir=cache
     )
-    return live, prior
+    if not family:
+        return live, prior
+    others = []
+    for conditions in twin_conditions(component):
+        workload = make_workload(component, quick=quick, **{**options, **conditions})
+        others.append((conditions, load_or_measure_twin(space, workload, seed=PRIOR_SEED, cache_dir=cache)[0]))
+    return live, [({}, prior), *others]
 
 
 def parse_shifts(values: list[str]) -> dict[str, dict[str, float]]:
@@ -441,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for component in args.components.split(","):
             scoped = shifts if component == "joint" else shifts.get(component, {})
-            live_twin, prior = twins_for(component, scoped, not args.full_twins, args.cache_dir)
+            family = any(m.endswith("twin_prior") for m in methods) and component != "joint"
+            live_twin, prior = twins_for(component, scoped, not args.full_twins, args.cache_dir, family)
             if component == "joint":
                 view = JointLive(live_twin, None, 0)
                 shape = tuple(n for t in live_twin.values() for n in t.grid_shape)

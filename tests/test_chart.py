@@ -536,6 +536,15 @@ def test_operator_args_parse_with_the_real_command_line(values):
 
 
 @needs_helm
+def test_twin_conditions_are_measured_unless_the_values_turn_them_off():
+    from dwcp_autotuner.cli.main import build_parser
+
+    on = build_parser().parse_args(operator_args(render("default")))
+    off = build_parser().parse_args(operator_args(render("default", "--set", "workers.twinConditions=false")))
+    assert on.twin_conditions is True and off.twin_conditions is False
+
+
+@needs_helm
 def test_replicas_above_one_run_with_kopf_peering():
     docs = render("default")
     assert not _flag(operator_args(docs), "--peering")

@@ -13,6 +13,7 @@ the "container" does: `dwcp-autotuner:test` runs the command; `unpullable:1` nev
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 
 from dwcp_autotuner.handlers.runtime import JobsConfig, OperatorConfig, OperatorRuntime
 from dwcp_autotuner.ports.local import InProcessMetrics
+from dwcp_autotuner.workloads import twin_conditions
 from tests.kube import running_emulator
 from tests.kube.emulator import ResourceType
 from tests.support.profiles import tiny_twin_spec
@@ -192,11 +194,19 @@ def test_a_profiles_twin_is_measured_by_a_job_and_becomes_the_learned_twins_prio
     with Kubelet(emulator, kubeconfig) as kubelet:
         runtime = _runtime(kubeconfig, "dwcp-autotuner:test", resources={"requests": {"cpu": "2500m", "memory": "1Gi"}})
         status = _pretrain(emulator, runtime, 240)
+        # Then, while the run goes on, the same twin under the workload's other conditions, one Job each.
+        wait_for(lambda: len(kubelet.commands) >= 2, 120, "a Job measuring the twin under another condition")
     assert status["training"]["pba"]["failed"] is not True, status["training"]
     assert "prior: measured pba twin" in status["training"]["pba"]["message"]
-    [command] = kubelet.commands
+    command, other = kubelet.commands[:2]
     assert command[:2] == ["worker", "twin"] and "--quick" in command and command[-2] == "--result"
-    job = next(iter(emulator.list_objects("jobs", JOBS_NS, group="batch")))
+    assert "--conditions-json" not in command
+    assert json.loads(other[other.index("--conditions-json") + 1]) == twin_conditions("pba")[0]
+    job = next(  # the twin's own Job (those of the other conditions were stopped with the kubelet)
+        j
+        for j in emulator.list_objects("jobs", JOBS_NS, group="batch")
+        if "--conditions-json" not in j["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 600
     [container] = job["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["requests"]["cpu"] == "2500m"

@@ -27,6 +27,7 @@ from dwcp_autotuner.proposers.base import NoProposal, Proposal, ProposalVerdict,
 from dwcp_autotuner.proposers.learned import LearnedTwinProposer
 from dwcp_autotuner.proposers.store import ModelStore, model_configmap_name
 from dwcp_autotuner.proposers.surrogate import LearnedTwin
+from dwcp_autotuner.workloads import make_workload, twin_conditions
 
 NS = "tuning"
 
@@ -300,6 +301,141 @@ def test_a_positive_score_is_modelled_on_a_log_scale_and_a_signed_one_is_not():
         mean, _ = twin.predict([twin.index_of(c) for c in points])
         assert np.allclose(mean, values, rtol=0.05, atol=0.05)
     assert positive.log and not signed.log
+
+
+def _bowl(prof: ParameterProfileSpec, batch: float, timeout: float):
+    """A prior mean over the profile's grid like `truth`, with its top at (batch, timeout)."""
+    grids = [p.grid() for p in prof.parameters]
+
+    def prior(indices):
+        rows = [{p.name: g[int(i)] for p, g, i in zip(prof.parameters, grids, row)} for row in np.asarray(indices)]
+        return np.array(
+            [
+                100.0 - 8.0 * math.log2(r["batch"] / batch) ** 2 - 5.0 * math.log2(r["timeout"] / timeout) ** 2
+                for r in rows
+            ]
+        )
+
+    return prior
+
+
+def _bowl_twin(prof: ParameterProfileSpec, batch: float, timeout: float):
+    """A measured twin (one metric, `score`) whose score is `_bowl(prof, batch, timeout)`."""
+    from dwcp_autotuner.env.twin import Twin
+
+    space = prof.tuning_space()
+    shape = tuple(len(p.grid()) for p in space.parameters)
+    grid = np.array(list(itertools.product(*(range(n) for n in shape))))
+    means = _bowl(prof, batch, timeout)(grid).reshape(*shape, 1)
+    return Twin(space, ("score",), means, np.zeros(1), {"workload": "acp"})
+
+
+def test_a_twin_family_is_weighed_by_the_canaries_and_the_model_follows_the_condition_that_explains_them():
+    # The twinned conditions put the top at batch 4, timeout 200; live, it is at 32, 800 (`truth`), as the twin
+    # measured under another condition says. A rescaled nominal twin with a smooth misfit cannot follow that.
+    prof = profile()
+    space = prof.tuning_space()
+    alone = LearnedTwin(space, _bowl(prof, 4, 200), "measured twin")
+    family = LearnedTwin(space, _bowl(prof, 4, 200), "measured twin")
+    family.add_condition("load=2", _bowl(prof, 32, 800), {})
+    family.add_condition("load=0.5", _bowl(prof, 1, 3200), {})
+    measured = [{"batch": b, "timeout": t} for b, t in ((8, 400), (16, 400), (8, 800), (4, 200))]
+    for twin in (alone, family):
+        for config in measured:
+            twin.add(config, truth(config), 0.5, 10)
+    top = {"batch": 32, "timeout": 800}
+    (with_family,), _ = family.predict([family.index_of(top)])
+    (without,), _ = alone.predict([alone.index_of(top)])
+    assert family.weights["load=2"] > 0.8 > family.weights["the default conditions"]
+    assert family.resembles.startswith("load=2 (weight") and alone.resembles is None
+    assert abs(with_family - truth(top)) < 0.15 * truth(top) < abs(without - truth(top))
+    # The mixture's expectations: its mean is the weighted mean of its members'.
+    parts = family.mixture([family.index_of(top)])
+    assert sum(w for w, _, _ in parts) == pytest.approx(1.0)
+    (mean,), _ = family.predict_working([family.index_of(top)])
+    assert mean == pytest.approx(sum(w * m[0] for w, m, _ in parts))
+
+
+def test_the_twin_is_also_measured_under_other_conditions_and_the_status_says_which_the_canaries_resemble():
+    prof = ParameterProfileSpec.model_validate({**profile().dump(), "twin": "acp"})
+    asked = []
+
+    def source(name, spec, conditions=None):
+        asked.append(conditions)
+        if conditions == {"loss": 0.0016}:
+            raise RuntimeError("no such loss rate")
+        if conditions == {"arrival_rps": 250.0}:
+            return _bowl_twin(prof, 32, 800)  # what the live system does (`truth`)
+        return _bowl_twin(prof, 4, 200)
+
+    proposer = LearnedTwinProposer(settings(), twin_source=source, planner="none", deterministic=True)
+    first = proposer.pretrain("svc", prof)
+    assert first.episodes_total == 1  # the run waits for the twin only; the other conditions follow meanwhile
+    proposer._state("svc", prof).pretraining.join(30)
+    progress = proposer.pretrain("svc", prof)
+    conditions = twin_conditions("acp")
+    assert asked == [None, *conditions]
+    assert progress.episodes == progress.episodes_total == 1 and not progress.failed
+    assert f"measuring it under {len(conditions)} other conditions" in progress.message
+    state = proposer._state("svc", prof)
+    assert len(state.twin.family) == len(conditions)  # the default conditions, and every other but the failed one
+    learning = proposer.learning_status("svc", prof)
+    assert learning.twin_conditions == len(conditions) and learning.resembles is None  # nothing measured live yet
+    assert learning.twin_condition_failures == ["loss=0.0016: RuntimeError: no such loss rate"]
+    stable = prof.default_config()
+    for i, (batch, timeout) in enumerate(((16, 400), (8, 800), (4, 200), (16, 800))):
+        config = {"batch": batch, "timeout": timeout}
+        proposer.observe("svc", prof, stable, config, step(stable, config, i))
+    proposal = proposer.propose("svc", prof, stable)
+    assert proposer.learning_status("svc", prof).resembles.startswith("arrival_rps=250 (weight")
+    # Straight to the live top (the nominal twin alone, rescaled, proposes batch 32, timeout 1600 here).
+    assert proposal.config == {"batch": 32, "timeout": 800}
+
+
+def test_twin_conditions_vary_each_condition_option_alone_inside_its_range():
+    for name in ("hde", "pba", "acp"):
+        defaults = make_workload(name, quick=True).options()
+        variations = twin_conditions(name)
+        assert len(variations) >= 2 * len({option for v in variations for option in v})
+        for conditions in variations:
+            ((option, value),) = conditions.items()
+            assert value != defaults[option] and type(value) is type(defaults[option])
+            make_workload(name, quick=True, **conditions)  # a valid option value (the constructor checks)
+    hde = twin_conditions("hde")
+    assert {"dirty_fraction": 1.0} in hde and {"dirty_fraction": 0.18} in hde  # 0.45 × 2.5 and × 6.25 stop at 1
+    assert {"link_mbps": 625.0} in hde and {"link_mbps": 16.0} in hde
+
+
+def test_the_harm_cost_is_three_with_a_measured_twin_and_one_without_unless_the_run_sets_it():
+    # The measured twin's predictions hold (bench/live_tuning.py: calibration 0.2-1.3), so a canary the twin
+    # expects to be worse costs more by default; without a twin the learned twin is overconfident.
+    prof = profile()
+    twin = _bowl_twin(prof, 32, 800)
+
+    def cost(**kwargs) -> float:
+        proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True, **kwargs)
+        return proposer._harm_cost(proposer._state("svc", prof))
+
+    assert cost(prior_twins={"svc": twin}) == 3.0 and cost() == 1.0
+    assert cost(prior_twins={"svc": (_grid_truth(prof), "a caller's prior")}) == 1.0  # not a measured twin
+    explicit = ExplorationSettings.model_validate({"harmCostPct": 0.5})
+    assert cost(prior_twins={"svc": twin}, exploration=explicit) == cost(exploration=explicit) == 0.5
+
+
+def test_without_twin_conditions_only_the_twin_itself_is_measured():
+    prof = ParameterProfileSpec.model_validate({**profile().dump(), "twin": "acp"})
+    asked = []
+
+    def source(name, spec, conditions=None):
+        asked.append(conditions)
+        return _bowl_twin(prof, 4, 200)
+
+    proposer = LearnedTwinProposer(
+        settings(), twin_source=source, planner="none", deterministic=True, twin_conditions=False
+    )
+    proposer.pretrain("svc", prof)
+    proposer._state("svc", prof).pretraining.join(30)
+    assert asked == [None] and proposer.learning_status("svc", prof).twin_conditions == 1
 
 
 def test_pretraining_measures_the_twin_in_the_background_and_reports_progress_and_failure():

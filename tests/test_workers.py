@@ -7,6 +7,7 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from dwcp_autotuner.models.profile import ParameterProfileSpec
@@ -35,6 +36,12 @@ def test_jobs_run_in_another_process_and_return_a_measured_twin(workers, tmp_pat
     twin = workers.submit(measure_twin_job, profile, 3, str(tmp_path), True).result(timeout=300)
     assert twin.grid_shape == (3, 3, 3) and twin.means.shape[-1] == len(twin.metric_names)
     assert list(tmp_path.iterdir())  # cached on disk for the next time, as tune's twins are
+    # Under another live condition (a reconfiguration ten times dearer): another twin, cached beside the first.
+    cached = len([f for f in tmp_path.rglob("*") if f.is_file()])
+    dearer = workers.submit(measure_twin_job, profile, 3, str(tmp_path), True, {"reconfig_loss_ms": 300.0})
+    other = dearer.result(timeout=300)
+    assert other.provenance["options"]["reconfig_loss_ms"] == 300.0
+    assert not np.allclose(other.means, twin.means) and len([f for f in tmp_path.rglob("*") if f.is_file()]) > cached
 
 
 def test_a_pretraining_in_a_worker_reports_progress_and_gives_the_operator_a_trained_agent(workers, tmp_path):

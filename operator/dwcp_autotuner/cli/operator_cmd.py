@@ -91,6 +91,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="worker processes for twin measurement and DQN pretraining, off the reconcile loop's interpreter "
         "(default 1; 0: threads of the operator's process)",
     )
+    p.add_argument(
+        "--twin-conditions",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure each profile's twin under its workload's other live conditions (a faster link, another "
+        "request rate ...), in the background after the twin itself, so that the learned twin recognises a live "
+        "workload unlike the twinned one (default: on; CPU minutes per twin, once, cached)",
+    )
     jobs = p.add_argument_group("worker Jobs (chart value workers.jobs)")
     jobs.add_argument(
         "--worker-jobs-image",
@@ -230,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         webhooks=webhooks,
         configmap_cache_seconds=args.configmap_cache_seconds,
         worker_processes=args.workers,
+        twin_conditions=args.twin_conditions,
         shard=shard,
         jobs=jobs,
     )

@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         job.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster credentials, else $KUBECONFIG)")
         if name == "twin":
             job.add_argument("--seed", type=int, default=0)
+            job.add_argument(
+                "--conditions-json", help="workload options to measure it under instead of the defaults, as JSON"
+            )
         else:
             job.add_argument("--name", required=True, help="the profile's name")
             job.add_argument("--settings-json", required=True, help="the run's spec.agent, as JSON")
@@ -54,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         profile = json.loads(args.profile_json)
         settings = json.loads(args.settings_json) if args.job == "pretrain" else None
+        conditions = json.loads(args.conditions_json) if getattr(args, "conditions_json", None) else None
     except ValueError as error:
-        raise CliError(f"--profile-json/--settings-json: not JSON ({error})") from None
+        raise CliError(f"--profile-json/--settings-json/--conditions-json: not JSON ({error})") from None
     import kubernetes
 
     configs = KubernetesConfigStore(kubernetes.client.CoreV1Api(make_api_client(args.kubeconfig)))
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         cache = args.cache_dir or str(Path(tmp) / "cache")
         try:
             if args.job == "twin":
-                twin = measure_twin_job(profile, args.seed, cache, args.quick)
+                twin = measure_twin_job(profile, args.seed, cache, args.quick, conditions)
                 if twin is None:
                     raise ValueError("the profile has no spec.twin to measure")
                 binary = {RESULT_KEY: twin.to_bytes()}

@@ -64,6 +64,9 @@ class OperatorConfig:
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     cache_dir: Path | None = None
     quick_twins: bool = True
+    # Measure each twin under its workload's other live conditions too (`workloads.twin_conditions`), in the
+    # background: the learned twin then recognises a live workload unlike the twinned one. CPU minutes, once.
+    twin_conditions: bool = True
     kubeconfig: str | None = None
     # Namespaces a profile's target may be in besides the profile's own; None: any (RBAC decides).
     allowed_target_namespaces: tuple[str, ...] | None = None
@@ -391,10 +394,12 @@ class OperatorRuntime:
                 else:
                     seed, cache, quick = spec.agent.seed, self.config.cache_dir, self.config.quick_twins
 
-                    def twin_source(name, profile):
+                    def twin_source(name, profile, conditions=None):
                         # In a worker process: measuring runs the real workload (CPU minutes the first time).
                         dumped = profile.model_dump(mode="json", by_alias=True, exclude_none=True)
-                        job = self.workers.submit(measure_twin_job, dumped, seed, str(cache) if cache else None, quick)
+                        job = self.workers.submit(
+                            measure_twin_job, dumped, seed, str(cache) if cache else None, quick, conditions
+                        )
                         return job.result()
 
                     self._pools[uid] = LearnedTwinProposer(
@@ -403,6 +408,7 @@ class OperatorRuntime:
                         twin_source=twin_source,
                         models=models,
                         significance=spec.rollout.significance,
+                        twin_conditions=self.config.twin_conditions,
                     )
             return self._pools[uid]
 

@@ -160,13 +160,14 @@ class ExplorationSettings(CamelModel):
     )
     boost_seconds: int = Field(21600, ge=1, description="How long raised exploration lasts.")
     boost_epsilon: float = Field(0.5, gt=0, le=1, description="Exploration rate while raised.")
-    harm_cost_pct: float = Field(
-        1.0,
+    harm_cost_pct: float | None = Field(
+        None,
         ge=0,
         le=1000,
         description="What a canary that turns out worse than the stable configuration costs, in percent of the score: "
         "a candidate is canaried only when the improvement the learned twin expects exceeds this times its "
-        "probability of being worse (0: every promising candidate). Higher: fewer harmful canaries, an earlier stop; "
+        "probability of being worse (0: every promising candidate). Higher: fewer harmful canaries, an earlier stop. "
+        "Unset: 3 for a profile with a measured twin (`spec.twin`), whose predictions hold, 1 without; "
         "docs/concepts.md measures the trade-off.",
     )
     pessimism: float = Field(
@@ -497,6 +498,20 @@ class LearningStatus(CamelModel):
     )
     prior: str | None = Field(
         None, description="What the learned twin started from: a measured twin, a similar model, or none."
+    )
+    resembles: str | None = Field(
+        None,
+        description="With a measured twin: the live condition (workload option) whose twin best explains the "
+        "canaries so far, and its posterior weight; the twin is also measured under other conditions of its "
+        "workload, and the learned twin is their weighted mixture.",
+    )
+    twin_conditions: int | None = Field(
+        None,
+        description="Conditions the measured twin is known under so far, the default ones included (the others are "
+        "measured in the background after the first; see docs/concepts.md).",
+    )
+    twin_condition_failures: list[str] = Field(
+        default_factory=list, description="Conditions the twin could not be measured under, and why."
     )
     observations: int = Field(0, description="Measurements (variant × analysed step) the learned twin holds.")
     trust_region_steps: int | None = Field(None, description="Grid steps the next proposal may move each parameter.")

@@ -1,8 +1,9 @@
 """Strategy: a learned twin for every profile, with a DQN planning on it; safe, optimistic proposals in a trust region.
 
 For each profile the proposer keeps a learned twin (`surrogate.py`): a Gaussian process of the score over the
-parameter grid, with the measured twin (`spec.twin`) or a similar stored model as its prior mean, updated from
-every analysed canary step (both variants). A proposal is chosen like this:
+parameter grid, with the measured twin (`spec.twin`, and the same twin under its workload's other live conditions,
+weighed by the canaries) or a similar stored model as its prior mean, updated from every analysed canary step
+(both variants). A proposal is chosen like this:
 
 1. Candidates: the grid points of the trust region, a box of `radius` grid steps around the stable
    configuration in every parameter (several parameters and several steps may move at once). The radius
@@ -37,13 +38,15 @@ from ..canary.protocol import canonical_json
 from ..env.twin import Twin
 from ..models.profile import ParameterProfileSpec
 from ..models.run import ExplorationSettings, LearningStatus, RunAgentSettings, StepRecord, TrainingStatus
+from ..workloads import twin_conditions
 from .base import NoProposal, Proposal, ProposalVerdict, Proposer
 from .keeper import LearnedKeeper
 from .planner import Planner, Surface
 from .store import ModelStore
-from .surrogate import EnsembleTwin, LearnedTwin
+from .surrogate import EnsembleTwin, LearnedTwin, mixture_moments
 
 MAX_CANDIDATES = 20_000
+HARM_COST_WITH_TWIN, HARM_COST_WITHOUT_TWIN = 3.0, 1.0  # exploration.harmCostPct when unset (`_harm_cost`)
 WORSE = frozenset({"CanaryWorse", "GuardBreached"})
 
 
@@ -115,6 +118,7 @@ class _Profile:
         1.0  # multiplies the harm cost: ×2 by a worse canary, ×1.5 by an inconclusive one, reset by a promotion
     )
     learned: list[str] = field(default_factory=list)
+    measured_twin: bool = False  # the prior is the profile's measured twin (`spec.twin`)
     lock: threading.RLock = field(default_factory=threading.RLock)
     pretraining: threading.Thread | None = None
     progress: TrainingStatus | None = None
@@ -134,13 +138,18 @@ class LearnedTwinProposer(Proposer):
         models: ModelStore | None = None,
         surrogate: str = "gp",
         significance: float = 0.001,
+        twin_conditions: bool = True,
     ) -> None:
         self.settings = settings
         # The one-sided z the canary analysis must beat (rollout.significance): what a canary can confirm.
         self.z = NormalDist().inv_cdf(1.0 - significance)
         self.exploration = exploration or ExplorationSettings()
         self.prior_twins = dict(prior_twins or {})
-        self.twin_source = twin_source  # measures a profile's twin (`spec.twin`): called in a pretraining thread
+        # Measures a profile's twin (`spec.twin`), under the default conditions or (a third argument) others: called
+        # in a pretraining thread. With `twin_conditions`, the twin is also measured under every other condition
+        # of its workload (`workloads.twin_conditions`), after the first and while the run goes on.
+        self.twin_source = twin_source
+        self.twin_conditions = twin_conditions
         self.use_planner = planner == "dqn"
         self.deterministic = deterministic
         self.keeper = LearnedKeeper(models, settings)
@@ -168,6 +177,10 @@ class LearnedTwinProposer(Proposer):
         if isinstance(twin, tuple):  # (a prior mean over the grid, what it is): a caller's own prior
             state.twin.prior, state.twin.prior_name = twin
             state.radius = base * 2
+        elif isinstance(twin, list):  # [(conditions, twin), ...]: the nominal twin ({}) and the others
+            self._use_twin(state, twin[0][1])
+            for conditions, other in twin[1:]:
+                self._add_condition(state, conditions, other)
         elif twin is not None:
             self._use_twin(state, twin)
         stored = self.keeper.load(name, profile, state.learning)
@@ -197,9 +210,17 @@ class LearnedTwinProposer(Proposer):
         state.twin.prior = twin_prior(twin)
         state.twin.metric_priors = {name: metric_prior(twin, m) for m, name in enumerate(twin.metric_names)}
         state.twin.prior_name = f"measured {twin.provenance.get('workload', '')} twin".replace("  ", " ")
+        state.measured_twin = True
         state.twin._model = None
         state.radius = max(state.radius, self.exploration.trust_region_steps * 2)
         state.learning.prior = state.twin.prior_name
+
+    @staticmethod
+    def _add_condition(state: _Profile, conditions: Mapping[str, object], twin: Twin) -> None:
+        """The twin measured under other live conditions joins the learned twin's family of priors."""
+        label = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in conditions.items())
+        metrics = {name: metric_prior(twin, m) for m, name in enumerate(twin.metric_names)}
+        state.twin.add_condition(label, twin_prior(twin), metrics)
 
     def _save(self, name: str, profile: ParameterProfileSpec, state: _Profile) -> None:
         if state.planner is None:
@@ -270,10 +291,18 @@ class LearnedTwinProposer(Proposer):
         calibration = state.twin.calibration
         learning.calibration = None if calibration is None else round(calibration, 3)
         learning.gradient_updates = state.planner.gradient_updates if state.planner is not None else 0
+        learning.resembles = state.twin.resembles
+        learning.twin_conditions = len(state.twin.family) or (1 if state.twin.prior is not None else None)
+        learning.twin_condition_failures = list(state.learning.twin_condition_failures)
         return learning
 
     def pretrain(self, profile_name, profile) -> TrainingStatus | None:
-        """Measure the profile's twin (`spec.twin`) in the background, once: it becomes the learned twin's prior."""
+        """Measure the profile's twin (`spec.twin`) in the background, once: it becomes the learned twin's prior.
+
+        Then, in the same thread but without holding the run (the first proposal needs only the twin, and a canary
+        takes minutes), the same twin under each other live condition of its workload (`workloads.twin_conditions`):
+        each joins the learned twin's family as it is measured, and the learned twin weighs them by how well they
+        explain the canaries (`status.learning[p].resembles`, `twinConditions`)."""
         if profile.twin is None or self.twin_source is None or profile_name in self.prior_twins:
             return None
         state = self._state(profile_name, profile)
@@ -281,6 +310,7 @@ class LearnedTwinProposer(Proposer):
             state.progress = TrainingStatus(
                 episodes=0, episodes_total=1, message=f"measuring the {profile.twin} twin (cached after the first time)"
             )
+            variations = twin_conditions(profile.twin) if self.twin_conditions else []
 
             def measure() -> None:
                 try:
@@ -288,8 +318,9 @@ class LearnedTwinProposer(Proposer):
                     if twin is not None and not self._closed.is_set():
                         with state.lock:
                             self._use_twin(state, twin)
+                    others = f"; measuring it under {len(variations)} other conditions" if twin and variations else ""
                     state.progress = state.progress.model_copy(
-                        update={"episodes": 1, "message": f"prior: {state.twin.prior_name}"}
+                        update={"episodes": 1, "message": f"prior: {state.twin.prior_name}{others}"}
                     )
                 except Exception as error:  # the learned twin goes on without a prior, visibly
                     state.progress = state.progress.model_copy(
@@ -299,10 +330,28 @@ class LearnedTwinProposer(Proposer):
                             "learning from canaries alone",
                         }
                     )
+                    return
+                if twin is not None:
+                    self._measure_conditions(profile_name, profile, state, variations)
 
             state.pretraining = threading.Thread(target=measure, name=f"twin-{profile_name}", daemon=True)
             state.pretraining.start()
         return state.progress.model_copy() if state.progress else None
+
+    def _measure_conditions(self, name: str, profile: ParameterProfileSpec, state: _Profile, variations) -> None:
+        """The twin under each other condition, one after the other; one that fails is left out, and said."""
+        for conditions in variations:
+            if self._closed.is_set():
+                return
+            try:
+                other = self.twin_source(name, profile, conditions)
+            except Exception as error:  # one condition fewer to compare with; the rest still count
+                label = ", ".join(f"{k}={v:g}" for k, v in conditions.items())
+                state.learning.twin_condition_failures.append(f"{label}: {type(error).__name__}: {error}")
+                continue
+            if other is not None:
+                with state.lock:
+                    self._add_condition(state, conditions, other)
 
     def set_exploration(self, profile_name, profile, rate) -> None:
         self._state(profile_name, profile).boost = rate
@@ -317,18 +366,23 @@ class LearnedTwinProposer(Proposer):
         """At `indices`: the value of canarying each (expected improvement minus the cost of a likely harmful
         canary, in relative score), whether its pessimistic bounds are safe, and the stable score and gain."""
         twin, x = state.twin, self.exploration
-        # In the twin's working units (relative score, or its log): the posterior is normal there.
-        mean_w, sd_w = twin.predict_working(np.vstack([indices, np.array(stable_index)[None, :]]), stable_index)
-        stable_w = float(mean_w[-1])
-        mean_w, sd_w = mean_w[:-1], np.maximum(sd_w[:-1], 1e-12)
+        # In the twin's working units (relative score, or its log): the posterior is normal there (a mixture of
+        # normals under a twin family: the expectations below are the weighted sums over its members).
+        full = twin.mixture(np.vstack([indices, np.array(stable_index)[None, :]]), stable_index)
+        stable_w = float(sum(w * m[-1] for w, m, _ in full))
+        parts = [(w, m[:-1], np.maximum(s[:-1], 1e-12)) for w, m, s in full]
+        mean_w, sd_w = mixture_moments(parts)
         stable_mean = float(twin.from_working(stable_w))
         reference = max(abs(stable_mean), 1e-12)
         gain = self._gain(state, profile, stable_mean)
         # Optimistic: the improvement a canary can confirm, expected under the twin's posterior (relative score).
         per_unit = 1.0 if twin.log else (twin.scale or 1.0) / reference
-        improvement = _expected_improvement(mean_w, sd_w, float(twin.to_working(stable_mean + gain))) * per_unit
-        worse = 0.5 * (1.0 + _erf((stable_w - mean_w) / (sd_w * math.sqrt(2.0))))
-        value = improvement - x.harm_cost_pct / 100.0 * state.caution * worse
+        threshold = float(twin.to_working(stable_mean + gain))
+        improvement, worse = np.zeros(len(mean_w)), np.zeros(len(mean_w))
+        for weight, m, s in parts:
+            improvement += weight * _expected_improvement(m, s, threshold) * per_unit
+            worse += weight * 0.5 * (1.0 + _erf((stable_w - m) / (s * math.sqrt(2.0))))
+        value = improvement - self._harm_cost(state) / 100.0 * state.caution * worse
         # Pessimistic: the lower bound within the margin, and every guard's pessimistic bound within its tolerance.
         floor = stable_mean - reference * x.safety_margin_pct / 100.0
         pessimistic_w = mean_w - x.pessimism * sd_w
@@ -364,6 +418,16 @@ class LearnedTwinProposer(Proposer):
             # safety margin is added to its tolerance (a breach is caught at the first step anyway).
             safe &= degradation * 100.0 <= guard.max_degradation_pct + x.safety_margin_pct
         return _Assessment(mean, sd, value, worse, pessimistic, safe, stable_mean, gain)
+
+    def _harm_cost(self, state: _Profile) -> float:
+        """`exploration.harmCostPct`, else 3 with a measured twin and 1 without. With the twin (and the same twin
+        under its workload's other conditions) the learned twin's predictions hold (calibration 0.2–1.3 in
+        `bench/live_tuning.py`), so a higher cost gives up little of the optimum and halves the harmful canaries
+        under most shifts; without one they are overconfident (calibration above 2) and 3 stops the climb early
+        (`docs/concepts.md` has the measurements)."""
+        if self.exploration.harm_cost_pct is not None:
+            return self.exploration.harm_cost_pct
+        return HARM_COST_WITH_TWIN if state.measured_twin else HARM_COST_WITHOUT_TWIN
 
     def _gain(self, state: _Profile, profile: ParameterProfileSpec, stable_mean: float) -> float:
         """The improvement a canary can confirm: z (of the analysis' significance) standard errors of the difference

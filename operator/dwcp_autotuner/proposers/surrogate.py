@@ -17,6 +17,9 @@ the log score). A white-noise term takes what the per-point variances miss.
 - a measured twin (the built-in workload's surface, `spec.twin`): prior(x) = a · twin(x) + b, with a and b fitted
   to the observations by least squares shrunk towards (1, 0) (so a twin of another link speed, or of another
   machine, is rescaled by the data, and ignored, a ≈ 0, when it explains nothing);
+- a family of measured twins: the same twin under its workload's other live conditions (`add_condition`; a faster
+  link, another request rate), each weighed by the marginal likelihood of the observations, the prediction the
+  mixture of the likeliest (`_weigh_family`): a live workload unlike the twinned one is recognised;
 - a similar stored model (same parameter names and types: another component's or another cluster's learned
   twin), used the same way through its posterior mean;
 - otherwise a constant (the observations' mean).
@@ -81,6 +84,9 @@ AMPLITUDE_FLOOR = 0.01  # the least relative variance assumed before data (a 10 
 FEW_POINTS_VARIANCE = 0.3**2
 METRIC_PRIOR_CV = 0.15  # how far a measured twin's metric may be off where nothing was measured (relative sd)
 INTERACTION_SHARE = 0.3  # without a prior: the share of the amplitude the interaction kernel starts with
+FAMILY_NOMINAL_MASS = 0.5  # prior probability that the live workload is the twinned one (the rest: other conditions)
+FAMILY_MEMBERS = 4  # the likeliest conditions whose models the prediction mixes
+FAMILY_MIN_WEIGHT = 0.02  # a condition less likely than this is left out of the mixture
 
 
 def _map_optimizer(centre: np.ndarray, spread: np.ndarray):
@@ -165,6 +171,13 @@ def ConstantKernelLike(variance: float, dimensions: int):
     )
 
 
+def mixture_moments(parts: list[tuple[float, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of a mixture of normals (weight, mean, sd): the variance within and between."""
+    mean = sum(w * m for w, m, _ in parts)
+    second = sum(w * (sd**2 + m**2) for w, m, sd in parts)
+    return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
+
+
 class LearnedTwin:
     def __init__(self, space: TuningSpace, prior: PriorMean | None = None, prior_name: str = "none") -> None:
         self.space = space
@@ -183,6 +196,11 @@ class LearnedTwin:
         self._expected: dict[tuple[int, ...], tuple[float, float, bool, float]] = {}  # (mean, sd, log, scale)
         # name -> the measured twin's surface of that metric at grid indices (guards are screened on it)
         self.metric_priors: dict[str, PriorMean] = {}
+        # The twin measured under other live conditions (`add_condition`): (label, score prior, metric priors), the
+        # nominal twin first. With more than one, the model is their Bayesian model average (`_weigh_family`).
+        self.family: list[tuple[str, PriorMean, dict[str, PriorMean]]] = []
+        self.weights: dict[str, float] = {}  # each condition's posterior weight at the last fit
+        self._members: list[tuple[float, LearnedTwin]] = []  # (weight, a learned twin on that prior) of the kept ones
 
     # --- coordinates ------------------------------------------------------------------------------------
     def index_of(self, config: Mapping[str, object]) -> tuple[int, ...]:
@@ -244,7 +262,7 @@ class LearnedTwin:
         """The root mean square of those checks, None before any: about 1 when the twin's uncertainty is honest,
         above 1 when it is overconfident, below 1 when it is too cautious. A diagnostic, not a correction:
         `bench/live_tuning.py` measures 2.1–2.3 on HDE and ACP without a prior (0.6 on PBA's flat surface) and
-        0.3–0.8 with the measured twin of the live workload. Widening or narrowing the posterior by it (tried:
+        0.2–0.7 with the measured twin of the live workload. Widening or narrowing the posterior by it (tried:
         shrunk towards 1 by three pseudo-checks, capped at 0.5–4; also a fixed 1.5× and 2×) moved the optimum found
         and the harmful canaries along the same trade-off, not beyond it."""
         if not self.surprises:
@@ -304,6 +322,9 @@ class LearnedTwin:
         self.log = bool(np.all(means > 0))
         y = self.to_working(means)
         var = variances / np.maximum(means, 1e-12) ** 2 if self.log else variances / self.scale**2
+        if len(self.family) > 1:
+            self._weigh_family(indices, y, var)
+            return
         prior = self._prior_at(indices)
         self._calibration_cov = np.zeros((2, 2))
         if self.prior is not None:
@@ -343,6 +364,66 @@ class LearnedTwin:
         if isinstance(model.kernel_, Sum) and isinstance(model.kernel_.k2, WhiteKernel):
             model.kernel_ = model.kernel_.k1  # predict the score itself: the white term is noise, not uncertainty
         self._model = model
+
+    def add_condition(self, label: str, prior: PriorMean, metric_priors: Mapping[str, PriorMean]) -> None:
+        """Add the twin measured under another live condition (e.g. `dirty_fraction=0.18`) to the family."""
+        if not self.family and self.prior is not None:
+            self.family.append(("the default conditions", self.prior, dict(self.metric_priors)))
+        self.family.append((label, prior, dict(metric_priors)))
+        self._model = None
+
+    @property
+    def resembles(self) -> str | None:
+        """The condition whose twin best explained the canaries at the last fit (the last proposal), with its weight;
+        None without a family or before a fit. (It does not fit: the status is read without the proposer's lock.)"""
+        if len(self.family) < 2 or not self.weights:
+            return None
+        label, weight = max(self.weights.items(), key=lambda item: item[1])
+        return f"{label} (weight {weight:.2f} of {len(self.family)} conditions)"
+
+    def _weigh_family(self, indices: np.ndarray, y: np.ndarray, var: np.ndarray) -> None:
+        """Weigh each condition's twin by how well it explains the observations, and fit a model on each likely one.
+
+        A live workload that differs from the twinned one (a faster link, fewer dirty pages) moves the optimum
+        where the nominal twin is confidently low, and a rescaled twin plus a smooth misfit cannot follow it (the
+        misfit is as rough as the surface). The twin measured under a condition like the live one can: its
+        posterior weight is its prior mass (half for the default conditions, the other half shared) times the
+        marginal likelihood of the observations under y ~ N(prior, K + noise + H B Hᵀ), the same rescaling
+        (H = [prior, 1], B = diag(`PRIOR_SCALE_SD`², 10)) and a Matérn misfit of the nominal twin's discrepancy.
+        The prediction is the mixture of the `FAMILY_MEMBERS` likeliest (each a full learned twin on its prior):
+        where the conditions disagree it is uncertain, so a canary there is worth its information."""
+        from sklearn.gaussian_process.kernels import Matern
+
+        x = self.coordinates(indices)
+        amplitude = max(AMPLITUDE_FLOOR, self._discrepancy() ** 2)  # `self.prior` is the nominal twin's
+        misfit = amplitude * Matern(length_scale=np.full(len(self.sizes), LENGTH_SCALE), nu=2.5)(x)
+        others = max(len(self.family) - 1, 1)
+        log_weights = []
+        for i, (_, prior, _) in enumerate(self.family):
+            mean = self.to_working(np.asarray(prior(indices), dtype=float))
+            design = np.stack([mean, np.ones_like(mean)], axis=1)
+            cov = misfit + np.diag(var + 1e-4) + design @ np.diag([PRIOR_SCALE_SD**2, 10.0]) @ design.T
+            residual = y - mean
+            _, logdet = np.linalg.slogdet(cov)
+            mass = FAMILY_NOMINAL_MASS if i == 0 else (1.0 - FAMILY_NOMINAL_MASS) / others
+            log_weights.append(-0.5 * float(residual @ np.linalg.solve(cov, residual)) - 0.5 * logdet + math.log(mass))
+        weights = np.exp(np.array(log_weights) - max(log_weights))
+        weights /= weights.sum()
+        self.weights = {label: round(float(w), 4) for (label, _, _), w in zip(self.family, weights)}
+        kept = [int(i) for i in np.argsort(-weights)[:FAMILY_MEMBERS] if weights[i] >= FAMILY_MIN_WEIGHT]
+        total = float(weights[kept].sum())
+        self._members = []
+        for i in kept:
+            label, prior, metric_priors = self.family[i]
+            member = LearnedTwin(self.space, prior, label)
+            member.metric_priors = metric_priors
+            member.observations = self.observations
+            member._fit()
+            self._members.append((float(weights[i]) / total, member))
+        top = self._members[0][1]
+        # The guards are screened on the likeliest condition's metrics; `sample` draws from its model.
+        self.metric_priors = top.metric_priors
+        self._calibration, self._calibration_cov, self._model = top._calibration, top._calibration_cov, top._model
 
     def _kernel(self, d: int, distinct: int, spread: float, floor: float):
         """The kernel (and its hyperparameter fit) for `distinct` points whose residuals vary by `spread`."""
@@ -392,6 +473,8 @@ class LearnedTwin:
             return self._unmeasured(indices, relative_to)
         if self._model is None:
             self._fit()
+        if len(self.family) > 1 and self._members:
+            return mixture_moments(self.mixture(indices, relative_to))
         base = self._base(indices)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -403,6 +486,17 @@ class LearnedTwin:
                 features = features - np.array([self._prior_at(np.asarray(relative_to, float)[None, :])[0], 1.0])
             variance = variance + np.einsum("ni,ij,nj->n", features, self._calibration_cov, features)
         return base + mu, np.sqrt(np.maximum(variance, 0.0))
+
+    def mixture(self, indices, relative_to=None) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(weight, mean, sd) in working units of each condition's model the prediction mixes (one, weight 1,
+        without a family): an expectation under the posterior (an improvement, a probability) is their weighted
+        sum, exactly, where a single normal of the mixture's mean and variance would exaggerate its tails."""
+        indices = np.asarray(indices, dtype=float).reshape(-1, len(self.sizes))
+        if self.observations and self._model is None:
+            self._fit()
+        if len(self.family) > 1 and self._members:
+            return [(w, *member.predict_working(indices, relative_to)) for w, member in self._members]
+        return [(1.0, *self.predict_working(indices, relative_to))]
 
     def _unmeasured(self, indices: np.ndarray, relative_to) -> tuple[np.ndarray, np.ndarray]:
         """Before any observation: the prior as it is, uncertain by its scale factor and by the least amplitude."""
@@ -529,6 +623,8 @@ class LearnedTwin:
         """Posterior samples of the score at `indices` (count, N): a plausible world for planning on."""
         indices = np.asarray(indices, dtype=float).reshape(-1, len(self.sizes))
         mean, _ = self.predict(indices)
+        if len(self.family) > 1 and self._members:
+            return self._members[0][1].sample(indices, rng, count)
         if self._model is None:
             return np.repeat(mean[None, :], count, axis=0)
         with warnings.catch_warnings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..env.twin import Twin, load_or_measure_twin
@@ -10,14 +11,19 @@ from ..workloads import make_workload, workload_interface
 
 
 def measure_profile_twin(
-    profile: ParameterProfileSpec, *, seed: int, cache_dir: Path | None, quick: bool
+    profile: ParameterProfileSpec,
+    *,
+    seed: int,
+    cache_dir: Path | None,
+    quick: bool,
+    conditions: Mapping[str, float | int] | None = None,
 ) -> Twin | None:
-    """The twin of the profile's space measured with its built-in workload (cached on disk), or None without one."""
+    """The twin of the profile's space measured with its built-in workload (cached on disk), or None without one;
+    with `conditions`, under those workload options (one of `workloads.twin_conditions`) instead of the defaults."""
     if profile.twin is None:
         return None
-    twin, _ = load_or_measure_twin(
-        profile.tuning_space(), make_workload(profile.twin, quick=quick), seed=seed, cache_dir=cache_dir
-    )
+    workload = make_workload(profile.twin, quick=quick, **dict(conditions or {}))
+    twin, _ = load_or_measure_twin(profile.tuning_space(), workload, seed=seed, cache_dir=cache_dir)
     return twin
 
 

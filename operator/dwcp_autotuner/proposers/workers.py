@@ -73,13 +73,18 @@ class Workers:
 
 
 # --- the jobs (top-level functions of plain arguments: they run in another process) ------------------------
-def measure_twin_job(profile: dict, seed: int, cache_dir: str | None, quick: bool) -> Twin | None:
-    """The twin of the profile's space measured with its built-in workload (`spec.twin`), or None without one."""
+def measure_twin_job(
+    profile: dict, seed: int, cache_dir: str | None, quick: bool, conditions: dict | None = None
+) -> Twin | None:
+    """The twin of the profile's space measured with its built-in workload (`spec.twin`), or None without one;
+    `conditions`: other workload options to measure it under (one of `workloads.twin_conditions`)."""
     from ..models.profile import ParameterProfileSpec
     from .twins import measure_profile_twin
 
     spec = ParameterProfileSpec.model_validate(profile)
-    return measure_profile_twin(spec, seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, quick=quick)
+    return measure_profile_twin(
+        spec, seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, quick=quick, conditions=conditions
+    )
 
 
 def pretrain_job(
@@ -222,6 +227,8 @@ class JobWorkers:
         quick = ["--quick"] if call.get("quick") else []
         if fn is measure_twin_job:
             command = ["worker", "twin", *common, "--seed", str(call["seed"]), *quick]
+            if call.get("conditions"):
+                command += ["--conditions-json", json.dumps(call["conditions"], separators=(",", ":"))]
             return command, lambda stored: Twin.from_bytes(space, stored.binary[RESULT_KEY]), None
         if fn is pretrain_job:
             settings = json.dumps(call["settings"], separators=(",", ":"))

@@ -6,7 +6,8 @@
 
 `make_workload(name, quick=False, **options)` builds one; every workload has the interface of
 `base.Workload`: `name`, `metric_names` (those of the matching built-in tuning space),
-`options()` (a JSON-able cache key) and `run(config, seed) -> {metric: value}`.
+`options()` (a JSON-able cache key) and `run(config, seed) -> {metric: value}`. `twin_conditions(name)`
+lists the other live conditions (option values) its twin is also measured under.
 This package imports nothing else of `dwcp_autotuner`.
 """
 
@@ -30,6 +31,51 @@ def workload_interface(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return PARAMS, METRICS
 
 
+#: The factors each condition is varied by, one at a time (2.5 apart, two steps each way): from a sixth to six
+#: times the default covers a link ten times faster, a fifth of the dirty pages, twice the request rate.
+CONDITION_FACTORS = (0.16, 0.4, 2.5, 6.25)
+
+
+def _conditions(name: str) -> dict:
+    if name == "hde":
+        from .hde import CONDITIONS
+    elif name == "pba":
+        from .pba import CONDITIONS
+    elif name == "acp":
+        from .acp import CONDITIONS
+    else:
+        raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOAD_NAMES)})")
+    return CONDITIONS
+
+
+def twin_conditions(name: str) -> list[dict[str, float | int]]:
+    """The other live conditions workload `name`'s twin is measured under: each of its `CONDITIONS` (an option
+    standing for the environment, not for how much is measured) at `CONDITION_FACTORS` times its default, one
+    option at a time, kept inside the option's valid range (a probability stops at 1) and without duplicates.
+
+    The learned twin weighs these twins by how well each explains the live canaries (`proposers/surrogate.py`),
+    so a live workload that differs from the default one (a faster link, fewer dirty pages) is recognised."""
+    import inspect
+
+    constructor = type(make_workload(name, quick=True)).__init__
+    defaults = {
+        p.name: p.default for p in inspect.signature(constructor).parameters.values() if p.default is not p.empty
+    }
+    variations: list[dict[str, float | int]] = []
+    for option, (low, high) in _conditions(name).items():
+        default = defaults[option]
+        seen = {default}
+        for factor in CONDITION_FACTORS:
+            value = float(f"{default * factor:.3g}")
+            value = max(value, low) if low is not None else value
+            value = min(value, high) if high is not None else value
+            value = int(round(value)) if isinstance(default, int) else value
+            if value not in seen:
+                seen.add(value)
+                variations.append({option: value})
+    return variations
+
+
 def make_workload(name: str, *, quick: bool = False, **options: object) -> Workload:
     """The reference workload `name` ("hde", "pba" or "acp"); `quick` uses smaller data.
 
@@ -51,4 +97,4 @@ def make_workload(name: str, *, quick: bool = False, **options: object) -> Workl
     raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOAD_NAMES)})")
 
 
-__all__ = ["WORKLOAD_NAMES", "Workload", "make_workload", "workload_interface"]
+__all__ = ["CONDITION_FACTORS", "WORKLOAD_NAMES", "Workload", "make_workload", "twin_conditions", "workload_interface"]

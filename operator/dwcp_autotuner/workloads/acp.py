@@ -59,6 +59,17 @@ METRICS = (
     "messages_per_request",
     "network_kb_per_request",
 )
+#: The live conditions this workload's options stand for, with their valid range (see `twin_conditions`).
+CONDITIONS = {
+    "arrival_rps": (0.0, None),
+    "fault_down": (0.0, 1.0),
+    "loss": (0.0, 1.0),
+    "jitter_sigma": (0.0, None),
+    "spike_prob": (0.0, 1.0),
+    "spike_ms": (0.0, None),
+    "request_bytes": (1.0, None),
+    "uplink_mbps": (0.0, None),
+}
 
 REGIONS = ("us-east", "us-west", "eu-west", "ap-northeast", "sa-east")
 #: Round-trip times between the regions, ms (intra-region 1 ms).

@@ -78,6 +78,9 @@ KIND_SHARE = np.array([0.25, 0.20, 0.35, 0.20])
 EVENT_SHARE = (0.35, 0.45, 0.20)
 PARAMS = ("compression_level", "chunk_size", "window_size")
 METRICS = ("compression_ratio", "throughput_mbps", "cpu_seconds_per_gb", "peak_memory_mb", "effective_throughput_mbps")
+#: The live conditions this workload's options stand for, with their valid range: the twin is also measured under
+#: other values of each (`twin_conditions`), so that the learned twin can tell which the live system resembles.
+CONDITIONS = {"dirty_fraction": (0.0, 1.0), "link_mbps": (0.0, None)}
 
 
 class HdeWorkload:

@@ -42,6 +42,8 @@ from .base import ConfigValue, as_float, as_int, require
 
 PARAMS = ("prediction_window", "confidence_threshold", "update_frequency")
 METRICS = ("accuracy", "waste_pct", "violation_pct", "prediction_latency_ms")
+#: The live conditions this workload's options stand for, with their valid range (see `twin_conditions`).
+CONDITIONS = {"reconfig_loss_ms": (0.0, 999.0), "trend_damping": (0.0, 1.0)}
 MEAN_DEMAND = 400.0  # Mbit/s
 #: Evaluation starts here, so that every window of the built-in space (≤ 300 s) fits before.
 WARMUP_S = 300
