@@ -417,6 +417,10 @@ def test_the_harm_cost_is_three_with_a_measured_twin_and_one_without_unless_the_
         return proposer._harm_cost(proposer._state("svc", prof))
 
     assert cost(prior_twins={"svc": twin}) == 3.0 and cost() == 1.0
+    caller = LearnedTwinProposer(
+        settings(), prior_twins={"svc": (_grid_truth(prof), "a caller's prior")}, planner="none", deterministic=True
+    )
+    assert caller.learning_status("svc", prof).twin_conditions is None  # a prior, but no measured twin
     assert cost(prior_twins={"svc": (_grid_truth(prof), "a caller's prior")}) == 1.0  # not a measured twin
     explicit = ExplorationSettings.model_validate({"harmCostPct": 0.5})
     assert cost(prior_twins={"svc": twin}, exploration=explicit) == cost(exploration=explicit) == 0.5

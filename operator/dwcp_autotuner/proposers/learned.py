@@ -292,7 +292,7 @@ class LearnedTwinProposer(Proposer):
         learning.calibration = None if calibration is None else round(calibration, 3)
         learning.gradient_updates = state.planner.gradient_updates if state.planner is not None else 0
         learning.resembles = state.twin.resembles
-        learning.twin_conditions = len(state.twin.family) or (1 if state.twin.prior is not None else None)
+        learning.twin_conditions = len(state.twin.family) or (1 if state.measured_twin else None)
         learning.twin_condition_failures = list(state.learning.twin_condition_failures)
         return learning
 
