@@ -218,9 +218,8 @@ class LearnedTwinProposer(Proposer):
     @staticmethod
     def _add_condition(state: _Profile, conditions: Mapping[str, object], twin: Twin) -> None:
         """The twin measured under other live conditions joins the learned twin's family of priors."""
-        label = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in conditions.items())
         metrics = {name: metric_prior(twin, m) for m, name in enumerate(twin.metric_names)}
-        state.twin.add_condition(label, twin_prior(twin), metrics)
+        state.twin.add_condition(_condition_label(conditions), twin_prior(twin), metrics)
 
     def _save(self, name: str, profile: ParameterProfileSpec, state: _Profile) -> None:
         if state.planner is None:
@@ -346,8 +345,8 @@ class LearnedTwinProposer(Proposer):
             try:
                 other = self.twin_source(name, profile, conditions)
             except Exception as error:  # one condition fewer to compare with; the rest still count
-                label = ", ".join(f"{k}={v:g}" for k, v in conditions.items())
-                state.learning.twin_condition_failures.append(f"{label}: {type(error).__name__}: {error}")
+                failure = f"{_condition_label(conditions)}: {type(error).__name__}: {error}"
+                state.learning.twin_condition_failures.append(failure)
                 continue
             if other is not None:
                 with state.lock:
@@ -646,6 +645,11 @@ def _expected_improvement(mean: np.ndarray, sd: np.ndarray, threshold: float) ->
     cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
     pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
     return (mean - threshold) * cdf + sd * pdf
+
+
+def _condition_label(conditions: Mapping[str, object]) -> str:
+    """Workload options as they read in the status: `dirty_fraction=0.18`."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in conditions.items())
 
 
 def _first_move(stable: tuple[int, ...], proposed: tuple[int, ...]) -> int | None:
