@@ -260,17 +260,8 @@ def test_a_similar_stored_model_is_the_prior_of_a_profile_without_one_and_the_st
 
 def _grid_truth(prof: ParameterProfileSpec, factor: float = 1.0):
     """`truth` over a profile's grid indices, times `factor`: a prior mean as a measured twin would give it."""
-    grids = [p.grid() for p in prof.parameters]
-
-    def prior(indices):
-        return np.array(
-            [
-                truth({p.name: g[int(i)] for p, g, i in zip(prof.parameters, grids, row)}) * factor
-                for row in np.asarray(indices, dtype=int)
-            ]
-        )
-
-    return prior
+    bowl = _bowl(prof, 32, 800)  # `truth`'s top
+    return lambda indices: bowl(indices) * factor
 
 
 def test_with_a_prior_and_nothing_measured_yet_the_first_proposal_follows_the_prior_whatever_the_scores_magnitude():

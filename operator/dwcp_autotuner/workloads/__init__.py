@@ -13,39 +13,29 @@ This package imports nothing else of `dwcp_autotuner`.
 
 from __future__ import annotations
 
+import importlib
+
 from .base import Workload
 
 WORKLOAD_NAMES = ("hde", "pba", "acp")
 
 
+def _module(name: str):
+    """Workload `name`'s module (imported on first use: each brings its own dependencies)."""
+    if name not in WORKLOAD_NAMES:
+        raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOAD_NAMES)})")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
 def workload_interface(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(parameter names, metric names) of workload `name`, without building its data."""
-    if name == "hde":
-        from .hde import METRICS, PARAMS
-    elif name == "pba":
-        from .pba import METRICS, PARAMS
-    elif name == "acp":
-        from .acp import METRICS, PARAMS
-    else:
-        raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOAD_NAMES)})")
-    return PARAMS, METRICS
+    module = _module(name)
+    return module.PARAMS, module.METRICS
 
 
 #: The factors each condition is varied by, one at a time (2.5 apart, two steps each way): from a sixth to six
 #: times the default covers a link ten times faster, a fifth of the dirty pages, twice the request rate.
 CONDITION_FACTORS = (0.16, 0.4, 2.5, 6.25)
-
-
-def _conditions(name: str) -> dict:
-    if name == "hde":
-        from .hde import CONDITIONS
-    elif name == "pba":
-        from .pba import CONDITIONS
-    elif name == "acp":
-        from .acp import CONDITIONS
-    else:
-        raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOAD_NAMES)})")
-    return CONDITIONS
 
 
 def twin_conditions(name: str) -> list[dict[str, float | int]]:
@@ -55,14 +45,9 @@ def twin_conditions(name: str) -> list[dict[str, float | int]]:
 
     The learned twin weighs these twins by how well each explains the live canaries (`proposers/surrogate.py`),
     so a live workload that differs from the default one (a faster link, fewer dirty pages) is recognised."""
-    import inspect
-
-    constructor = type(make_workload(name, quick=True)).__init__
-    defaults = {
-        p.name: p.default for p in inspect.signature(constructor).parameters.values() if p.default is not p.empty
-    }
+    defaults = make_workload(name, quick=True).options()  # building one is cheap: its data is made on first run
     variations: list[dict[str, float | int]] = []
-    for option, (low, high) in _conditions(name).items():
+    for option, (low, high) in _module(name).CONDITIONS.items():
         default = defaults[option]
         seen = {default}
         for factor in CONDITION_FACTORS:
