@@ -312,7 +312,15 @@ class Trace:
 
 
 def run_one(
-    component: str, method: str, seed: int, live_twin, prior, budget: int, root: Path, exploration: dict | None = None
+    component: str,
+    method: str,
+    seed: int,
+    live_twin,
+    prior,
+    budget: int,
+    root: Path,
+    exploration: dict | None = None,
+    rollout: dict | None = None,
 ) -> Trace:
     started = time.perf_counter()
     folder = root / f"{component}-{method}-{seed}"
@@ -333,7 +341,7 @@ def run_one(
             "profiles": ["live"],
             "budget": {"maxProposals": budget * 4},
             "agent": settings.model_dump(by_alias=True),
-            "rollout": {"analysisIntervalSeconds": INTERVAL, "sampleSeconds": 60, "minSamples": 5},
+            "rollout": {"analysisIntervalSeconds": INTERVAL, "sampleSeconds": 60, "minSamples": 5, **(rollout or {})},
             "exploration": {"rejectedCooldownSeconds": 10**8, **(exploration or {})},
         }
     )
@@ -432,6 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         default={},
         help="spec.exploration of every run, as JSON (e.g. '{\"safetyMarginPct\": 10}')",
     )
+    parser.add_argument(
+        "--rollout",
+        type=json.loads,
+        default={},
+        help="spec.rollout of every run, as JSON, over the bench's interval and samples "
+        "(e.g. '{\"promisingExtraAnalyses\": 3}')",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plot", type=Path, help="write the convergence curves (PNG) here")
     args = parser.parse_args(argv)
@@ -473,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
             results[component] = {}
             for method in methods:
                 traces = [
-                    run_one(component, method, seed, live_twin, prior, max(budgets), root, args.exploration)
+                    run_one(
+                        component, method, seed, live_twin, prior, max(budgets), root, args.exploration, args.rollout
+                    )
                     for seed in seeds
                 ]
                 cells, out = [], {}

@@ -404,6 +404,67 @@ def test_inconclusive_analyses_are_one_analysis_interval_apart_not_one_tick(tmp_
     assert h.status.phase == "Proposing" and h.status.history[-1].reason == "Inconclusive"
 
 
+def _rollout_spec(**rollout) -> OptimizationRunSpec:
+    return OptimizationRunSpec.model_validate(
+        {
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 1},
+            "rollout": {"analysisIntervalSeconds": 60, "minSamples": 5, **rollout},
+        }
+    )
+
+
+def _messages_until_done(h: Harness, limit: int = 40) -> list[str]:
+    messages = []
+    for _ in range(limit):
+        h.tick()
+        messages.append(h.status.message or "")
+        if h.status.history:
+            break
+    return messages
+
+
+def test_a_canary_that_leans_better_is_analysed_longer_and_promoted(tmp_path):
+    """0.7 % better on 1 % noise: at the last step two analyses cannot confirm it at p < 0.001 (it leans better,
+    p 0.02), so without the extra analyses it is rolled back as Inconclusive; with them the growing window
+    confirms it, and the status says why the canary stays."""
+    short = Harness(tmp_path / "a", canary_mean=100.7, spec=_rollout_spec(maxInconclusive=2))  # the default: none
+    _messages_until_done(short)
+    assert (short.status.history[-1].verdict, short.status.history[-1].reason) == ("RolledBack", "Inconclusive")
+
+    h = Harness(tmp_path / "b", canary_mean=100.7, spec=_rollout_spec(maxInconclusive=2, promisingExtraAnalyses=3))
+    messages = _messages_until_done(h)
+    assert (h.status.history[-1].verdict, h.status.history[-1].reason) == ("Promoted", "CanaryBetter")
+    extended = [m for m in messages if "leans better" in m]
+    assert extended and all("inconclusive" in m and "/5 " in m for m in extended)
+
+
+def test_a_canary_that_leans_nowhere_is_rolled_back_at_max_inconclusive(tmp_path):
+    h = Harness(tmp_path, canary_mean=100.0, spec=_rollout_spec(maxInconclusive=2, promisingExtraAnalyses=3))
+    messages = _messages_until_done(h)
+    assert (h.status.history[-1].verdict, h.status.history[-1].reason) == ("RolledBack", "Inconclusive")
+    assert "2 inconclusive analyses" in h.status.history[-1].message
+    assert not any("leans better" in m for m in messages)
+
+
+def test_on_inconclusive_hold_waits_for_the_extra_analyses_before_it_holds(tmp_path):
+    """`onInconclusive: Hold` stops analysing a held canary; one still within its extra analyses is not held (it
+    would stay at its weight, never analysed again, though it is allowed more analyses)."""
+    h = Harness(
+        tmp_path / "a",
+        canary_mean=100.7,
+        spec=_rollout_spec(maxInconclusive=1, onInconclusive="Hold", promisingExtraAnalyses=3),
+    )
+    _messages_until_done(h)
+    assert (h.status.history[-1].verdict, h.status.history[-1].reason) == ("Promoted", "CanaryBetter")
+
+    held = Harness(tmp_path / "b", canary_mean=100.7, spec=_rollout_spec(maxInconclusive=1, onInconclusive="Hold"))
+    for _ in range(20):
+        held.tick()
+    assert held.status.phase == "RollingOut" and condition(held.status, "Progressing").reason == "Held"
+    assert held.configmap()[CANARY_WEIGHT_KEY] == "100" and not held.status.history
+
+
 def test_a_status_lost_after_a_weight_write_gives_the_step_a_full_interval(tmp_path):
     """Killed after writing 25 % but before the status said so: the next process starts the step's clock anew."""
     h = Harness(tmp_path)

@@ -268,8 +268,14 @@ def _step(
     if problem is not None:
         return problem
     rollout = ctx.spec.rollout
-    if current.inconclusive >= rollout.max_inconclusive and rollout.on_inconclusive == "Hold":
-        return None  # held for a human
+    limits = Limits(
+        rollout.max_inconclusive,
+        rollout.on_inconclusive,
+        rollout.promising_extra_analyses,
+        rollout.promising_significance,
+    )
+    if rollout.on_inconclusive == "Hold" and current.inconclusive >= limits.allowed(current.p_value):
+        return None  # held for a human (the last analysis's p-value says how many were allowed, as `decide` did)
     if current.awaiting_approval:
         return None  # passed its analysis; a person approves the promotion (controller/manual.py)
     degraded = get_condition(status.conditions, "Degraded")
@@ -290,7 +296,7 @@ def _step(
     current.step_index = min(current.step_index, len(steps) - 1)  # the steps may have been shortened since
     step = Step(current.step_index, steps)
     verdict = _analyse(ctx, ports, current, profile, step, started)
-    decision = decide(verdict, step, Limits(rollout.max_inconclusive, rollout.on_inconclusive), current.inconclusive)
+    decision = decide(verdict, step, limits, current.inconclusive)
     if isinstance(decision, Advance):
         current.inconclusive = 0
         current.step_index = decision.step_index
@@ -322,9 +328,16 @@ def _step(
             f"inconclusive analyses: {decision.message}",
         )
     assert isinstance(decision, Wait)
+    extended = (
+        f"; it leans better (p {verdict.p_value:.2g} < {rollout.promising_significance:g}): "
+        f"{rollout.promising_extra_analyses} more analyses than maxInconclusive"
+        if decision.limit > rollout.max_inconclusive and verdict.p_value is not None
+        else ""
+    )
     return Transition(
         decision.reason,
-        f"Analysis {decision.inconclusive}/{rollout.max_inconclusive} inconclusive ({decision.reason}): {decision.message}",
+        f"Analysis {decision.inconclusive}/{decision.limit} inconclusive ({decision.reason}{extended}): "
+        f"{decision.message}",
     )
 
 

@@ -81,7 +81,8 @@ _INCONCLUSIVE = {
     "MetricsUnavailable": "The analysis could not query the metrics backend; it counts as inconclusive.",
     "NoData": "An analysis found no samples for a variant; it counts as inconclusive.",
     "TooFewSamples": "Fewer than `rollout.minSamples` samples per variant; it counts as inconclusive.",
-    "NotSignificant": "At the last step the difference is not significant yet; it counts as inconclusive.",
+    "NotSignificant": "At the last step the difference is not significant yet; it counts as inconclusive (while the "
+    "canary leans better, `rollout.promisingExtraAnalyses` more are allowed).",
     "BelowMinimumImprovement": "Significantly better, but by less than `rollout.minImprovementPct`; inconclusive.",
 }
 _FINISH = {
@@ -180,7 +181,8 @@ RULES: tuple[Rule, ...] = (
         "Held",
         [P.ROLLING_OUT],
         None,
-        "`onInconclusive: Hold` after `maxInconclusive` inconclusive analyses: the canary stays for a human.",
+        "`onInconclusive: Hold` after `maxInconclusive` inconclusive analyses (`promisingExtraAnalyses` more while it "
+        "leans better): the canary stays for a human.",
         progressing=False,
         extra=(("Degraded", "True", "Inconclusive"),),
         event=("Warning", "CanaryHeld"),

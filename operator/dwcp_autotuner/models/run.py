@@ -128,6 +128,23 @@ class RolloutSettings(AnalysisSettings):
         ge=1,
         description="Inconclusive analyses (no data, too few samples, not significant) tolerated before on_inconclusive applies.",
     )
+    promising_extra_analyses: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Further inconclusive analyses a canary gets beyond maxInconclusive while it leans better (the "
+        "objective's one-sided p-value that it is better is below promisingSignificance, yet the analysis was "
+        "inconclusive). The window keeps growing from the step's start, so an improvement of a few per cent that "
+        "maxInconclusive analyses cannot confirm at p < 0.001 is confirmed instead of rolled back. Default 0: a "
+        "canary lasts at most maxInconclusive analyses per step, as configured (docs/concepts.md measures 3).",
+    )
+    promising_significance: float = Field(
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        allow_inf_nan=False,
+        description="One-sided p-value below which an inconclusive canary leans better (promisingExtraAnalyses).",
+    )
     on_inconclusive: Literal["Rollback", "Hold"] = Field(
         "Rollback",
         description="Rollback: restore the stable config. Hold: keep the canary where it is and wait for a human.",

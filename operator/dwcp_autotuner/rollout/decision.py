@@ -11,6 +11,9 @@ limits on inconclusive analyses, and nothing else; it is pure and table-tested
 | Successful   | Advance to the next weight   | Promote                       |
 | Failed       | Rollback (the verdict's reason: CanaryWorse, GuardBreached)  |
 | Inconclusive | Wait for the next analysis; at `maxInconclusive` analyses, Rollback (Inconclusive) or Hold, as `onInconclusive` says |
+
+An inconclusive analysis whose p-value says the canary leans better allows `promisingExtraAnalyses` more
+(`Limits.allowed`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Wait:
     reason: str
     message: str
     inconclusive: int
+    limit: int  # the inconclusive analyses this one's evidence allows (`Limits.allowed`)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,17 @@ class Limits:
 
     max_inconclusive: int
     on_inconclusive: Literal["Rollback", "Hold"]
+    promising_extra: int = 0
+    promising_significance: float = 0.05
+
+    def allowed(self, p_value: float | None) -> int:
+        """The inconclusive analyses a proposal may have after one whose objective p-value (that the canary is
+        better) is `p_value`: `max_inconclusive`, and `promising_extra` more while the canary leans better
+        (p below `promising_significance`). The window grows from the step's start, so a canary a little better
+        than the stable one, which `max_inconclusive` analyses cannot confirm at a strict significance, gets
+        the samples that can; one that leans nowhere, or worse, is not kept longer."""
+        leaning = p_value is not None and p_value < self.promising_significance
+        return self.max_inconclusive + (self.promising_extra if leaning else 0)
 
 
 def decide(verdict: Verdict, step: Step, limits: Limits, inconclusive_before: int = 0) -> Decision:
@@ -91,8 +106,9 @@ def decide(verdict: Verdict, step: Step, limits: Limits, inconclusive_before: in
             return Promote()
         return Advance(step.index + 1, step.steps[step.index + 1])
     count = inconclusive_before + 1
-    if count < limits.max_inconclusive:
-        return Wait(verdict.reason, verdict.message, count)
+    limit = limits.allowed(verdict.p_value)
+    if count < limit:
+        return Wait(verdict.reason, verdict.message, count, limit)
     if limits.on_inconclusive == "Rollback":
         return Rollback("Inconclusive", f"{count} inconclusive analyses: {verdict.message}")
     return Hold(verdict.message, count)
