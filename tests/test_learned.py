@@ -417,6 +417,35 @@ def test_the_harm_cost_is_three_with_a_measured_twin_and_one_without_unless_the_
     assert cost(prior_twins={"svc": twin}, exploration=explicit) == cost(exploration=explicit) == 0.5
 
 
+def test_an_inconclusive_canary_that_measured_worse_raises_the_harm_cost_like_three_worse_ones():
+    """A canary rolled back as inconclusive after measuring better (within noise) says its neighbourhood is flat;
+    one that measured worse says nothing near holds a confirmable improvement, and the learned twin, which saw two
+    means within noise, learned little from it: the harm cost grows more (CAUTION_AFTER_WORSE_WITHIN_NOISE)."""
+    prof = profile()
+    proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    stable = {"batch": 8, "timeout": 400}
+
+    def ends(canary: dict, gaps: list[float], reason: str) -> float:
+        for i, gap in enumerate(gaps):
+            record = step(stable, canary, i)
+            record.canary.score = record.stable.score + gap
+            proposer.observe("svc", prof, stable, canary, record)
+        n = next(_keys)
+        proposer.learn(
+            "svc",
+            prof,
+            ProposalVerdict(n, dict(stable), dict(canary), reason == "CanaryBetter", reason, -0.05, f"uid/{n}"),
+        )
+        return proposer._state("svc", prof).caution
+
+    assert ends({"batch": 16, "timeout": 400}, [0.4, 0.2], "Inconclusive") == 1.5  # measured better: flat
+    assert ends({"batch": 4, "timeout": 400}, [0.3, -0.5], "Inconclusive") == 1.5 * 6  # worse on the whole
+    assert ends({"batch": 8, "timeout": 800}, [-3.0], "CanaryWorse") == 1.5 * 6 * 2
+    # Each canary is judged on its own steps: a flat one after them grows the cost by half again.
+    assert ends({"batch": 8, "timeout": 200}, [0.1], "Inconclusive") == 1.5 * 6 * 2 * 1.5
+    assert ends({"batch": 16, "timeout": 800}, [2.0], "CanaryBetter") == 1.0  # a promotion resets it
+
+
 def test_without_twin_conditions_only_the_twin_itself_is_measured():
     prof = ParameterProfileSpec.model_validate({**profile().dump(), "twin": "acp"})
     asked = []

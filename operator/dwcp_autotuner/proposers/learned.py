@@ -48,6 +48,15 @@ from .surrogate import EnsembleTwin, LearnedTwin, mixture_moments
 MAX_CANDIDATES = 20_000
 HARM_COST_WITH_TWIN, HARM_COST_WITHOUT_TWIN = 3.0, 1.0  # exploration.harmCostPct when unset (`_harm_cost`)
 WORSE = frozenset({"CanaryWorse", "GuardBreached"})
+# How the harm cost grows after a canary that was not promoted (`_Profile.caution`, reset by a promotion): a worse
+# one taught the learned twin what it is worth, and the twin's posterior already avoids its neighbourhood; an
+# inconclusive one that measured better says the neighbourhood is flat. An inconclusive one that measured worse
+# taught the twin little (two means within noise) while saying the same as a worse one: nothing near holds an
+# improvement a canary can confirm. Its factor was measured (`bench/live_tuning.py`, twin prior, 27 shifts on three
+# seed sets, 108 runs): 2 changed nothing; 6 halved the runs with more than one harmful canary (35 -> 17) for 0.002
+# of the optimum on average, and without a prior it changed no fraction (docs/concepts.md).
+CAUTION_AFTER_WORSE, CAUTION_AFTER_FLAT, CAUTION_AFTER_WORSE_WITHIN_NOISE = 2.0, 1.5, 6.0
+MAX_CAUTION = 64.0
 
 
 def transfer_prior(profile: ParameterProfileSpec, meta: Mapping) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -114,11 +123,10 @@ class _Profile:
     tried: set[str] = field(default_factory=set)
     proposals: int = 0
     boost: float = 0.0
-    caution: float = (
-        1.0  # multiplies the harm cost: ×2 by a worse canary, ×1.5 by an inconclusive one, reset by a promotion
-    )
+    caution: float = 1.0  # multiplies the harm cost, reset by a promotion (CAUTION_AFTER_*)
     learned: list[str] = field(default_factory=list)
     measured_twin: bool = False  # the prior is the profile's measured twin (`spec.twin`)
+    canary_gap: list[float] = field(default_factory=list)  # canary - stable score of each step of the current canary
     lock: threading.RLock = field(default_factory=threading.RLock)
     pretraining: threading.Thread | None = None
     progress: TrainingStatus | None = None
@@ -243,6 +251,8 @@ class LearnedTwinProposer(Proposer):
         with state.lock:
             for config, measured in ((stable, step.stable), (canary, step.canary)):
                 state.twin.add(config, measured.score, measured.score_std, measured.n, measured.metrics)
+            if step.stable.score is not None and step.canary.score is not None:
+                state.canary_gap.append(step.canary.score - step.stable.score)
             self._save(profile_name, profile, state)
 
     def propose(self, profile_name, profile, stable) -> Proposal | NoProposal | None:
@@ -261,14 +271,17 @@ class LearnedTwinProposer(Proposer):
             state.learned = (state.learned + [key])[-200:]
             state.tried.add(canonical_json(verdict.proposed))
             limit = int(max(state.twin.sizes))
+            measured_worse = bool(state.canary_gap) and float(np.mean(state.canary_gap)) < 0.0
+            state.canary_gap = []
             if verdict.promoted:
                 state.radius = min(state.radius * 2, limit)
                 state.caution = 1.0
             elif verdict.reason in WORSE:
                 state.radius = max(state.radius // 2, 1)
-                state.caution = min(state.caution * 2.0, 64.0)  # failures in a row: the optimum is near
-            elif verdict.reason == "Inconclusive":  # no difference the canary could see: the neighbourhood is flat
-                state.caution = min(state.caution * 1.5, 64.0)
+                state.caution = min(state.caution * CAUTION_AFTER_WORSE, MAX_CAUTION)  # the optimum is near
+            elif verdict.reason == "Inconclusive":  # no difference the canary could confirm
+                factor = CAUTION_AFTER_WORSE_WITHIN_NOISE if measured_worse else CAUTION_AFTER_FLAT
+                state.caution = min(state.caution * factor, MAX_CAUTION)
             state.learning.samples += 1
             if state.planner is not None:
                 surface = self._surface(state, profile, dict(verdict.proposed if verdict.promoted else verdict.stable))
