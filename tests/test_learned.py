@@ -446,6 +446,20 @@ def test_an_inconclusive_canary_that_measured_worse_raises_the_harm_cost_like_th
     assert ends({"batch": 16, "timeout": 800}, [2.0], "CanaryBetter") == 1.0  # a promotion resets it
 
 
+def test_a_restart_mid_canary_keeps_what_its_steps_measured(tmp_path):
+    prof = profile()
+    store = FileConfigStore(tmp_path)
+    stable, canary = {"batch": 8, "timeout": 400}, {"batch": 4, "timeout": 400}
+    first = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    record = step(stable, canary)
+    record.canary.score = record.stable.score - 0.5  # worse, within noise
+    first.observe("svc", prof, stable, canary, record)
+    second = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)  # a new process
+    n = next(_keys)
+    second.learn("svc", prof, ProposalVerdict(n, stable, canary, False, "Inconclusive", -0.05, f"uid/{n}"))
+    assert second._state("svc", prof).caution == 6.0
+
+
 def test_without_twin_conditions_only_the_twin_itself_is_measured():
     prof = ParameterProfileSpec.model_validate({**profile().dump(), "twin": "acp"})
     asked = []

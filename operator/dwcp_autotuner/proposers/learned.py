@@ -198,6 +198,7 @@ class LearnedTwinProposer(Proposer):
             state.twin.prior_name = meta.get("twin", {}).get("prior") or state.twin.prior_name
             state.radius = int(meta.get("radius", state.radius))
             state.caution = float(meta.get("caution", 1.0))
+            state.canary_gap = [float(g) for g in meta.get("canaryGap") or []]  # a restart mid-canary keeps its steps
             state.learned = [str(k) for k in meta.get("learned") or []]
             state.proposals = int(meta.get("proposals", 0))
             state.learning.samples = int(meta.get("samples", 0))
@@ -236,6 +237,7 @@ class LearnedTwinProposer(Proposer):
             "twin": state.twin.state(),
             "radius": state.radius,
             "caution": state.caution,
+            "canaryGap": state.canary_gap,
             "learned": state.learned,
             "proposals": state.proposals,
             "samples": state.learning.samples,
