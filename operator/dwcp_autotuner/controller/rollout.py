@@ -40,6 +40,7 @@ from ..models.run import (
     GuardRecord,
     ProposalRecord,
     ProposalStatus,
+    RolloutSettings,
     RunStatus,
     StepRecord,
     VariantMeans,
@@ -48,6 +49,7 @@ from ..models.run import (
 from ..ports.base import Conflict
 from ..proposers.base import ProposalVerdict
 from ..rollout.decision import Advance, Hold, Limits, Promote, Rollback, Step, Wait, decide
+from ..rollout.statistics import Verdict
 from . import continuous
 from .analysis import analyse_step
 from .conditions import get_condition, now_iso
@@ -268,12 +270,7 @@ def _step(
     if problem is not None:
         return problem
     rollout = ctx.spec.rollout
-    limits = Limits(
-        rollout.max_inconclusive,
-        rollout.on_inconclusive,
-        rollout.promising_extra_analyses,
-        rollout.promising_significance,
-    )
+    limits = _limits(rollout)
     if rollout.on_inconclusive == "Hold" and current.inconclusive >= limits.allowed(current.p_value):
         return None  # held for a human (the last analysis's p-value says how many were allowed, as `decide` did)
     if current.awaiting_approval:
@@ -328,6 +325,20 @@ def _step(
             f"inconclusive analyses: {decision.message}",
         )
     assert isinstance(decision, Wait)
+    return _waiting(decision, verdict, rollout)
+
+
+def _limits(rollout: RolloutSettings) -> Limits:
+    return Limits(
+        rollout.max_inconclusive,
+        rollout.on_inconclusive,
+        rollout.promising_extra_analyses,
+        rollout.promising_significance,
+    )
+
+
+def _waiting(decision: Wait, verdict: Verdict, rollout: RolloutSettings) -> Transition:
+    """An inconclusive analysis with analyses left: how many, and why more than `maxInconclusive` when it leans better."""
     extended = (
         f"; it leans better (p {verdict.p_value:.2g} < {rollout.promising_significance:g}): "
         f"{rollout.promising_extra_analyses} more analyses than maxInconclusive"
