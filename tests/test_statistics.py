@@ -198,6 +198,74 @@ def test_guard_degradation_within_tolerance_is_not_a_breach() -> None:
     assert evaluate_guard(strict, lat).breached
 
 
+def _ratio_guard_outcomes(test: str, truth_pct: float, cv: float, n: int, seeds: int = 200) -> tuple[dict, int]:
+    """Outcomes of a 10 % guard on a metric to maximize whose candidate is `truth_pct` worse, over many seeds;
+    and how often the means alone said "significantly worse, and beyond the tolerance" (the old breach rule)."""
+    limit = GuardLimit(metric="compression_ratio", goal="maximize", max_degradation_pct=10.0)
+    settings = AnalysisSettings(test=test, min_samples=3)
+    outcomes: dict[str, int] = {"Breached": 0, "Inconclusive": 0, "Held": 0}
+    worse_and_beyond = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        base = 12.0 * (1 + cv * rng.standard_normal(n))
+        cand = 12.0 * (1 - truth_pct / 100) * (1 + cv * rng.standard_normal(n))
+        check = evaluate_guard(
+            limit, MetricSamples(metric="compression_ratio", goal="maximize", baseline=base, candidate=cand), settings
+        )
+        outcomes[check.status] += 1
+        assert check.p_value_worse is not None and check.degradation_pct is not None
+        if check.p_value_worse < settings.significance and check.degradation_pct > 10.0:
+            worse_and_beyond += 1
+            assert check.status != "Held"  # a mean beyond the tolerance never steps forward
+            if check.status == "Inconclusive":
+                assert check.reason == "NotSignificant" and "not significantly beyond" in check.message
+                assert check.p_value_beyond is not None and check.p_value_beyond >= settings.significance
+    return outcomes, worse_and_beyond
+
+
+@pytest.mark.parametrize("test", TESTS)
+def test_a_degradation_within_the_tolerance_is_not_breached_by_a_noisy_mean(test: str) -> None:
+    """A guard breaches only when the degradation is significantly beyond its tolerance, not when a noisy mean
+    lands beyond it: a candidate 6 % worse under a 10 % guard (8 % noise per sample, 20 samples, as a
+    compression ratio over short windows) measured "significantly worse and more than 10 % worse" in 8 of 200
+    analyses, which rolled a good canary back (the closed loop's HDE canary, GuardBreached at 50 %)."""
+    outcomes, worse_and_beyond = _ratio_guard_outcomes(test, truth_pct=6.0, cv=0.08, n=20)
+    assert worse_and_beyond >= 5  # the data do put noisy means beyond the tolerance ...
+    assert outcomes["Breached"] == 0  # ... and none of them breaches
+    assert outcomes["Inconclusive"] == worse_and_beyond  # each of them is measured again
+
+
+@pytest.mark.parametrize("test", TESTS)
+def test_a_degradation_well_beyond_the_tolerance_still_breaches_at_once(test: str) -> None:
+    clear, _ = _ratio_guard_outcomes(test, truth_pct=20.0, cv=0.05, n=40, seeds=50)
+    assert clear == {"Breached": 50, "Inconclusive": 0, "Held": 0}
+    noisy, _ = _ratio_guard_outcomes(test, truth_pct=20.0, cv=0.08, n=20, seeds=100)
+    assert noisy["Held"] == 0 and noisy["Breached"] >= 75  # the rest is measured again, never stepped over
+
+
+def test_a_guard_beyond_its_tolerance_by_its_mean_only_keeps_the_step_waiting() -> None:
+    """The objective passes, the guard is worse and beyond its tolerance by its mean, but not significantly
+    beyond it: the analysis is inconclusive (the rollout waits for more samples), neither a breach nor a pass."""
+    limit = GuardLimit(metric="compression_ratio", goal="maximize", max_degradation_pct=10.0)
+    rng = np.random.default_rng(5)
+    base, cand = 12.0 * (1 + 0.08 * rng.standard_normal(20)), 10.6 * (1 + 0.08 * rng.standard_normal(20))
+    ratio = MetricSamples(metric="compression_ratio", goal="maximize", baseline=base, candidate=cand)
+    check = evaluate_guard(limit, ratio)
+    assert check.degradation_pct is not None and check.degradation_pct > 10.0
+    assert check.p_value_worse is not None and check.p_value_worse < 0.001
+    assert (check.status, check.reason) == ("Inconclusive", "NotSignificant")
+    for require in ("not_worse", "better"):
+        verdict = analyse(_objective_better(), [(limit, ratio)], require=require)  # type: ignore[arg-type]
+        assert (verdict.phase, verdict.reason) == ("Inconclusive", "NotSignificant"), verdict.message
+        assert "beyond the 10% tolerance by its mean but not significantly beyond it" in verdict.message
+
+
+def test_a_guard_at_zero_tolerance_breaches_on_any_significant_degradation() -> None:
+    limit = GuardLimit(metric="p99_latency", goal="minimize")
+    check = evaluate_guard(limit, _latency(36, 10.0, 10.3, n=40, cv=0.01))
+    assert check.breached and check.p_value_beyond == check.p_value_worse
+
+
 def test_guard_unchanged_holds() -> None:
     limit = GuardLimit(metric="p99_latency", goal="minimize")
     check = evaluate_guard(limit, _latency(33, 10.0, 10.0))

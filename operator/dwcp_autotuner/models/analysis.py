@@ -55,7 +55,7 @@ class AnalysisSettings(CamelModel):
 
 
 class GuardLimit(CamelModel):
-    """A metric the canary must not make worse; a breach rolls the canary back at once."""
+    """A metric the canary must not make worse; a breach (significantly beyond the tolerance) rolls it back at once."""
 
     metric: str = Field(min_length=1, description="Name of a metric in `metrics`.")
     goal: Goal = Field(description="Whether larger or smaller values are better.")
@@ -65,6 +65,7 @@ class GuardLimit(CamelModel):
         allow_inf_nan=False,
         description=(
             "Tolerated degradation of the canary's mean, in percent. The guard breaches only when a one-sided test "
-            "says the canary is worse AND the degradation exceeds this tolerance."
+            "says the canary is worse by more than this tolerance (against the stable samples moved by it); a mean "
+            "beyond it without that evidence makes the analysis inconclusive, and it is measured again."
         ),
     )

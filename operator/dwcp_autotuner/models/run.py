@@ -387,7 +387,10 @@ class GuardRecord(CamelModel):
     """One guard's result in one analysis."""
 
     metric: str
-    status: str = Field(description="Held, Breached or Unknown (not enough data).")
+    status: str = Field(
+        description="Held, Breached or Inconclusive (too few samples, or beyond the tolerance by its mean but not "
+        "significantly)."
+    )
     degradation_pct: float | None = Field(
         None, description="How much worse the canary's mean was, in % (negative: better)."
     )
