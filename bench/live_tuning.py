@@ -45,12 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from dwcp_autotuner.canary.protocol import CANARY_KEY, ConfigRef, canonical_json
 from dwcp_autotuner.controller.context import Ports, RunContext
 from dwcp_autotuner.controller.run import reconcile
 from dwcp_autotuner.env.twin import Twin, load_or_measure_twin
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES
+from dwcp_autotuner.models.errors import format_validation_error
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import OptimizationRunSpec, RunAgentSettings, RunStatus
 from dwcp_autotuner.ports.base import RecordingEvents
@@ -311,6 +313,22 @@ class Trace:
     calibration: float | None = None  # RMS of those checks' errors, in predicted standard deviations
 
 
+def run_spec(seed: int, budget: int, exploration: dict | None, rollout: dict | None) -> OptimizationRunSpec:
+    """The run every method gets: the bench's interval and samples, `--exploration` / `--rollout` over them."""
+    settings = RunAgentSettings.model_validate(
+        {"seed": seed, "batchSize": 16, "hiddenSizes": [64, 64], "learningStarts": 16, "persistModel": False}
+    )
+    return OptimizationRunSpec.model_validate(
+        {
+            "profiles": ["live"],
+            "budget": {"maxProposals": budget * 4},
+            "agent": settings.model_dump(by_alias=True),
+            "rollout": {"analysisIntervalSeconds": INTERVAL, "sampleSeconds": 60, "minSamples": 5, **(rollout or {})},
+            "exploration": {"rejectedCooldownSeconds": 10**8, **(exploration or {})},
+        }
+    )
+
+
 def run_one(
     component: str,
     method: str,
@@ -333,18 +351,7 @@ def run_one(
         live = Live(component, live_twin, store, seed)
         default = live_twin.space.default_config()
     store.put(NS, CM, {"config.json": canonical_json(default)})
-    settings = RunAgentSettings.model_validate(
-        {"seed": seed, "batchSize": 16, "hiddenSizes": [64, 64], "learningStarts": 16, "persistModel": False}
-    )
-    spec = OptimizationRunSpec.model_validate(
-        {
-            "profiles": ["live"],
-            "budget": {"maxProposals": budget * 4},
-            "agent": settings.model_dump(by_alias=True),
-            "rollout": {"analysisIntervalSeconds": INTERVAL, "sampleSeconds": 60, "minSamples": 5, **(rollout or {})},
-            "exploration": {"rejectedCooldownSeconds": 10**8, **(exploration or {})},
-        }
-    )
+    spec = run_spec(seed, budget, exploration, rollout)
     proposer = make_proposer(method, seed, prior, spec)
     profiles = {"live": live.profile()}
     metrics, events = live.metrics(), RecordingEvents()
@@ -459,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"--methods: unknown {', '.join(unknown)} (known: {', '.join(METHODS + EXTRA_METHODS)})")
     shifts = parse_shifts(args.shift)
+    try:  # an invalid --exploration / --rollout is said in one line before any twin is measured
+        run_spec(seeds[0], max(budgets), args.exploration, args.rollout)
+    except ValidationError as error:
+        raise SystemExit(f"--exploration / --rollout: {format_validation_error(error, 'spec')}") from None
     root = Path(tempfile.mkdtemp(prefix="live-tuning-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     results: dict = {}
     curves: dict = {}
