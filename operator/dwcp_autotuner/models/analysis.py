@@ -6,7 +6,7 @@ statistics (`rollout/statistics.py`) and `tune`'s verification.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -14,6 +14,8 @@ from .base import CamelModel
 from .space import Goal
 
 TestKind = Literal["welch", "mannwhitney", "both"]
+#: A one-sided p-value threshold: strictly between 0 and 0.5 (at 0.5 a one-sided test decides on a coin flip).
+Significance = Annotated[float, Field(gt=0.0, lt=0.5, allow_inf_nan=False)]
 
 
 class AnalysisSettings(CamelModel):
@@ -30,11 +32,8 @@ class AnalysisSettings(CamelModel):
             "(ranks, robust to outliers and skew), or both (both must reject; the larger p is reported)."
         ),
     )
-    significance: float = Field(
+    significance: Significance = Field(
         0.001,
-        gt=0.0,
-        lt=0.5,
-        allow_inf_nan=False,
         description="One-sided p-value the objective must beat to promote (and a guard to count as breached).",
     )
     min_samples: int = Field(

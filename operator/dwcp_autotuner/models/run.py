@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .agent import MAX_EPISODES, MAX_STEPS_PER_EPISODE, AgentSettings
-from .analysis import AnalysisSettings
+from .analysis import AnalysisSettings, Significance
 from .base import CamelModel
 
 Mode = Literal["Apply", "Recommend"]
@@ -138,11 +138,8 @@ class RolloutSettings(AnalysisSettings):
         "maxInconclusive analyses cannot confirm at p < 0.001 is confirmed instead of rolled back. Default 0: a "
         "canary lasts at most maxInconclusive analyses per step, as configured (docs/concepts.md measures 3).",
     )
-    promising_significance: float = Field(
+    promising_significance: Significance = Field(
         0.05,
-        gt=0.0,
-        lt=0.5,
-        allow_inf_nan=False,
         description="One-sided p-value below which an inconclusive canary leans better (promisingExtraAnalyses).",
     )
     on_inconclusive: Literal["Rollback", "Hold"] = Field(
