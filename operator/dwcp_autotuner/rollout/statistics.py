@@ -459,8 +459,9 @@ def evaluate_guard(limit: GuardLimit, samples: MetricSamples, settings: Analysis
     Inconclusive: the rollout neither steps forward on it nor rolls back on it, and measures again, on a
     window that keeps growing. (Breaching on "worse at all, and the mean beyond the tolerance" rolled good
     canaries back: the examples' HDE proposal (level 5, 64 KiB chunks, 256 KiB window) compresses 6-8 % worse
-    than the default, within the guard's 10 %, yet 2 of 30 of its 10-s analyses at 50 % (the real component,
-    the real Prometheus) measured it more than 10 % worse at p < 0.001; the margin test breached none.) A
+    than the default, within the guard's 10 %, yet 1-2 of 30 of its 10-s analyses at 50 % measured it more
+    than 10 % worse at p < 0.001, about one canary in ten over its steps; the margin test breached none:
+    `bench/guard_noise.py`, the real component and the real Prometheus.) A
     clearly worse mean on too few samples is Inconclusive too: we do not roll back on anecdotes, but we do
     not step forward on them either.
     """
