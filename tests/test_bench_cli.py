@@ -33,3 +33,25 @@ def test_live_tuning_says_which_spec_field_is_invalid_before_measuring_anything(
     assert "Traceback" not in done.stderr
     assert named in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stdout == ""  # no twin measured, no table started
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--shift", "hde.link_mbps"], "--shift"),
+        (["--shift", "db.pool=4"], "--shift"),
+        (["--seeds", "1,x"], "--seeds"),
+    ],
+)
+def test_cycle_shift_says_which_flag_is_invalid_before_running_anything(args: list[str], named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cycle_shift.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert named in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stdout == ""

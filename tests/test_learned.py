@@ -345,6 +345,11 @@ def test_a_twin_family_is_weighed_by_the_canaries_and_the_model_follows_the_cond
     assert sum(w for w, _, _ in parts) == pytest.approx(1.0)
     (mean,), _ = family.predict_working([family.index_of(top)])
     assert mean == pytest.approx(sum(w * m[0] for w, m, _ in parts))
+    # A new cycle forgets the measurements and what was fitted on them: the family is weighed anew.
+    family.forget_measurements()
+    assert family.size == 0 and family.resembles is None and len(family.mixture([family.index_of(top)])) == 1
+    fresh = LearnedTwin(space, _bowl(prof, 4, 200), "measured twin")
+    assert np.allclose(family.predict([family.index_of(top)])[0], fresh.predict([fresh.index_of(top)])[0])
 
 
 def test_the_twin_is_also_measured_under_other_conditions_and_the_status_says_which_the_canaries_resemble():
@@ -625,3 +630,49 @@ def test_with_a_measured_twin_a_configuration_its_twin_says_breaches_a_guard_is_
     assert isinstance(proposal, Proposal)
     assert proposal.config["batch"] < 32, proposal  # the best score the guard allows
     assert proposal.config != prof.default_config()
+
+
+def test_a_new_cycle_starts_from_the_last_cycles_learned_twin_as_a_prior_not_from_its_measurements(tmp_path):
+    """After a trigger (a workload shift) the stable configuration's old samples no longer measure it: kept as
+    measurements they outweighed its new ones and the run held for good on a surface that was gone."""
+    prof = profile()
+    store = FileConfigStore(tmp_path)
+    proposer = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    stable, _ = _drive(proposer, prof, 6)
+    state = proposer._state("svc", prof)
+    state.caution = 12.0
+    points = [(i, j) for i in range(7) for j in range(6)]
+    before = state.twin.predict(points)[0]
+    proposer.new_cycle("svc", prof)
+    learning = proposer.learning_status("svc", prof)
+    assert learning.observations == 0 and learning.prior.startswith("the learned twin of the last cycle")
+    assert state.caution == 1.0
+    assert np.allclose(state.twin.predict(points)[0], before, rtol=0.02)  # what it learned is the prior's shape
+    # The workload shifted: everything scores 1.5 times higher now. One step at the new level is believed.
+    shifted = step(stable, stable)
+    for measured in (shifted.stable, shifted.canary):
+        measured.score *= 1.5
+    proposer.observe("svc", prof, stable, stable, shifted)
+    mean = state.twin.predict([state.twin.index_of(stable)])[0][0]
+    assert mean == pytest.approx(1.5 * truth(stable), rel=0.05)
+    # A restart rebuilds the same prior from the stored model.
+    again = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)._state("svc", prof)
+    assert again.twin.prior_name == state.twin.prior_name and again.twin.size == state.twin.size
+    assert np.allclose(again.twin.predict(points)[0], state.twin.predict(points)[0])
+
+
+def test_an_operator_restart_keeps_the_prior_a_similar_stored_model_gave(tmp_path):
+    store = FileConfigStore(tmp_path)
+    _drive(LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True), profile(), 6)
+    other = profile(name_max=128)
+    first = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    stable = other.default_config()
+    canary = {**stable, "batch": 16}
+    first.observe("other", other, stable, canary, step(stable, canary))  # stores "other"'s own model
+    second = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)  # a new process
+    a, b = first._state("other", other), second._state("other", other)
+    assert b.twin.prior is not None and b.twin.prior_name == a.twin.prior_name
+    assert a.twin.prior_name.startswith("similar model svc-model")
+    points = [(i, j) for i in range(8) for j in range(6)]
+    assert np.allclose(a.twin.predict(points)[0], b.twin.predict(points)[0])
+    assert np.allclose(a.twin.predict(points)[1], b.twin.predict(points)[1])

@@ -19,8 +19,9 @@ weighed by the canaries) or a similar stored model as its prior mean, updated fr
    point's upper bound is better than the stable score by a detectable amount (the run finishes), else
    `NothingSafe` (the run holds and asks again later); it never stops while the twin still sees a better region.
 
-The learned twin and the planner are stored with the model (`keeper`), so a restart or the next run or cycle
-goes on from them.
+The learned twin and the planner are stored with the model (`keeper`), so a restart or the next run goes on from
+them. A new cycle of a continuous run (a trigger fired: the workload shifted, the score degraded, the schedule came)
+starts from what the last cycle learned as a prior, not as measurements (`new_cycle`).
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ class _Profile:
     caution: float = 1.0  # multiplies the harm cost, reset by a promotion (CAUTION_AFTER_*)
     learned: list[str] = field(default_factory=list)
     measured_twin: bool = False  # the prior is the profile's measured twin (`spec.twin`)
+    # The learned twin another model (a similar profile's) or the last cycle gave as the prior, kept with this
+    # profile's own model so that a restart rebuilds the same prior: {"space": [...], "twin": {...}, "name": "..."}
+    borrowed: dict | None = None
     canary_gap: list[float] = field(default_factory=list)  # canary - stable score of each step of the current canary
     lock: threading.RLock = field(default_factory=threading.RLock)
     pretraining: threading.Thread | None = None
@@ -194,6 +198,9 @@ class LearnedTwinProposer(Proposer):
         stored = self.keeper.load(name, profile, state.learning)
         if stored is not None:
             meta, checkpoint = stored
+            borrowed = meta.get("borrowed")
+            if twin is None and profile.twin is None and borrowed:
+                self._borrow(state, profile, borrowed)
             state.twin.restore(meta.get("twin") or {})
             state.twin.prior_name = meta.get("twin", {}).get("prior") or state.twin.prior_name
             state.radius = int(meta.get("radius", state.radius))
@@ -208,12 +215,23 @@ class LearnedTwinProposer(Proposer):
             similar = self.keeper.similar(name, profile)
             if similar is not None:
                 meta, description = similar
-                prior = transfer_prior(profile, meta)
-                if prior is not None:
-                    state.twin = self.twin_class(space, prior, description)
-                    state.radius = base * 2
+                self._borrow(state, profile, {"space": meta["space"], "twin": meta.get("twin"), "name": description})
         state.learning.prior = state.twin.prior_name
         return state
+
+    def _borrow(self, state: _Profile, profile: ParameterProfileSpec, borrowed: dict) -> None:
+        """Another learned twin (a similar profile's, or this profile's last cycle) as the prior mean."""
+        prior = transfer_prior(profile, borrowed)
+        if prior is None:
+            return
+        state.twin.prior, state.twin.prior_name = prior, str(borrowed.get("name") or "a stored learned twin")
+        state.twin._model = None
+        state.borrowed = {
+            "space": borrowed["space"],
+            "twin": _observations_only(borrowed.get("twin")),
+            "name": state.twin.prior_name,
+        }
+        state.radius = max(state.radius, self.exploration.trust_region_steps * 2)
 
     def _use_twin(self, state: _Profile, twin: Twin) -> None:
         state.twin.prior = twin_prior(twin)
@@ -239,6 +257,7 @@ class LearnedTwinProposer(Proposer):
             "caution": state.caution,
             "canaryGap": state.canary_gap,
             "learned": state.learned,
+            "borrowed": state.borrowed,
             "proposals": state.proposals,
             "samples": state.learning.samples,
         }
@@ -371,9 +390,33 @@ class LearnedTwinProposer(Proposer):
         self._state(profile_name, profile).boost = rate
 
     def new_cycle(self, profile_name, profile) -> None:
+        """A trigger fired (the workload shifted, the score degraded, a schedule): what the learned twin measured
+        may no longer hold. The cycle's measurements become the prior of the next (its shape, which the new
+        canaries rescale or overrule: `LearnedTwin`'s a·prior + b and the kernel's misfit), and the next starts
+        with no measurements and no caution. Kept as measurements, the stable configuration's old samples outweigh
+        its new ones, and the cycle held for good on a surface that was not there any more (`bench/cycle_shift.py`:
+        no canary in any case before). With a measured twin (`spec.twin`) the twin stays the prior and weighs its
+        conditions anew."""
         state = self._state(profile_name, profile)
-        state.tried.clear()
-        state.radius = max(state.radius, self.exploration.trust_region_steps)
+        with state.lock:
+            state.tried.clear()
+            state.radius = max(state.radius, self.exploration.trust_region_steps)
+            twin = state.twin
+            if twin.observations:
+                if not state.measured_twin and profile.twin is None:
+                    self._borrow(
+                        state,
+                        profile,
+                        {
+                            "space": [p.dump() for p in profile.parameters],
+                            "twin": twin.state(),
+                            "name": f"the learned twin of the last cycle ({twin.size} observations)",
+                        },
+                    )
+                twin.forget_measurements()
+            state.caution, state.canary_gap = 1.0, []
+            state.learning.prior = twin.prior_name
+            self._save(profile_name, profile, state)
 
     # --- choosing ------------------------------------------------------------------------------------------
     def _assess(self, state: _Profile, profile: ParameterProfileSpec, indices: np.ndarray, stable_index):
@@ -660,6 +703,12 @@ def _expected_improvement(mean: np.ndarray, sd: np.ndarray, threshold: float) ->
     cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
     pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
     return (mean - threshold) * cdf + sd * pdf
+
+
+def _observations_only(twin: Mapping | None) -> dict:
+    """A learned twin's state as a prior needs it: its measurements, not its checks of earlier predictions."""
+    twin = twin or {}
+    return {"scale": twin.get("scale"), "observations": list(twin.get("observations") or [])}
 
 
 def _condition_label(conditions: Mapping[str, object]) -> str:

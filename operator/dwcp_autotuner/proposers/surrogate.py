@@ -235,6 +235,15 @@ class LearnedTwin:
         self._model = None
         self._metric_models.clear()
 
+    def forget_measurements(self) -> None:
+        """Drop every observation and what was fitted on them (a new cycle: they may no longer hold); the prior,
+        the twin family and the checks of earlier predictions stay."""
+        self.observations = []
+        self._expected.clear()
+        self._model = None
+        self._metric_models.clear()
+        self._members, self.weights = [], {}
+
     # --- how honest the uncertainty is ------------------------------------------------------------------------
     def expect(self, index) -> None:
         """Remember the prediction at a configuration about to be canaried (from the model the choice was made on),
