@@ -10,7 +10,8 @@ score fires neither Degradation nor, without workload metrics, WorkloadShift). T
 from the same stable configuration. Printed per shift and method, mean over `--seeds`: the fraction of the shifted
 workload's optimum where each ends, the canaries it ran and the harmful ones (truly worse than the stable one).
 
-    python bench/cycle_shift.py                                   # five shifts, three seeds, ~5 min
+    python bench/cycle_shift.py                                   # five shifts, three seeds, ~2 min
+    python bench/cycle_shift.py --seeds 61,62,63,64,65 --methods ours_no_dqn,ours_no_dqn_twin_prior
     python bench/cycle_shift.py --shift hde.link_mbps=1000 --seeds 1,2,3,4 --json out/cycle_shift.json
 """
 
@@ -111,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shift", action="append", help="COMPONENT.OPTION=VALUE (repeatable; default: five)")
     parser.add_argument("--seeds", default="61,62,63")
-    parser.add_argument("--methods", default="ours", help="comma-separated live_tuning methods")
+    parser.add_argument(
+        "--methods",
+        default="ours_no_dqn",
+        help="comma-separated live_tuning methods (default: the learned twin without the planner, which adds nothing "
+        "measured and plans after every verdict and hold: `ours` took over 20 min for the default cases)",
+    )
     parser.add_argument("--budget", type=int, default=20, help="canaries the cycle (and the new run) may use")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cases)} cases (shift x method x seed), each a run to its end then the shifted cycle and a new run")
     with Pool(2) as pool:
         results = pool.map(run_case, cases, chunksize=1)
-    print(f"{'shift':28s}{'method':14s}{'after the shift':>16s}{'fraction':>10s}{'canaries':>10s}{'harmful':>9s}")
+    print(f"{'shift':28s}{'method':24s}{'after the shift':>16s}{'fraction':>10s}{'canaries':>10s}{'harmful':>9s}")
     summary = {}
     for shift in shifts:
         for method in args.methods.split(","):
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     "harmful": round(float(np.mean(h)), 2),
                 }
                 label = "next cycle" if mode == "next_cycle" else "new run"
-                print(f"{shift:28s}{method:14s}{label:>16s}{np.mean(f):10.3f}{np.mean(n):10.1f}{np.mean(h):9.1f}")
+                print(f"{shift:28s}{method:24s}{label:>16s}{np.mean(f):10.3f}{np.mean(n):10.1f}{np.mean(h):9.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"results": summary, "runs": results}, indent=1))

@@ -26,7 +26,8 @@ the log score). A white-noise term takes what the per-point variances miss.
 
 `predict` gives the mean and the standard deviation of the score at any grid points; `metric` models one
 metric (a guard's) the same way, for the pessimistic screening of guards. The state (observations, prior
-name) is plain JSON: it is stored with the model (proposers/store.py) and warm-starts the next run and cycle.
+name) is plain JSON: it is stored with the model (proposers/store.py) and warm-starts the next run; the next cycle
+of a continuous run takes it as a prior instead (`forget_measurements`).
 Scores are modelled relative to `scale` (the first stable measurement's magnitude), so the kernel's bounds
 mean the same for every profile.
 """
