@@ -85,7 +85,21 @@ EOF
   wait_until 60 "Prometheus" "$PYTHON" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PROM_PORT/-/ready')"
   kubectl apply -n $NS -f examples/hde-profile.yaml -f examples/pba-profile.yaml -f examples/acp-profile.yaml
   if [ "${DWCP_LOCAL_RUN:-1}" != 0 ]; then
-    kubectl wait -n $NS --for=condition=Ready parameterprofiles --all --timeout=3m
+    # Ready within 3 minutes, or at once an error naming the process that exited (a port taken, say).
+    local deadline=$((SECONDS + 180))
+    until kubectl wait -n $NS --for=condition=Ready parameterprofiles --all --timeout=5s >/dev/null 2>&1; do
+      for name in "${NAMES[@]}"; do
+        if ! alive "$name"; then
+          echo "local-loop: $name exited; the end of $DIR/$name.log:" >&2
+          tail -n 3 "$DIR/$name.log" >&2
+          exit 1
+        fi
+      done
+      if [ $SECONDS -ge $deadline ]; then
+        echo "local-loop: timed out waiting for the profiles to be Ready (logs in $DIR)" >&2
+        exit 1
+      fi
+    done
     kubectl apply -n $NS -f - <<'RUN'
 apiVersion: autotune.dwcp.io/v1alpha1
 kind: OptimizationRun
