@@ -21,15 +21,19 @@ pytestmark = [
 ]
 
 
-def test_start_runs_everything_on_loopback_and_stop_ends_it_all(tmp_path):
-    base = free_port_block(9)  # ports base+1 .. base+9
-    env = {
+def _environment(tmp_path: Path, base: int) -> dict[str, str]:
+    """The script's environment: its files under `tmp_path`, its ports base+1 .. base+9."""
+    return {
         **os.environ,
         "DWCP_LOCAL_DIR": str(tmp_path),
         "DWCP_LOCAL_PORT_BASE": str(base),
         "DWCP_LOCAL_PROMETHEUS_PORT": str(free_port()),
         "PYTHON": str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else "python3",
     }
+
+
+def test_start_runs_everything_on_loopback_and_stop_ends_it_all(tmp_path):
+    env = _environment(tmp_path, free_port_block(9))
     script = str(REPO / "scripts" / "local-loop.sh")
     started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=300)
     try:
@@ -64,13 +68,7 @@ def test_start_says_at_once_which_process_exited_when_one_cannot_start(tmp_path)
     """A port of the block already taken (here the operator's liveness port, base+8): the operator exits at once,
     and `start` says so with the end of its log instead of waiting three minutes for the profiles."""
     base = free_port_block(9)
-    env = {
-        **os.environ,
-        "DWCP_LOCAL_DIR": str(tmp_path),
-        "DWCP_LOCAL_PORT_BASE": str(base),
-        "DWCP_LOCAL_PROMETHEUS_PORT": str(free_port()),
-        "PYTHON": str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else "python3",
-    }
+    env = _environment(tmp_path, base)
     script = str(REPO / "scripts" / "local-loop.sh")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", base + 8))
