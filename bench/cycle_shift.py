@@ -21,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import shutil
 import sys
 import tempfile
 from multiprocessing import Pool
@@ -105,6 +106,7 @@ def run_case(case: tuple[str, str, int, str, int]) -> dict:
             "ended": str(status.message or "")[:200],
         }
         proposer.close()
+        shutil.rmtree(folder, ignore_errors=True)
     return {"case": list(case), **out}
 
 
