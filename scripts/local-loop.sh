@@ -29,10 +29,17 @@ started() { # NAME LOGFILE CMD...: start CMD in the background, remember its PID
 
 alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 
-wait_until() { # SECONDS WHAT CMD...
-  local deadline=$((SECONDS + $1)) what=$2
+wait_until() { # SECONDS WHAT CMD...: until CMD succeeds; at once an error if a process started so far exited
+  local deadline=$((SECONDS + $1)) what=$2 name
   shift 2
   until "$@" >/dev/null 2>&1; do
+    for name in "${NAMES[@]}"; do
+      if [ -f "$DIR/$name.pid" ] && ! alive "$name"; then # a port taken, say
+        echo "local-loop: $name exited; the end of $DIR/$name.log:" >&2
+        tail -n 3 "$DIR/$name.log" >&2
+        return 1
+      fi
+    done
     if [ $SECONDS -ge $deadline ]; then
       echo "local-loop: timed out waiting for $what (logs in $DIR)" >&2
       return 1
@@ -50,6 +57,7 @@ start() {
       exit 1
     fi
   done
+  for name in "${NAMES[@]}"; do rm -f "$DIR/$name.pid"; done # a crashed run's: wait_until reads them
   command -v prometheus >/dev/null || { echo "local-loop: no prometheus (apt-get install prometheus)" >&2; exit 1; }
   command -v kubectl >/dev/null || { echo "local-loop: no kubectl (scripts/setup-dev.sh)" >&2; exit 1; }
   mkdir -p "$DIR"
@@ -85,21 +93,7 @@ EOF
   wait_until 60 "Prometheus" "$PYTHON" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PROM_PORT/-/ready')"
   kubectl apply -n $NS -f examples/hde-profile.yaml -f examples/pba-profile.yaml -f examples/acp-profile.yaml
   if [ "${DWCP_LOCAL_RUN:-1}" != 0 ]; then
-    # Ready within 3 minutes, or at once an error naming the process that exited (a port taken, say).
-    local deadline=$((SECONDS + 180))
-    until kubectl wait -n $NS --for=condition=Ready parameterprofiles --all --timeout=5s >/dev/null 2>&1; do
-      for name in "${NAMES[@]}"; do
-        if ! alive "$name"; then
-          echo "local-loop: $name exited; the end of $DIR/$name.log:" >&2
-          tail -n 3 "$DIR/$name.log" >&2
-          exit 1
-        fi
-      done
-      if [ $SECONDS -ge $deadline ]; then
-        echo "local-loop: timed out waiting for the profiles to be Ready (logs in $DIR)" >&2
-        exit 1
-      fi
-    done
+    wait_until 180 "the profiles to be Ready" kubectl wait -n $NS --for=condition=Ready parameterprofiles --all --timeout=5s
     kubectl apply -n $NS -f - <<'RUN'
 apiVersion: autotune.dwcp.io/v1alpha1
 kind: OptimizationRun
