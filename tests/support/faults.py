@@ -55,13 +55,16 @@ class Killed(BaseException):
 @dataclasses.dataclass
 class Rule:
     method: str
-    pattern: str  # a regular expression searched in the request path
+    pattern: str  # a regular expression searched in the request's path (not its query)
     action: str  # "refuse" | "lose-answer" | "kill-before" | "kill-after"
     status: int = 500
     times: int = 1
 
     def matches(self, method: str, url: str) -> bool:
-        return self.times > 0 and method.upper() == self.method.upper() and re.search(self.pattern, url) is not None
+        # The pattern is searched in the path alone: a PATCH's URL ends in `?fieldManager=...`, and a pattern
+        # anchored with `$` at the object's name must still match it.
+        path = urllib3.util.parse_url(url).path or ""
+        return self.times > 0 and method.upper() == self.method.upper() and re.search(self.pattern, path) is not None
 
 
 class FaultyPool:
@@ -344,7 +347,7 @@ class World:
     # --- invariants ----------------------------------------------------------------------------------
     def check(self) -> None:
         """Checked after every tick: stable bytes change only by a promotion, untuned keys never; one promotion
-        (and one Event) per proposal; no canary keys of a run that ended or is gone."""
+        (and one Event) per proposal; no canary keys of a run that ended or is gone, nor of a proposal that ended."""
         promoted_now: dict[tuple[str, int], None] = {}
         for name in self.run_names():
             for record in self.status(name).get("history") or []:
@@ -390,6 +393,13 @@ class World:
                 for cm_name in self.watch:
                     revision = self.data(cm_name).get("autotune.dwcp.io.canary-revision", "")
                     assert not revision.startswith(f"{name}-"), f"run {name} ended with its canary {revision} out"
+            # A proposal is recorded as ended only once its canary is withdrawn (or was removed by someone else):
+            # a canary whose proposal the history says ended is an orphan that nothing would ever withdraw.
+            ended = {r.get("revision") for r in status.get("history") or []} - {None}
+            ended.discard((status.get("current") or {}).get("revision"))
+            for cm_name in self.watch:
+                revision = self.data(cm_name).get("autotune.dwcp.io.canary-revision")
+                assert revision not in ended, f"run {name} recorded proposal {revision} as ended with its canary out"
 
     def _promotion_pending(self, cm_name: str) -> bool:
         """A promotion written whose record the next tick writes (the status PATCH after it was lost)."""
