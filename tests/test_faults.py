@@ -166,6 +166,44 @@ def test_a_run_deleted_mid_canary_withdraws_it_even_when_its_profile_is_gone(mon
         w.assert_no_canary_left()
 
 
+def test_a_canary_whose_profile_went_is_withdrawn_even_when_its_configmap_cannot_be_read_at_that_moment(monkeypatch):
+    """The rollback is recorded only once the canary is withdrawn: a failed read is retried, not taken as done (the
+    record said RolledBack with the canary still out, and the run waited on its own canary as a foreign one)."""
+    with world(monkeypatch) as w:
+        stable = stable_json({"batch": 8, "timeout": 800})
+        w.configmap("svc-config", {"config.json": stable})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=1))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        w.custom.delete_namespaced_custom_object(
+            "autotune.dwcp.io", "v1alpha1", w.namespace, "parameterprofiles", "svc"
+        )
+        w.restart()  # nothing cached: the next tick reads the ConfigMap, and that read fails
+        w.inject("GET", r"/configmaps/svc-config$", "refuse", 500)
+        w.tick()  # the invariants: no proposal recorded as ended with its canary out
+        assert condition(w.status("tune"), "Degraded")["reason"] == "KubernetesUnavailable"
+        w.tick()
+        w.assert_no_canary_left()
+        assert w.data("svc-config")["config.json"] == stable
+        assert history(w, "tune") == [("RolledBack", "ProfileNotReady")]
+
+
+def test_a_profile_that_cannot_be_read_for_a_moment_mid_canary_does_not_end_it(monkeypatch):
+    """A 503 or a lost answer on the profile is the API's failure, not the profile's: the canary stays and goes on."""
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=1))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        w.inject("GET", r"/parameterprofiles/svc$", "refuse", 503)
+        w.inject("GET", r"/parameterprofiles/svc$", "lose-answer")
+        w.tick()
+        assert condition(w.status("tune"), "Degraded")["reason"] == "KubernetesUnavailable"
+        assert CANARY_KEY in w.data("svc-config")
+        w.run_until(lambda: w.finished("tune"))
+        assert history(w, "tune") == [("Promoted", "CanaryBetter")]
+
+
 # --- 3. runs that wedge -------------------------------------------------------------------------------------
 def test_two_runs_on_one_profile_both_finish(monkeypatch):
     with world(monkeypatch) as w:

@@ -13,6 +13,11 @@ from ..proposers.base import Proposer
 from .conditions import now_iso
 
 
+class ProfileUnreadable(str):
+    """Why a profile could not be read just now (the API server failed or the answer was lost), as a profile's
+    entry in `RunContext.profiles`: a reason to wait and read it again, never a verdict on a canary out."""
+
+
 @dataclass
 class RunContext:
     """Everything one reconcile call sees of the run."""
@@ -23,7 +28,8 @@ class RunContext:
     generation: int | None
     spec: OptimizationRunSpec
     status: RunStatus
-    profiles: dict[str, ParameterProfileSpec | str]  # name -> spec, or an error message why it is unusable
+    # name -> spec, or why it is unusable (a `ProfileUnreadable`: only for now, the API failed)
+    profiles: dict[str, ParameterProfileSpec | str]
     now: dt.datetime
     owner: OwnerRef | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)  # the run's metadata.annotations (manual actions)

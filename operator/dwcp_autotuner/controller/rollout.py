@@ -53,7 +53,7 @@ from ..rollout.statistics import Verdict
 from . import continuous
 from .analysis import analyse_step
 from .conditions import get_condition, now_iso
-from .context import Ports, RunContext, parse_time
+from .context import Ports, ProfileUnreadable, RunContext, parse_time
 from .history import record
 from .target import config_ref, read_target
 from .transitions import Transition
@@ -81,9 +81,13 @@ def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | No
     current = status.current
     assert current is not None
     profile = ctx.profiles.get(current.profile)
+    if isinstance(profile, ProfileUnreadable):  # the API failed this once: the canary stays as it is until it answers
+        return Transition("KubernetesUnavailable", f"profile {current.profile}: {profile}")
     snapshot = _read_canary_target(ctx, ports, current, profile)
     gone = _cannot_go_on(ctx, current, profile)
     if gone is not None:
+        if isinstance(snapshot, Transition) and snapshot.reason != "TargetNotFound":
+            return snapshot  # the ConfigMap cannot be read now: withdraw the canary next tick, never record it undone
         reason, message = gone
         if (
             current.pending_action == "Promote"

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..canary.protocol import target_ref, withdraw
-from ..controller.context import Ports, RunContext
+from ..controller.context import Ports, ProfileUnreadable, RunContext
 from ..controller.profiles import parse_profile, validate_profile
 from ..controller.run import RunRef, reconcile, reconcile_failed, reconcile_invalid, reconcile_recovered, settled
 from ..controller.target import config_ref
@@ -503,7 +503,9 @@ class OperatorRuntime:
         operator (status Ready=True for its current generation): a profile whose PromQL Prometheus
         rejects, whose ConfigMap is missing or out of bounds, or that was not checked yet, is not
         used. During a rollout only a spec that no longer parses stops the run (a profile that is
-        merely not Ready because, say, Prometheus is down is handled by the canary analysis).
+        merely not Ready because, say, Prometheus is down is handled by the canary analysis). A profile
+        that could not be read (the API failed, the answer was lost) is a `ProfileUnreadable`: the run
+        waits for it, whatever its phase.
         """
         profiles: dict[str, ParameterProfileSpec | str] = {}
         for name in names:
@@ -515,11 +517,11 @@ class OperatorRuntime:
                 profiles[name] = (
                     f"ParameterProfile {namespace}/{name} not found"
                     if error.status == 404
-                    else f"cannot read it ({error.status} {error.reason})"
+                    else ProfileUnreadable(f"cannot read it ({error.status} {error.reason})")
                 )
                 continue
-            except Exception as error:
-                profiles[name] = f"cannot read it ({error})"
+            except Exception as error:  # a lost answer, a refused connection: read again next tick
+                profiles[name] = ProfileUnreadable(f"cannot read it ({error})")
                 continue
             if (obj.get("metadata") or {}).get("uid"):
                 self._profile_uids[(namespace, name)] = obj["metadata"]["uid"]
