@@ -22,7 +22,7 @@ import random
 import pytest
 import yaml
 
-from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_REVISION_KEY
+from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.handlers.runtime import CACHE_TICKS
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from tests.support.faults import ROLLOUT, ROOT, Killed, profile_spec, stable_json, world
@@ -279,6 +279,25 @@ def test_an_unusable_prometheus_url_is_refused_with_a_condition():
     for url in ("http://[::1", "ftp://prometheus", "http://", "http://prometheus:99999"):
         with pytest.raises(ValueError, match="prometheusUrl|URL|pattern"):
             OptimizationRunSpec.model_validate({"profiles": ["svc"], "prometheusUrl": url})
+
+
+def test_a_promotion_whose_record_was_lost_is_recorded_even_after_another_runs_canary_took_the_configmap(monkeypatch):
+    """Killed right after the promotion's write: before the restarted operator records it, a second run on the same
+    profile finds the ConfigMap free and starts its canary. The first run's promotion happened (the stable bytes are
+    its configuration), so it is recorded as Promoted, not as a canary replaced by another."""
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.run("first", run_spec("svc", proposals=1))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        w.run("second", run_spec("svc", proposals=1))  # waits while the first run's canary is out
+        w.run_until(lambda: w.data("svc-config").get(CANARY_WEIGHT_KEY) == str(ROLLOUT["steps"][-1]))
+        w.inject("PATCH", r"/configmaps/svc-config$", "kill-after")  # the next write is the promotion
+        w.run_until(lambda: w.kills == 1)
+        w.run_until(lambda: w.finished("first"))
+        assert history(w, "first") == [("Promoted", "CanaryBetter")]
+        w.run_until(lambda: w.finished("second"))
+        w.assert_no_canary_left()
 
 
 # --- 4. exactly once -----------------------------------------------------------------------------------------

@@ -134,8 +134,11 @@ def _ours(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
 
 
 def _promoted(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
+    """The promotion was written: the stable bytes are the promoted ones and this proposal's canary is gone. (Another
+    run's canary may be out already: the promotion freed the ConfigMap before its record was written.)"""
     expected = current.promote_digest or digest(canonical_json(current.config))  # older statuses wrote the config whole
-    return snapshot.canary is None and snapshot.stable_digest() == expected
+    ours_out = snapshot.canary is not None and snapshot.canary_revision == current.revision
+    return not ours_out and snapshot.stable_digest() == expected
 
 
 def _resume_start(
