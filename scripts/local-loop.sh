@@ -36,7 +36,7 @@ wait_until() { # SECONDS WHAT CMD...: until CMD succeeds; at once an error if a 
     for name in "${NAMES[@]}"; do
       if [ -f "$DIR/$name.pid" ] && ! alive "$name"; then # a port taken, say
         echo "local-loop: $name exited; the end of $DIR/$name.log:" >&2
-        tail -n 3 "$DIR/$name.log" >&2
+        tail -n 15 "$DIR/$name.log" >&2 # the error, and what a dying interpreter logs after it (unclosed sessions)
         return 1
       fi
     done
