@@ -204,6 +204,22 @@ def test_a_profile_that_cannot_be_read_for_a_moment_mid_canary_does_not_end_it(m
         assert history(w, "tune") == [("Promoted", "CanaryBetter")]
 
 
+def test_a_run_deleted_while_the_api_fails_withdraws_its_canary_before_it_goes(monkeypatch):
+    """A 503 on the deletion handler's read is retried (the finalizer keeps the run until the canary is withdrawn);
+    the run was deleted at once, with a warning in the log and its canary left out for good."""
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc"))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        w.restart()  # nothing cached: the deletion reads the ConfigMap, and that read fails
+        w.inject("GET", r"/configmaps/svc-config$", "refuse", 503)
+        w.delete_run("tune")
+        w.assert_no_canary_left()
+        assert w.run_object("tune") is None
+        assert any("503" in error for error in w.errors)
+
+
 # --- 3. runs that wedge -------------------------------------------------------------------------------------
 def test_two_runs_on_one_profile_both_finish(monkeypatch):
     with world(monkeypatch) as w:

@@ -291,17 +291,24 @@ class World:
     def data(self, configmap: str) -> dict[str, str]:
         return dict((self.emulator.get_object("configmaps", configmap, self.namespace) or {}).get("data") or {})
 
-    def delete_run(self, name: str) -> None:
-        """What Kopf's finalizer does: the deletion handler, then the object is gone."""
+    def delete_run(self, name: str, attempts: int = 5) -> None:
+        """What Kopf's finalizer does: the deletion handler, retried (after a tick) while it raises, then the object
+        is gone. A handler that still raises after `attempts` tries fails the test: the object would stay."""
         body = self.run_object(name)
         if body is None:
             return
-        try:
-            self.runtime.cleanup_run(body)
-        except Killed:
-            self.kills += 1
-            self.restart()
-            self.runtime.cleanup_run(self.run_object(name) or body)
+        for attempt in range(attempts):
+            try:
+                self.runtime.cleanup_run(self.run_object(name) or body)
+                break
+            except Killed:
+                self.kills += 1
+                self.restart()
+            except Exception as error:  # Kopf logs it and calls the handler again after its backoff
+                self.errors.append(f"deletion: {type(error).__name__}: {error}")
+                if attempt == attempts - 1:
+                    raise
+            self.now += dt.timedelta(seconds=1)
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, "optimizationruns", name)
 
     # --- time ----------------------------------------------------------------------------------------

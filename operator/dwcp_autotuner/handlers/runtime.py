@@ -34,7 +34,7 @@ from ..models.profile import ParameterProfileSpec, ProfileStatus
 from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, Phase, RunStatus, TargetRef, resolve_sampling
 from ..ports.base import ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
 from ..ports.cached import CachedConfigStore
-from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents, KubernetesJobs
+from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents, KubernetesJobs, Rejected
 from ..ports.notify import Notifier, NotifyingEvents, Webhook
 from ..ports.prometheus import PrometheusMetrics
 from ..proposers.base import Proposer
@@ -713,7 +713,11 @@ class OperatorRuntime:
         self.metrics.export(namespace, name, status)
 
     def cleanup_run(self, body: Mapping) -> None:
-        """A run deleted mid-rollout takes its canary keys with it; the stable bytes are never touched."""
+        """A run deleted mid-rollout takes its canary keys with it; the stable bytes are never touched.
+
+        A transient failure (a 5xx, a lost answer, a conflict) raises, so Kopf calls this again and the run's
+        finalizer keeps it until the canary is withdrawn; only a ConfigMap that is gone, or a request the API
+        refuses for good (403: the operator may no longer touch that namespace), lets the run go with a warning."""
         meta = body.get("metadata", {})
         self.forget(meta.get("uid", ""))
         self.metrics.forget(meta.get("namespace", "default"), meta.get("name", ""))
@@ -724,7 +728,7 @@ class OperatorRuntime:
             return
         try:
             withdraw(self.configs, config_ref(status.current.target), status.current.revision)
-        except (NotFound, Unavailable) as error:
+        except (NotFound, Rejected) as error:
             log.warning("run %s/%s: could not withdraw its canary: %s", namespace, meta.get("name", ""), error)
 
     def _with_target(self, namespace: str, status: RunStatus) -> RunStatus:
