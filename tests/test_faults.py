@@ -43,6 +43,17 @@ def history(w, run: str) -> list[tuple[str, str]]:
     return [(h["verdict"], h["reason"]) for h in w.status(run).get("history") or []]
 
 
+def canary_out(w, proposals: int = 1) -> str:
+    """A run `tune` of one profile `svc` on ConfigMap `svc-config`, ticked until its first canary is out; the stable
+    bytes."""
+    stable = stable_json({"batch": 8, "timeout": 800})
+    w.configmap("svc-config", {"config.json": stable})
+    w.profile("svc", profile_spec())
+    w.run("tune", run_spec("svc", proposals=proposals))
+    w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+    return stable
+
+
 # --- 1. data loss ----------------------------------------------------------------------------------------
 def test_a_promotion_keeps_every_key_it_does_not_tune_byte_for_byte(monkeypatch):
     with world(monkeypatch) as w:
@@ -111,11 +122,7 @@ def test_a_profile_may_not_name_a_canary_protocol_key_as_its_target_key():
 
 def test_switching_to_recommend_mid_rollout_withdraws_the_canary_and_promotes_nothing(monkeypatch):
     with world(monkeypatch) as w:
-        stable = stable_json({"batch": 8, "timeout": 800})
-        w.configmap("svc-config", {"config.json": stable})
-        w.profile("svc", profile_spec())
-        w.run("tune", run_spec("svc", proposals=3))
-        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        stable = canary_out(w, proposals=3)
         w.custom.patch_namespaced_custom_object(
             "autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", "tune", {"spec": {"mode": "Recommend"}}
         )
@@ -170,11 +177,7 @@ def test_a_canary_whose_profile_went_is_withdrawn_even_when_its_configmap_cannot
     """The rollback is recorded only once the canary is withdrawn: a failed read is retried, not taken as done (the
     record said RolledBack with the canary still out, and the run waited on its own canary as a foreign one)."""
     with world(monkeypatch) as w:
-        stable = stable_json({"batch": 8, "timeout": 800})
-        w.configmap("svc-config", {"config.json": stable})
-        w.profile("svc", profile_spec())
-        w.run("tune", run_spec("svc", proposals=1))
-        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        stable = canary_out(w)
         w.custom.delete_namespaced_custom_object(
             "autotune.dwcp.io", "v1alpha1", w.namespace, "parameterprofiles", "svc"
         )
@@ -191,10 +194,7 @@ def test_a_canary_whose_profile_went_is_withdrawn_even_when_its_configmap_cannot
 def test_a_profile_that_cannot_be_read_for_a_moment_mid_canary_does_not_end_it(monkeypatch):
     """A 503 or a lost answer on the profile is the API's failure, not the profile's: the canary stays and goes on."""
     with world(monkeypatch) as w:
-        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
-        w.profile("svc", profile_spec())
-        w.run("tune", run_spec("svc", proposals=1))
-        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        canary_out(w)
         w.inject("GET", r"/parameterprofiles/svc$", "refuse", 503)
         w.inject("GET", r"/parameterprofiles/svc$", "lose-answer")
         w.tick()
@@ -208,10 +208,7 @@ def test_a_run_deleted_while_the_api_fails_withdraws_its_canary_before_it_goes(m
     """A 503 on the deletion handler's read is retried (the finalizer keeps the run until the canary is withdrawn);
     the run was deleted at once, with a warning in the log and its canary left out for good."""
     with world(monkeypatch) as w:
-        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
-        w.profile("svc", profile_spec())
-        w.run("tune", run_spec("svc"))
-        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        canary_out(w, proposals=2)
         w.restart()  # nothing cached: the deletion reads the ConfigMap, and that read fails
         w.inject("GET", r"/configmaps/svc-config$", "refuse", 503)
         w.delete_run("tune")
