@@ -191,13 +191,21 @@ def test_a_canary_whose_profile_went_is_withdrawn_even_when_its_configmap_cannot
         assert history(w, "tune") == [("RolledBack", "ProfileNotReady")]
 
 
-def test_a_profile_that_cannot_be_read_for_a_moment_mid_canary_does_not_end_it(monkeypatch):
-    """A 503 or a lost answer on the profile is the API's failure, not the profile's: the canary stays and goes on."""
+@pytest.mark.parametrize("status", [503, 403])
+def test_a_profile_the_api_cannot_return_mid_canary_is_waited_for_unless_refused_for_good(monkeypatch, status):
+    """A 503 or a lost answer on the profile is the API's failure, not the profile's: the canary stays and goes on. A
+    403 (the operator may no longer read it) does not pass with a retry: the canary is withdrawn, as for a profile
+    that is gone."""
     with world(monkeypatch) as w:
         canary_out(w)
-        w.inject("GET", r"/parameterprofiles/svc$", "refuse", 503)
-        w.inject("GET", r"/parameterprofiles/svc$", "lose-answer")
+        w.inject("GET", r"/parameterprofiles/svc$", "refuse", status)
+        if status == 503:
+            w.inject("GET", r"/parameterprofiles/svc$", "lose-answer")
         w.tick()
+        if status == 403:
+            w.assert_no_canary_left()
+            assert history(w, "tune") == [("RolledBack", "ProfileNotReady")]
+            return
         assert condition(w.status("tune"), "Degraded")["reason"] == "KubernetesUnavailable"
         assert CANARY_KEY in w.data("svc-config")
         w.run_until(lambda: w.finished("tune"))

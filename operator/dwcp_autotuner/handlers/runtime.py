@@ -34,7 +34,7 @@ from ..models.profile import ParameterProfileSpec, ProfileStatus
 from ..models.run import TERMINAL_PHASES, OptimizationRunSpec, Phase, RunStatus, TargetRef, resolve_sampling
 from ..ports.base import ConfigStore, EventSink, NotFound, OwnerRef, Unavailable
 from ..ports.cached import CachedConfigStore
-from ..ports.kubernetes import KubernetesConfigStore, KubernetesEvents, KubernetesJobs, Rejected
+from ..ports.kubernetes import PERMANENT_STATUSES, KubernetesConfigStore, KubernetesEvents, KubernetesJobs, Rejected
 from ..ports.notify import Notifier, NotifyingEvents, Webhook
 from ..ports.prometheus import PrometheusMetrics
 from ..proposers.base import Proposer
@@ -504,8 +504,8 @@ class OperatorRuntime:
         rejects, whose ConfigMap is missing or out of bounds, or that was not checked yet, is not
         used. During a rollout only a spec that no longer parses stops the run (a profile that is
         merely not Ready because, say, Prometheus is down is handled by the canary analysis). A profile
-        that could not be read (the API failed, the answer was lost) is a `ProfileUnreadable`: the run
-        waits for it, whatever its phase.
+        that could not be read for now (a 5xx, a lost answer) is a `ProfileUnreadable`: the run waits
+        for it, whatever its phase.
         """
         profiles: dict[str, ParameterProfileSpec | str] = {}
         for name in names:
@@ -514,11 +514,13 @@ class OperatorRuntime:
                 if obj is None:
                     obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PROFILES, name)
             except ApiException as error:
-                profiles[name] = (
-                    f"ParameterProfile {namespace}/{name} not found"
-                    if error.status == 404
-                    else ProfileUnreadable(f"cannot read it ({error.status} {error.reason})")
-                )
+                why = f"cannot read it ({error.status} {error.reason})"
+                if error.status == 404:
+                    profiles[name] = f"ParameterProfile {namespace}/{name} not found"
+                elif error.status in PERMANENT_STATUSES:  # refused for good (403: no longer allowed): a canary ends
+                    profiles[name] = why
+                else:  # a 5xx, a 409, a 429: read again next tick
+                    profiles[name] = ProfileUnreadable(why)
                 continue
             except Exception as error:  # a lost answer, a refused connection: read again next tick
                 profiles[name] = ProfileUnreadable(f"cannot read it ({error})")

@@ -78,9 +78,12 @@ def _describe(exc: ApiException) -> str:
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
 
 
+PERMANENT_STATUSES = frozenset({400, 401, 403, 415, 422})  # API answers a retry does not change (`Rejected`)
+
+
 def _unavailable(what: str, exc: BaseException) -> Unavailable:
     if isinstance(exc, ApiException):
-        if exc.status in (400, 401, 403, 415, 422):
+        if exc.status in PERMANENT_STATUSES:
             return Rejected(f"{what}: {_describe(exc)}")
         return Unavailable(f"{what}: {_describe(exc)}")
     reason = getattr(exc, "reason", None) or exc
