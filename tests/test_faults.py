@@ -25,6 +25,7 @@ import yaml
 from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.handlers.runtime import CACHE_TICKS
 from dwcp_autotuner.models.profile import ParameterProfileSpec
+from dwcp_autotuner.models.run import PROMOTE_ANNOTATION
 from tests.support.faults import ROLLOUT, ROOT, Killed, profile_spec, stable_json, world
 
 pytestmark = pytest.mark.slow
@@ -223,6 +224,29 @@ def test_a_run_deleted_while_the_api_fails_withdraws_its_canary_before_it_goes(m
         w.assert_no_canary_left()
         assert w.run_object("tune") is None
         assert any("503" in error for error in w.errors)
+
+
+def test_a_promote_request_that_meets_a_failed_read_is_carried_out_on_the_next_tick(monkeypatch):
+    """`autotune.dwcp.io/promote` was marked handled before the promotion's read: a 503 there lost the request
+    (the status said "promoted"; the canary went on at 5 %)."""
+    with world(monkeypatch) as w:
+        canary_out(w)
+        w.custom.patch_namespaced_custom_object(
+            "autotune.dwcp.io",
+            "v1alpha1",
+            w.namespace,
+            "optimizationruns",
+            "tune",
+            {"metadata": {"annotations": {PROMOTE_ANNOTATION: "now"}}},
+        )
+        w.restart()  # nothing cached: the promotion reads the ConfigMap, and that read fails
+        w.inject("GET", r"/configmaps/svc-config$", "refuse", 503)
+        w.tick()
+        assert CANARY_KEY in w.data("svc-config")
+        assert "promoted" not in (w.status("tune").get("manual") or {}).get("last", "")  # not yet
+        w.tick()
+        assert history(w, "tune") == [("Promoted", "ManualPromotion")]
+        w.assert_no_canary_left()
 
 
 # --- 3. runs that wedge -------------------------------------------------------------------------------------

@@ -110,6 +110,17 @@ def test_a_promote_with_nothing_out_is_recorded_and_ignored(tmp_path):
     assert json.loads(h.configmap()["config.json"]) == STABLE
 
 
+def test_a_promote_of_a_canary_a_person_removed_says_it_promoted_nothing(tmp_path):
+    h = ManualHarness(tmp_path, spec=spec(), canary_mean=100.0)
+    h.until_weight(5)
+    h.store.put(NS, "svc-config", {"config.json": h.stable_bytes, "unrelated": "kept"})  # the canary keys removed
+    h.annotations[PROMOTE_ANNOTATION] = "1"
+    h.tick(seconds=1)
+    assert h.status.manual.promote == "1" and "was not promoted" in h.status.manual.last
+    assert h.status.history[-1].reason == "CanaryRemoved"
+    assert h.configmap()["config.json"] == h.stable_bytes
+
+
 def test_abort_withdraws_the_canary_and_ends_the_run_and_retry_starts_it_again(tmp_path):
     h = ManualHarness(tmp_path, spec=spec(), proposals=(CANDIDATE, CANDIDATE))
     h.until_weight(25)

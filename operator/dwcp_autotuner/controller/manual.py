@@ -58,16 +58,35 @@ def act(ctx: RunContext, ports: Ports, status: RunStatus) -> tuple[RunStatus, Tr
         return status, _abort(ctx, ports, status)
     promote = _new(ctx, PROMOTE_ANNOTATION, manual.promote)
     if promote is not None:
-        manual.promote = promote
         current = status.current
         if current is None or not current.canary_weight or current.pending_action is not None:
+            manual.promote = promote
             manual.last = f"promote {promote!r} ignored: no canary is out to promote"
         else:
-            manual.last = f"promote {promote!r}: proposal {current.number} promoted at {current.canary_weight} %"
-            return status, rollout.promote_now(
-                ctx, ports, status, f"promoted on request ({PROMOTE_ANNOTATION}={promote})"
-            )
+            return status, _promote(ctx, ports, status, promote)
     return status, _pause(ctx, status)
+
+
+def _promote(ctx: RunContext, ports: Ports, status: RunStatus, promote: str) -> Transition | None:
+    """Promote the canary out now. The request counts as handled once the promotion is written or decided (or the
+    canary turned out to be gone or edited); while the profile or the ConfigMap cannot be read it stays, and the
+    next tick tries again."""
+    current = status.current
+    assert current is not None
+    number, weight = current.number, current.canary_weight
+    transition = rollout.promote_now(ctx, ports, status, f"promoted on request ({PROMOTE_ANNOTATION}={promote})")
+    unread = transition is None or transition.reason == "KubernetesUnavailable"
+    if unread and status.current is not None and status.current.pending_action is None:
+        return transition
+    status.manual.promote = promote
+    pending = status.current is not None and status.current.pending_action == "Promote"  # the rollout finishes it
+    promoted = pending or any(h.number == number and h.verdict == "Promoted" for h in status.history)
+    status.manual.last = (
+        f"promote {promote!r}: proposal {number} promoted at {weight} %"
+        if promoted
+        else f"promote {promote!r}: proposal {number} was not promoted ({transition.message if transition else ''})"
+    )
+    return transition
 
 
 def _new(ctx: RunContext, annotation: str, handled: str | None) -> str | None:
