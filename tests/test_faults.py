@@ -25,7 +25,8 @@ import yaml
 from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_KEYS, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
 from dwcp_autotuner.handlers.runtime import CACHE_TICKS
 from dwcp_autotuner.models.profile import ParameterProfileSpec
-from dwcp_autotuner.models.run import PROMOTE_ANNOTATION
+from dwcp_autotuner.models.run import ABORT_ANNOTATION, PROMOTE_ANNOTATION
+from dwcp_autotuner.ports.base import Unavailable
 from tests.support.faults import ROLLOUT, ROOT, Killed, profile_spec, stable_json, world
 
 pytestmark = pytest.mark.slow
@@ -448,6 +449,74 @@ def test_random_faults_on_one_or_two_runs_of_a_profile_at_every_fault_rate_keep_
             faults += len(w.wire)
     with capsys.disabled():
         print(f"\nfault rates: {faults} faults applied on the wire over 30 runs of one or two runs, nothing lost")
+
+
+def test_a_person_and_prometheus_outages_amid_random_faults_keep_the_invariants(monkeypatch, capsys):
+    """Twenty seeds: besides the API faults, a person promotes, pauses, resumes or aborts at random moments, and
+    Prometheus is down (every query fails) or has no data for windows of up to fifteen ticks; one or two runs. The
+    invariants hold after every tick, and every run ends with no canary out and the untuned keys untouched."""
+    actions = 0
+    for seed in range(20):
+        rng = random.Random(7000 + seed)
+        rate, two = rng.choice([0.1, 0.3]), rng.random() < 0.5
+        runs = ["tune", "tune2"] if two else ["tune"]
+        with world(monkeypatch, namespace=f"people-{seed}") as w:
+            w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
+            w.profile("svc", profile_spec())
+            for run in runs:
+                w.run(run, run_spec("svc", proposals=4 if run == "tune" else 2))
+            live = w.live.score
+            silent = {"ticks": 0}
+            w.live.score = lambda p, v: None if silent["ticks"] else live(p, v)
+            down = 0
+
+            def ended(run: str) -> bool:
+                return w.finished(run) or w.status(run).get("phase") == "Aborted"
+
+            for _ in range(250):
+                if all(ended(run) for run in runs):
+                    break
+                if rng.random() < rate:
+                    action, status = rng.choice(ACTIONS)
+                    method, pattern = rng.choice(TARGETS)
+                    w.inject(method, pattern, action, status)
+                if not down and rng.random() < 0.03:
+                    down = rng.randint(1, 15)
+                    w.metrics.fail_with(Unavailable("Prometheus is down"))
+                if not silent["ticks"] and rng.random() < 0.03:
+                    silent["ticks"] = rng.randint(1, 15)
+                roll = rng.random()
+                patch = None
+                if roll < 0.05:
+                    patch = {"metadata": {"annotations": {PROMOTE_ANNOTATION: f"p{rng.random()}"}}}
+                elif roll < 0.055:
+                    patch = {"metadata": {"annotations": {ABORT_ANNOTATION: "now"}}}
+                elif roll < 0.08:
+                    patch = {"spec": {"paused": rng.random() < 0.5}}
+                if patch is not None:
+                    actions += 1
+                    w.custom.patch_namespaced_custom_object(
+                        "autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", rng.choice(runs), patch
+                    )
+                w.tick()
+                down = max(down - 1, 0)
+                if not down:
+                    w.metrics.fail_with(None)
+                silent["ticks"] = max(silent["ticks"] - 1, 0)
+            w.faults.rules.clear()
+            w.metrics.fail_with(None)
+            silent["ticks"] = 0
+            for run in runs:
+                w.custom.patch_namespaced_custom_object(
+                    "autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", run, {"spec": {"paused": False}}
+                )
+            w.run_until(lambda: all(ended(run) for run in runs), limit=500)
+            w.assert_no_canary_left()
+            final = json.loads(w.data("svc-config")["config.json"])
+            assert {k: final[k] for k in UNTUNED} == UNTUNED
+    with capsys.disabled():
+        print(f"\npeople and outages: {actions} promote/abort/pause actions over 20 seeds, nothing lost")
+    assert actions >= 40
 
 
 def test_killed_at_every_write_of_a_rollout_the_run_resumes_and_promotes_once(monkeypatch):
