@@ -387,6 +387,21 @@ TARGETS = [
 ]
 
 
+def inject_at_random(w, rng: random.Random, rate: float) -> None:
+    """With probability `rate`, one fault (any of ACTIONS on any of TARGETS) on the next matching request."""
+    if rng.random() < rate:
+        action, status = rng.choice(ACTIONS)
+        method, pattern = rng.choice(TARGETS)
+        w.inject(method, pattern, action, status)
+
+
+def assert_ended_clean(w) -> None:
+    """No canary keys left in any ConfigMap, and the keys no profile tunes exactly as they were."""
+    w.assert_no_canary_left()
+    final = json.loads(w.data("svc-config")["config.json"])
+    assert {k: final[k] for k in UNTUNED} == UNTUNED
+
+
 def test_random_faults_and_kills_never_lose_a_byte_leave_a_canary_or_wedge_a_run(monkeypatch, capsys):
     """Eight seeds of a whole run with a fault on a request in two ticks of five (any of the actions above on any
     of the requests above), then no faults until it ends; the invariants are checked after every tick."""
@@ -400,16 +415,11 @@ def test_random_faults_and_kills_never_lose_a_byte_leave_a_canary_or_wedge_a_run
             for _ in range(300):
                 if w.finished("tune"):
                     break
-                if rng.random() < 0.4:
-                    action, status = rng.choice(ACTIONS)
-                    method, pattern = rng.choice(TARGETS)
-                    w.inject(method, pattern, action, status)
+                inject_at_random(w, rng, 0.4)
                 w.tick()
             w.faults.rules.clear()
             w.run_until(lambda: w.finished("tune"), limit=200)
-            w.assert_no_canary_left()
-            final = json.loads(w.data("svc-config")["config.json"])
-            assert {k: final[k] for k in UNTUNED} == UNTUNED
+            assert_ended_clean(w)
             promoted = [h for h in w.status("tune")["history"] if h["verdict"] == "Promoted"]
             assert len({h["number"] for h in promoted}) == len(promoted)
             faults, kills = faults + len(w.wire), kills + w.kills
@@ -436,16 +446,11 @@ def test_random_faults_on_one_or_two_runs_of_a_profile_at_every_fault_rate_keep_
             for _ in range(300):
                 if all(w.finished(run) for run in runs):
                     break
-                if rng.random() < rate:
-                    action, status = rng.choice(ACTIONS)
-                    method, pattern = rng.choice(TARGETS)
-                    w.inject(method, pattern, action, status)
+                inject_at_random(w, rng, rate)
                 w.tick()
             w.faults.rules.clear()
             w.run_until(lambda: all(w.finished(run) for run in runs), limit=300)
-            w.assert_no_canary_left()
-            final = json.loads(w.data("svc-config")["config.json"])
-            assert {k: final[k] for k in UNTUNED} == UNTUNED
+            assert_ended_clean(w)
             faults += len(w.wire)
     with capsys.disabled():
         print(f"\nfault rates: {faults} faults applied on the wire over 30 runs of one or two runs, nothing lost")
@@ -476,10 +481,7 @@ def test_a_person_and_prometheus_outages_amid_random_faults_keep_the_invariants(
             for _ in range(250):
                 if all(ended(run) for run in runs):
                     break
-                if rng.random() < rate:
-                    action, status = rng.choice(ACTIONS)
-                    method, pattern = rng.choice(TARGETS)
-                    w.inject(method, pattern, action, status)
+                inject_at_random(w, rng, rate)
                 if not down and rng.random() < 0.03:
                     down = rng.randint(1, 15)
                     w.metrics.fail_with(Unavailable("Prometheus is down"))
@@ -511,9 +513,7 @@ def test_a_person_and_prometheus_outages_amid_random_faults_keep_the_invariants(
                     "autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", run, {"spec": {"paused": False}}
                 )
             w.run_until(lambda: all(ended(run) for run in runs), limit=500)
-            w.assert_no_canary_left()
-            final = json.loads(w.data("svc-config")["config.json"])
-            assert {k: final[k] for k in UNTUNED} == UNTUNED
+            assert_ended_clean(w)
     with capsys.disabled():
         print(f"\npeople and outages: {actions} promote/abort/pause actions over 20 seeds, nothing lost")
     assert actions >= 40
@@ -563,16 +563,12 @@ def test_a_long_continuous_run_through_cycles_and_faults_keeps_the_invariants(mo
         w.run("tune", spec)
         rng = random.Random(11)
         for _ in range(900):
-            if rng.random() < 0.05:
-                action, status = rng.choice(ACTIONS)
-                method, pattern = rng.choice(TARGETS)
-                w.inject(method, pattern, action, status)
+            inject_at_random(w, rng, 0.05)
             w.tick(2)
         w.faults.rules.clear()
         w.run_until(lambda: w.finished("tune") and not w.status("tune").get("current"))
         assert w.status("tune")["cycle"] >= 2, w.status("tune").get("message")
-        w.assert_no_canary_left()
-        assert {k: json.loads(w.data("svc-config")["config.json"])[k] for k in UNTUNED} == UNTUNED
+        assert_ended_clean(w)
 
 
 def test_the_harness_kill_is_not_an_exception_the_operator_can_catch():
