@@ -106,3 +106,28 @@ def test_a_run_deleted_mid_reconcile_is_released_within_seconds_not_a_minute() -
         finally:
             stop.set()
             thread.join(timeout=15)
+
+
+def test_a_deletion_that_cannot_withdraw_the_canary_yet_is_retried_with_one_line_not_a_traceback() -> None:
+    """`cleanup_run` raises on a transient API failure (so the finalizer keeps the run); the Kopf handler turns it
+    into a `kopf.TemporaryError`, which Kopf logs as one line (and an Event) and retries after the backoff, where any
+    other exception is logged with its traceback."""
+    from types import SimpleNamespace
+
+    from dwcp_autotuner.handlers.kopf_handlers import register
+    from dwcp_autotuner.ports.base import Unavailable
+
+    def cleanup_run(body: Any) -> None:
+        raise Unavailable("read ConfigMap dwcp/svc-config: HTTP 503: the API server is restarting")
+
+    runtime = SimpleNamespace(config=OperatorConfig(tick_seconds=5.0), owns=lambda body: True, cleanup_run=cleanup_run)
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime)  # type: ignore[arg-type]  (only what the deletion handler uses)
+    handler = next(h for h in registry._changing.get_all_handlers() if h.fn.__name__ == "run_deleted")
+    try:
+        handler.fn(body={"metadata": {"name": "tune", "namespace": "dwcp"}})
+    except kopf.TemporaryError as error:
+        assert error.delay == 5.0
+        assert "not withdrawn yet" in str(error) and "HTTP 503" in str(error)
+    else:
+        raise AssertionError("the deletion handler returned: Kopf would remove the finalizer with the canary out")

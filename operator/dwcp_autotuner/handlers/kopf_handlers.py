@@ -11,6 +11,7 @@ import random
 
 import kopf
 
+from ..ports.base import Conflict, Unavailable
 from .runtime import GROUP, PROFILES, RUNS, VERSION, OperatorConfig, OperatorRuntime, same_status
 
 
@@ -93,4 +94,11 @@ def register(registry: kopf.OperatorRegistry, runtime: OperatorRuntime) -> None:
 
     @kopf.on.delete(GROUP, VERSION, RUNS, backoff=backoff, when=owned, registry=registry)
     def run_deleted(body, **_) -> None:
-        runtime.cleanup_run(body)
+        try:
+            runtime.cleanup_run(body)
+        except (Conflict, Unavailable) as error:  # one line in the log and an Event on the run, not a traceback
+            raise kopf.TemporaryError(
+                f"the run's canary is not withdrawn yet (retried in {backoff:g} s; the finalizer keeps the run until "
+                f"it is): {error}",
+                delay=backoff,
+            ) from None
