@@ -275,6 +275,63 @@ def test_a_human_edit_of_the_stable_key_mid_rollout_is_kept_and_the_canary_withd
     assert h.configmap()["config.json"] == human
 
 
+def test_a_person_who_edited_the_canary_and_then_the_stable_key_finds_the_run_paused_with_its_canary(tmp_path):
+    """Both edited: the canary keys still name this run's revision, so ending the proposal there would leave a canary
+    out that nothing withdraws (the run finished with it, or waited on it for good). The run stays paused, says what
+    changed and how to go on, and writes nothing; removing the canary keys ends the proposal and the run goes on."""
+    h = Harness(tmp_path)
+    h.tick(), h.tick(), h.tick()
+    ref = ConfigRef(NS, "svc-config")
+    snap = h.store.read(ref)
+    edited = canonical_json({"batch": 4, "timeout": 999})
+    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={CANARY_KEY: edited})
+    h.tick()
+    assert condition(h.status, "Degraded").reason == "ConfigMapDrift"
+    human = canonical_json({"batch": 50, "timeout": 1000})
+    snap = h.store.read(ref)
+    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={"config.json": human})
+    for _ in range(4):
+        h.tick()
+    degraded = condition(h.status, "Degraded")
+    assert degraded.reason == "ConfigMapDrift" and "stable configuration and the canary were both edited" in (
+        degraded.message
+    )
+    assert h.status.current is not None and not h.status.history  # the proposal is not recorded as ended
+    assert h.configmap()["config.json"] == human and h.configmap()[CANARY_KEY] == edited  # nothing overwritten
+    snap = h.store.read(ref)
+    h.store.write(ref, expected_resource_version=snap.resource_version, remove_keys=list(CANARY_KEYS))
+    h.tick()
+    assert (h.status.history[0].verdict, h.status.history[0].reason) == ("RolledBack", "CanaryRemoved")
+    h.run_until({"Succeeded", "RolledBack"})
+    assert h.configmap()["config.json"] == human and not set(CANARY_KEYS) & set(h.configmap())
+
+
+def test_a_proposal_that_must_end_while_a_person_edited_its_canary_waits_for_them_instead_of_leaving_it_out(tmp_path):
+    """The canary keys name this proposal but hold a person's edit when the proposal must end (here the run is
+    switched to Recommend; a worse analysis whose withdrawal met the edit, a profile gone and an abort end the same
+    way): recorded as rolled back there, the canary stayed out for good. The run pauses, writes nothing, and
+    records the end once the canary keys are gone."""
+    h = Harness(tmp_path)
+    h.tick(), h.tick(), h.tick()
+    ref = ConfigRef(NS, "svc-config")
+    snap = h.store.read(ref)
+    edited = canonical_json({"batch": 4, "timeout": 999})
+    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={CANARY_KEY: edited})
+    h.tick()
+    h.spec = h.spec.model_copy(update={"mode": "Recommend"})
+    for _ in range(3):
+        h.tick()
+    degraded = condition(h.status, "Degraded")
+    assert degraded.reason == "ConfigMapDrift" and "to be rolled back (RecommendMode)" in degraded.message
+    assert h.status.current is not None and not h.status.history
+    assert h.configmap()[CANARY_KEY] == edited and h.configmap()["config.json"] == h.stable_bytes
+    snap = h.store.read(ref)
+    h.store.write(ref, expected_resource_version=snap.resource_version, remove_keys=list(CANARY_KEYS))
+    h.tick()
+    assert (h.status.history[0].verdict, h.status.history[0].reason) == ("RolledBack", "RecommendMode")
+    assert h.status.current is None and h.configmap()["config.json"] == h.stable_bytes
+
+
 def test_an_edit_of_the_canary_weight_pauses_the_run_and_says_how_to_go_on(tmp_path):
     h = Harness(tmp_path)
     h.tick(), h.tick(), h.tick()

@@ -11,7 +11,9 @@
 3. What else may have happened to the ConfigMap (`_integrity`). Every case has a way forward: a canary
    that someone removed or replaced is recorded as abandoned; an edit of the stable key withdraws the
    canary (the edit is kept); an edit of the canary's own keys pauses the run and the message says how
-   to go on.
+   to go on. While the canary keys name this proposal but hold someone else's edit, the proposal is never
+   recorded as ended (nothing would withdraw that canary): a rollback due then, or a stable edit after it,
+   keeps the run paused until the keys are restored or removed.
 4. Once the step has run for an analysis interval, the step is analysed (`controller/analysis.py`), the
    measurements go to the proposer, and `rollout/decision.py` says what to do.
 
@@ -133,6 +135,12 @@ def _ours(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
     return snapshot.canary == canonical_json(current.config)  # written by an operator that did not record the digest
 
 
+def _edited(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
+    """The canary keys still name this proposal, but hold what someone else wrote: the run may neither withdraw
+    them (a person's edit is never overwritten) nor record the proposal as ended (nothing else would withdraw them)."""
+    return snapshot.canary_revision == current.revision and not _ours(current, snapshot)
+
+
 def _promoted(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
     """The promotion was written: the stable bytes are the promoted ones and this proposal's canary is gone. (Another
     run's canary may be out already: the promotion freed the ConfigMap before its record was written.)"""
@@ -209,6 +217,10 @@ def _resume_rollback(
     current = status.current
     assert current is not None
     reason, message = current.pending_reason or "RolledBack", status.message or ""
+    if _edited(current, snapshot):
+        return _paused(
+            snapshot, f"the canary configuration was edited; proposal {current.number} is to be rolled back ({reason})"
+        )
     if not _ours(current, snapshot):
         return _after_rollback(ctx, ports, status, profile, reason, message)
     return rollback(ctx, ports, status, snapshot, reason, message)
@@ -246,7 +258,9 @@ def _integrity(
                 "StableEdited",
                 "the stable configuration was edited during the rollout; the edit is kept and the canary withdrawn",
             )
-        return abandon(ctx, ports, status, "StableEdited", "the stable configuration and the canary were both edited")
+        # The canary keys still name this proposal: ended here, its canary would stay out with nothing to withdraw
+        # it (the run finished, or waited on it for good). A person's canary edit pauses the run; so does this.
+        return _paused(snapshot, "the stable configuration and the canary were both edited")
     if not _ours(current, snapshot):
         return _paused(snapshot, "the canary configuration was edited")
     if check_weight and snapshot.canary_weight != current.canary_weight:
@@ -654,6 +668,10 @@ def rollback(
     current.pending_reason = reason
     status.message = message
     ports.persist(status)
+    if snapshot is not None and _edited(current, snapshot):
+        return _paused(
+            snapshot, f"the canary configuration was edited; proposal {current.number} is to be rolled back ({reason})"
+        )
     if snapshot is not None and _ours(current, snapshot):
         try:
             # Only the canary keys go; the stable bytes are never rewritten by a rollback.

@@ -274,7 +274,8 @@ RULES: tuple[Rule, ...] = (
     ),
     _degraded(
         "ConfigMapDrift",
-        "Someone else edited the canary's keys during a rollout; the run pauses (the message says how to go on).",
+        "Someone else edited the canary's keys during a rollout; the run pauses (the message says how to go on), "
+        "also when the canary was due to be rolled back.",
     ),
     _degraded("ForeignCanary", "The ConfigMap carries another run's or a person's canary; the run waits."),
     _degraded("TargetNotFound", "The target ConfigMap is missing; the run waits."),
