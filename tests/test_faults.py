@@ -673,6 +673,33 @@ def test_a_long_continuous_run_through_cycles_and_faults_keeps_the_invariants(mo
         assert_ended_clean(w)
 
 
+def test_a_run_made_invalid_while_degraded_by_an_internal_error_fails_cleanly_and_clears_that_error(monkeypatch):
+    """An internal error (here a metrics adapter's bug), then a spec edit the models refuse: the run
+    fails (InvalidSpec, its canary withdrawn) in the next tick, which worked, so the InternalError condition is
+    cleared. That clearing was refused as an illegal transition out of Failed and raised from the tick (found by a
+    campaign of spec edits amid faults): the run stayed Failed with `Degraded=True, InternalError` for good."""
+    with world(monkeypatch) as w:
+        canary_out(w, proposals=3)
+        w.metrics.fail_with(RuntimeError("a bug in a metrics adapter"))  # unexpected: an internal error
+        w.run_until(lambda: condition(w.status("tune"), "Degraded").get("reason") == "InternalError")
+        w.metrics.fail_with(None)
+        w.custom.patch_namespaced_custom_object(
+            "autotune.dwcp.io",
+            "v1alpha1",
+            w.namespace,
+            "optimizationruns",
+            "tune",
+            {"spec": {"rollout": {"steps": [5, 50]}}},
+        )
+        w.tick()
+        w.tick()
+        status = w.status("tune")
+        assert status["phase"] == "Failed" and condition(status, "Ready")["reason"] == "InvalidSpec"
+        assert condition(status, "Degraded")["status"] == "False", condition(status, "Degraded")
+        assert not [e for e in w.errors if "metrics adapter" not in e], w.errors
+        w.assert_no_canary_left()
+
+
 def test_the_harness_kill_is_not_an_exception_the_operator_can_catch():
     assert not issubclass(Killed, Exception)
 

@@ -283,7 +283,7 @@ RULES: tuple[Rule, ...] = (
     _degraded("KubernetesUnavailable", "The API server failed or refused a request; retried every tick."),
     Rule(
         "InternalError",
-        ACTIVE | FINISHED | {P.ABORTED},
+        ACTIVE | ENDED,  # a Failed run's reconcile may raise too (its canary's withdrawal, retried)
         None,
         "degraded",
         "A reconcile (or the pretraining it waits for) raised an unexpected error; the message names it and how "
@@ -292,7 +292,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "AsExpected",
-        ACTIVE | FINISHED | {P.ABORTED},
+        ACTIVE | ENDED,  # an internal error's tick may be followed by one that fails the run (an invalid spec edit)
         None,
         "degraded",
         "What was in the run's way is gone; it goes on.",
