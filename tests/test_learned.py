@@ -294,6 +294,22 @@ def test_a_positive_score_is_modelled_on_a_log_scale_and_a_signed_one_is_not():
     assert positive.log and not signed.log
 
 
+def test_a_score_too_large_to_be_a_measurement_is_not_modelled_and_the_twin_goes_on():
+    """A broken query's 1e300 as the first measurement set the twin's scale, and every later measurement's variance
+    floor (a fraction of scale²) overflowed: every later `add` (each analysed canary step) raised OverflowError."""
+    space = profile().tuning_space()
+    twin = LearnedTwin(space)
+    points = [{"batch": b, "timeout": 800} for b in (1, 8, 64)]
+    twin.add(points[0], 1e300, 1e299, 10)
+    twin.add(points[1], -1e301, 1.0, 10)
+    for config in points:
+        twin.add(config, truth(config), 0.5, 10)
+    assert twin.size == 3 and twin.scale == abs(truth(points[0]))
+    mean, sd = twin.predict([twin.index_of(c) for c in points])
+    assert np.all(np.isfinite(mean)) and np.all(np.isfinite(sd))
+    assert np.allclose(mean, [truth(c) for c in points], rtol=0.05)
+
+
 def _bowl(prof: ParameterProfileSpec, batch: float, timeout: float):
     """A prior mean over the profile's grid like `truth`, with its top at (batch, timeout)."""
     grids = [p.grid() for p in prof.parameters]

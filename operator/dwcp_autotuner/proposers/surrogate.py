@@ -49,6 +49,10 @@ MAX_EXPECTED = 20  # predictions waiting for their configuration's first measure
 MIN_VARIANCE = 1e-8  # relative to scale²: a floor for a variance of the mean measured as zero
 PRIOR_SCALE_SD = 0.5  # prior sd of the measured twin's scale factor (1: the twin is right)
 TWIN_DISCREPANCY = 0.35  # the prior's misfit assumed away from data, as a fraction of the prior's own spread
+# A score beyond this is a broken query, not a measurement (its square overflows a float): it is not modelled, or
+# one such value as the first measurement set a scale under which every later measurement overflowed (OverflowError
+# at each analysed canary step).
+MAX_MAGNITUDE = 1e100
 LOG_FLOOR = 1e-3  # a prior below a thousandth of the scale is this on a log scale
 
 
@@ -222,11 +226,11 @@ class LearnedTwin:
         n: int,
         metrics: Mapping[str, float] | None = None,
     ) -> None:
-        if mean is None or not math.isfinite(mean) or n <= 0:
+        if mean is None or not math.isfinite(mean) or abs(mean) > MAX_MAGNITUDE or n <= 0:
             return
         if self.scale is None:
             self.scale = max(abs(mean), 1e-9)
-        spread = std if std is not None and math.isfinite(std) else 0.0
+        spread = std if std is not None and math.isfinite(std) and std <= MAX_MAGNITUDE else 0.0
         variance = max(spread**2 / max(n, 1), MIN_VARIANCE * self.scale**2)
         index = self.index_of(config)
         expected = self._expected.pop(index, None)
