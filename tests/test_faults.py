@@ -17,6 +17,7 @@ Behaviour a real cluster has and the emulator does not (and how the tests stay t
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -619,6 +620,75 @@ def test_a_person_editing_the_configmap_amid_random_faults_loses_no_edit_and_lea
     with capsys.disabled():
         print(f"\na person's edits: {edits} over 25 seeds amid API faults, none lost, no canary left")
     assert edits >= 100
+
+
+SPEC_EDITS = [  # (probability per tick, a spec patch drawn from the rng); the invalid one fails the run
+    (0.02, lambda rng: {"budget": {"maxProposals": rng.choice([1, 2, 3, 6])}}),
+    (0.02, lambda rng: {"rollout": {"steps": rng.choice([[5, 50], [10, 25, 50, 100], [100], [50, 100]])}}),
+    (0.01, lambda rng: {"mode": rng.choice(["Recommend", "Apply"])}),
+    (0.01, lambda rng: {"rollout": {"analysisIntervalSeconds": rng.choice([2, 4, 8])}}),
+    (0.01, lambda rng: {"rollout": {"onInconclusive": rng.choice(["Rollback", "Hold"])}}),
+    (0.005, lambda rng: {"rollout": {"requireApproval": rng.random() < 0.5}}),
+]
+GARBAGE = [math.nan, math.inf, -math.inf, -50.0, 0.0, 1e300, -1e300]
+
+
+def test_spec_edits_and_garbage_metrics_amid_random_faults_keep_the_invariants(monkeypatch, capsys):
+    """Twenty seeds: someone edits the run's spec at random moments (budget, steps, some of them invalid, mode,
+    analysis interval, what an inconclusive step does, approval) and the metrics return garbage (NaN, ±inf, negative,
+    zero, ±1e300) for one variant or both for up to ten ticks, amid API faults; one or two runs. Every run ends with
+    no canary out and the untuned keys as they were, and no tick raises. It found an internal error that could never
+    be cleared from a run that failed (`test_a_run_made_invalid_while_...`), and fails without that fix."""
+    edits = 0
+    for seed in range(20):
+        rng = random.Random(5000 + seed)
+        rate, two = rng.choice([0.0, 0.1, 0.3]), rng.random() < 0.4
+        runs = ["tune", "tune2"] if two else ["tune"]
+        with world(monkeypatch, namespace=f"spec-{seed}") as w:
+            w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
+            w.profile("svc", profile_spec())
+            for run in runs:
+                w.run(run, run_spec("svc", proposals=4 if run == "tune" else 2))
+            live, garbage = w.live.score, {"ticks": 0, "variant": None}
+            w.live.score = lambda p, v: (
+                rng.choice(GARBAGE) if garbage["ticks"] and garbage["variant"] in (v, "both") else live(p, v)
+            )
+            for _ in range(300):
+                if all(w.finished(run) for run in runs):
+                    break
+                inject_at_random(w, rng, rate)
+                if not garbage["ticks"] and rng.random() < 0.04:
+                    garbage.update(ticks=rng.randint(1, 10), variant=rng.choice(["stable", "canary", "both"]))
+                for chance, edit in SPEC_EDITS:
+                    if rng.random() < chance:
+                        edits += 1
+                        w.custom.patch_namespaced_custom_object(
+                            "autotune.dwcp.io",
+                            "v1alpha1",
+                            w.namespace,
+                            "optimizationruns",
+                            rng.choice(runs),
+                            {"spec": edit(rng)},
+                        )
+                w.tick()
+                garbage["ticks"] = max(garbage["ticks"] - 1, 0)
+            w.faults.rules.clear()
+            garbage["ticks"] = 0
+            for run in runs:  # what would hold a run for a person: the test ends it
+                w.custom.patch_namespaced_custom_object(
+                    "autotune.dwcp.io",
+                    "v1alpha1",
+                    w.namespace,
+                    "optimizationruns",
+                    run,
+                    {"spec": {"rollout": {"requireApproval": False, "onInconclusive": "Rollback"}}},
+                )
+            w.run_until(lambda: all(w.finished(run) for run in runs), limit=600)
+            assert_ended_clean(w)
+            assert not [e for e in w.errors if "injected" not in e], w.errors[-3:]
+    with capsys.disabled():
+        print(f"\nspec edits and garbage metrics: {edits} spec edits over 20 seeds amid API faults, nothing lost")
+    assert edits >= 40
 
 
 def test_killed_at_every_write_of_a_rollout_the_run_resumes_and_promotes_once(monkeypatch):
