@@ -275,17 +275,23 @@ def test_a_human_edit_of_the_stable_key_mid_rollout_is_kept_and_the_canary_withd
     assert h.configmap()["config.json"] == human
 
 
-def test_a_person_who_edited_the_canary_and_then_the_stable_key_finds_the_run_paused_with_its_canary(tmp_path):
-    """Both edited: the canary keys still name this run's revision, so ending the proposal there would leave a canary
-    out that nothing withdraws (the run finished with it, or waited on it for good). The run stays paused, says what
-    changed and how to go on, and writes nothing; removing the canary keys ends the proposal and the run goes on."""
-    h = Harness(tmp_path)
+def _canary_edited_by_a_person(h: Harness) -> tuple[ConfigRef, str]:
+    """Ticks until the canary is out, then a person rewrites the canary's configuration (the run pauses next tick)."""
     h.tick(), h.tick(), h.tick()
     ref = ConfigRef(NS, "svc-config")
     snap = h.store.read(ref)
     edited = canonical_json({"batch": 4, "timeout": 999})
     h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={CANARY_KEY: edited})
     h.tick()
+    return ref, edited
+
+
+def test_a_person_who_edited_the_canary_and_then_the_stable_key_finds_the_run_paused_with_its_canary(tmp_path):
+    """Both edited: the canary keys still name this run's revision, so ending the proposal there would leave a canary
+    out that nothing withdraws (the run finished with it, or waited on it for good). The run stays paused, says what
+    changed and how to go on, and writes nothing; removing the canary keys ends the proposal and the run goes on."""
+    h = Harness(tmp_path)
+    ref, edited = _canary_edited_by_a_person(h)
     assert condition(h.status, "Degraded").reason == "ConfigMapDrift"
     human = canonical_json({"batch": 50, "timeout": 1000})
     snap = h.store.read(ref)
@@ -312,12 +318,7 @@ def test_a_proposal_that_must_end_while_a_person_edited_its_canary_waits_for_the
     way): recorded as rolled back there, the canary stayed out for good. The run pauses, writes nothing, and
     records the end once the canary keys are gone."""
     h = Harness(tmp_path)
-    h.tick(), h.tick(), h.tick()
-    ref = ConfigRef(NS, "svc-config")
-    snap = h.store.read(ref)
-    edited = canonical_json({"batch": 4, "timeout": 999})
-    h.store.write(ref, expected_resource_version=snap.resource_version, set_keys={CANARY_KEY: edited})
-    h.tick()
+    ref, edited = _canary_edited_by_a_person(h)
     h.spec = h.spec.model_copy(update={"mode": "Recommend"})
     for _ in range(3):
         h.tick()

@@ -467,10 +467,7 @@ def test_a_person_and_prometheus_outages_amid_random_faults_keep_the_invariants(
         rate, two = rng.choice([0.1, 0.3]), rng.random() < 0.5
         runs = ["tune", "tune2"] if two else ["tune"]
         with world(monkeypatch, namespace=f"people-{seed}") as w:
-            w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
-            w.profile("svc", profile_spec())
-            for run in runs:
-                w.run(run, run_spec("svc", proposals=4 if run == "tune" else 2))
+            start_runs(w, runs)
             live = w.live.score
             silent = {"ticks": 0}
             w.live.score = lambda p, v: None if silent["ticks"] else live(p, v)
@@ -518,6 +515,21 @@ def test_a_person_and_prometheus_outages_amid_random_faults_keep_the_invariants(
     with capsys.disabled():
         print(f"\npeople and outages: {actions} promote/abort/pause actions over 20 seeds, nothing lost")
     assert actions >= 40
+
+
+def draw_runs(rng: random.Random, rates: list[float]) -> tuple[float, list[str]]:
+    """A fault rate and one or two runs (`tune`, and `tune2` in two draws of five) for a campaign seed."""
+    rate, two = rng.choice(rates), rng.random() < 0.4
+    return rate, ["tune", "tune2"] if two else ["tune"]
+
+
+def start_runs(w, runs: list[str]) -> None:
+    """Profile `svc` on ConfigMap `svc-config` (with the untuned keys), and the runs: `tune` with four proposals, any
+    other with two."""
+    w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
+    w.profile("svc", profile_spec())
+    for run in runs:
+        w.run(run, run_spec("svc", proposals=4 if run == "tune" else 2))
 
 
 class Person:
@@ -589,13 +601,9 @@ def test_a_person_editing_the_configmap_amid_random_faults_loses_no_edit_and_lea
     edits = 0
     for seed in range(25):
         rng = random.Random(9000 + seed)
-        rate, two = rng.choice([0.0, 0.1, 0.3]), rng.random() < 0.4
-        runs = ["tune", "tune2"] if two else ["tune"]
+        rate, runs = draw_runs(rng, [0.0, 0.1, 0.3])
         with world(monkeypatch, namespace=f"person-{seed}") as w:
-            w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
-            w.profile("svc", profile_spec())
-            for run in runs:
-                w.run(run, run_spec("svc", proposals=4 if run == "tune" else 2))
+            start_runs(w, runs)
             person = Person(w, rng)
             for tick in range(300):
                 if all(w.finished(run) for run in runs):
@@ -642,13 +650,9 @@ def test_spec_edits_and_garbage_metrics_amid_random_faults_keep_the_invariants(m
     edits = 0
     for seed in range(20):
         rng = random.Random(5000 + seed)
-        rate, two = rng.choice([0.0, 0.1, 0.3]), rng.random() < 0.4
-        runs = ["tune", "tune2"] if two else ["tune"]
+        rate, runs = draw_runs(rng, [0.0, 0.1, 0.3])
         with world(monkeypatch, namespace=f"spec-{seed}") as w:
-            w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
-            w.profile("svc", profile_spec())
-            for run in runs:
-                w.run(run, run_spec("svc", proposals=4 if run == "tune" else 2))
+            start_runs(w, runs)
             live, garbage = w.live.score, {"ticks": 0, "variant": None}
             w.live.score = lambda p, v: (
                 rng.choice(GARBAGE) if garbage["ticks"] and garbage["variant"] in (v, "both") else live(p, v)
