@@ -57,7 +57,7 @@ from .analysis import analyse_step
 from .conditions import get_condition, now_iso
 from .context import Ports, ProfileUnreadable, RunContext, parse_time
 from .history import record
-from .target import config_ref, read_target
+from .target import config_ref, read_target, reread_target
 from .transitions import Transition
 
 ROLLBACK_REWARD = -0.05  # what a rolled-back proposal teaches the proposer
@@ -76,7 +76,25 @@ def _read_canary_target(ctx: RunContext, ports: Ports, current, profile):
         if current.target is not None
         else (target_ref(profile.target, ctx.namespace) if isinstance(profile, ParameterProfileSpec) else None)
     )
-    return read_target(ports, ref, "disappeared during the rollout.") if ref is not None else None
+    if ref is None:
+        return None
+    snapshot = read_target(ports, ref, "disappeared during the rollout.")
+    if isinstance(snapshot, ConfigSnapshot) and not _as_recorded(current, snapshot):
+        # Every way forward from here acts on what someone else changed, and some record the proposal as ended
+        # without a write. The read may be the cache's (`--configmap-cache-seconds`), which lags every writer but
+        # this process: during a fail-over another operator process may have written this run's canary since.
+        # Acted on unconfirmed, a stale "no canary" ended a proposal whose canary that process had just written.
+        snapshot = reread_target(ports, ref, "disappeared during the rollout.")
+    return snapshot
+
+
+def _as_recorded(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
+    """The ConfigMap is exactly as the status says the run left it: its canary, its weight, the same stable bytes."""
+    return (
+        _ours(current, snapshot)
+        and snapshot.stable_digest() == current.stable_digest
+        and snapshot.canary_weight == current.canary_weight
+    )
 
 
 def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | None:
@@ -587,8 +605,7 @@ def promote_now(ctx: RunContext, ports: Ports, status: RunStatus, why: str) -> T
     profile = ctx.profiles.get(current.profile)
     if not isinstance(profile, ParameterProfileSpec):
         return None  # the profile went: `advance` withdraws the canary this tick
-    ref = config_ref(current.target) if current.target is not None else target_ref(profile.target, ctx.namespace)
-    snapshot = read_target(ports, ref, "disappeared during the rollout.")
+    snapshot = _read_canary_target(ctx, ports, current, profile)
     if not isinstance(snapshot, ConfigSnapshot):
         return snapshot
     problem = _integrity(ctx, ports, status, snapshot, check_weight=False)

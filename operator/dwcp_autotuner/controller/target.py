@@ -24,6 +24,16 @@ def read_target(ports: Ports, ref: ConfigRef, missing: str) -> ConfigSnapshot | 
         return Transition("KubernetesUnavailable", str(error))
 
 
+def reread_target(ports: Ports, ref: ConfigRef, missing: str) -> ConfigSnapshot | Transition:
+    """`read_target` past the ConfigMap cache: what the API has now."""
+    try:
+        return ports.configs.read_fresh(ref)
+    except NotFound:
+        return Transition("TargetNotFound", f"ConfigMap {ref.namespace}/{ref.name} {missing}")
+    except Unavailable as error:
+        return Transition("KubernetesUnavailable", str(error))
+
+
 def parse_stable(profile: ParameterProfileSpec, snapshot: ConfigSnapshot) -> dict | str:
     """The tuned parameters of the stable configuration, or why it cannot be used."""
     try:

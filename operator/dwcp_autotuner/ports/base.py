@@ -58,6 +58,9 @@ class ConfigStore(Protocol):
     def read(self, ref: ConfigRef) -> ConfigSnapshot:
         """The current ConfigMap; raises NotFound or Unavailable."""
 
+    def read_fresh(self, ref: ConfigRef) -> ConfigSnapshot:
+        """The ConfigMap as the API has it now, past any cache (`read` may answer from one)."""
+
     def write(
         self,
         ref: ConfigRef,

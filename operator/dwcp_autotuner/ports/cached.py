@@ -51,6 +51,10 @@ class CachedConfigStore:
             self._keep(key, hit)
         return hit
 
+    def read_fresh(self, ref: ConfigRef) -> ConfigSnapshot:
+        self.forget(ref.namespace, ref.name)
+        return self.read(ref)
+
     def write(
         self,
         ref: ConfigRef,

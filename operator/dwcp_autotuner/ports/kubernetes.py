@@ -114,6 +114,8 @@ class KubernetesConfigStore:
         cm = self._get(ref.namespace, ref.name, what=f"read ConfigMap {ref.namespace}/{ref.name}")
         return ConfigSnapshot(ref, _rv(cm), _data(cm))
 
+    read_fresh = read  # nothing cached here
+
     def write(
         self,
         ref: ConfigRef,

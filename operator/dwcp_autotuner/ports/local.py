@@ -69,6 +69,9 @@ class FileConfigStore:
             raise NotFound(f"ConfigMap {ref.namespace}/{ref.name} not found")
         return ConfigSnapshot(ref, str(doc["resourceVersion"]), dict(doc.get("data") or {}))
 
+    def read_fresh(self, ref: ConfigRef) -> ConfigSnapshot:
+        return self.read(ref)  # nothing cached here
+
     def write(
         self,
         ref: ConfigRef,
