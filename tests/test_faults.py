@@ -774,9 +774,14 @@ def test_a_run_made_invalid_while_degraded_by_an_internal_error_fails_cleanly_an
         w.assert_no_canary_left()
 
 
-def reconcile_all(w, runtime) -> None:
-    """One tick of another operator process (its own ConfigMap cache) over every run, then the invariants."""
-    for obj in w.emulator.list_objects("optimizationruns", w.namespace, group="autotune.dwcp.io"):
+def run_bodies(w) -> list[dict]:
+    return w.emulator.list_objects("optimizationruns", w.namespace, group="autotune.dwcp.io")
+
+
+def reconcile_all(w, runtime, bodies: list[dict] | None = None) -> None:
+    """One tick of another operator process (its own caches) over every run, then the invariants. With `bodies`, from
+    those (read before the first process's tick: both act on the same status, as two processes at the same moment)."""
+    for obj in run_bodies(w) if bodies is None else bodies:
         try:
             runtime.reconcile_run(obj)
         except Killed:
@@ -804,11 +809,37 @@ def test_a_second_operator_process_whose_cache_predates_the_canary_does_not_end_
         assert w.status("tune")["current"]["revision"] == w.data("svc-config")[CANARY_REVISION_KEY]
 
 
+def test_two_operator_processes_acting_on_the_same_status_start_one_canary_and_the_run_goes_on(monkeypatch):
+    """Both processes read the run at the same moment, with no proposal out. The first proposes and writes its
+    proposal and canary; the second's status write, from the status it read, used to erase the first's proposal
+    from the status (a merge patch with `current: null`), so the canary was out with no record of it (in the
+    campaign below such runs waited for good on their own canary as on someone else's). The second's status write
+    is now refused (409: the run moved since it read it) and its tick stops there."""
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=2))
+        other = w._start()
+        reconcile_all(w, other)  # it has reconciled the run before (a body as new as what it saw is used as it is)
+        w.run_until(lambda: w.status("tune").get("phase") == "Proposing" and not w.status("tune").get("current"))
+        bodies = run_bodies(w)
+        w.tick()
+        assert w.data("svc-config")[CANARY_REVISION_KEY] == "tune-svc-1"
+        written = w.status("tune")["current"]
+        reconcile_all(w, other, bodies)
+        assert w.status("tune")["current"] == written
+        w.run_until(lambda: w.finished("tune"))
+        assert [h["number"] for h in w.status("tune")["history"]] == [1, 2]
+        assert not w.errors, w.errors
+
+
 def test_two_operator_processes_reconciling_the_same_runs_amid_random_faults_keep_the_invariants(monkeypatch, capsys):
     """Twenty seeds of a fail-over that lasts: a second operator process (its own caches) reconciles every run in half
-    the ticks, before or after the first, amid random API faults and kills; one or two runs. Every run ends with no
-    canary out, each promotion once. Before the fix above, 19 of 20 seeds recorded a proposal as ended with its
-    canary out."""
+    the ticks: before the first, after it, or at the same moment (from the status both read before either wrote),
+    amid random API faults and kills; one or two runs. Every run ends with no canary out, each promotion once.
+    Before `read_fresh` 19 of 20 seeds of the first two kinds recorded a proposal as ended with its canary out;
+    before the guarded status write 15 of 20 seeds with all three kinds failed (a run waiting for good on its own
+    canary, taken for another's)."""
     overlaps = 0
     for seed in range(20):
         rng = random.Random(4400 + seed)
@@ -820,13 +851,16 @@ def test_two_operator_processes_reconciling_the_same_runs_amid_random_faults_kee
                 if all(w.finished(run) for run in runs):
                     break
                 inject_at_random(w, rng, rate)
-                overlap, first = rng.random() < 0.5, rng.random() < 0.5
-                if overlap and first:
+                overlap = rng.choice([None, None, None, "before", "after", "same status"])
+                bodies = run_bodies(w)
+                if overlap == "before":
                     reconcile_all(w, other)
                 w.tick()
-                if overlap and not first:
+                if overlap == "after":
                     reconcile_all(w, other)
-                overlaps += overlap
+                elif overlap == "same status":
+                    reconcile_all(w, other, bodies)
+                overlaps += overlap is not None
             w.faults.rules.clear()
             w.run_until(lambda: all(w.finished(run) for run in runs), limit=300)
             assert_ended_clean(w)

@@ -427,16 +427,16 @@ class OperatorRuntime:
         if pool is not None:
             pool.close()  # a deleted run's pretraining must not keep a core busy
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: Mapping) -> dict | None:
-        """A merge patch of the status subresource; nulls delete fields that are gone. Returns the object written."""
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping, resource_version: str | None = None
+    ) -> dict | None:
+        """A merge patch of the status subresource; nulls delete fields that are gone. Returns the object written.
+        With `resource_version`, only if the object is still at that version (else the API answers 409 Conflict)."""
+        body: dict = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            name,
-            {"status": dict(status)},
-            _content_type="application/merge-patch+json",
+            GROUP, VERSION, namespace, plural, name, body, _content_type="application/merge-patch+json"
         )
 
     # --- profiles ---------------------------------------------------------------------------------------
@@ -549,6 +549,9 @@ class OperatorRuntime:
             self.metrics.tick_lateness.observe(max(0.0, (now - last - tick) / tick))
         try:
             status = self._reconcile_run(body)
+        except RunMoved as moved:  # not an error: the other writer's status is read and acted on next tick
+            log.info("%s; reconciling it from there next tick", moved)
+            return None
         except Exception as error:
             return self._internal_error(body, error)
         failure = self._failures.pop(uid, None)
@@ -644,9 +647,35 @@ class OperatorRuntime:
             return status  # finished; nothing to do until the spec changes (a continuous run keeps watching)
         latest = {"status": status}
 
+        stored = {"status": body.get("status"), "rv": meta.get("resourceVersion")}  # as the API last showed it
+
         def persist(new: RunStatus) -> None:
-            written = self.patch_status(RUNS, namespace, name, new.model_dump(mode="json", by_alias=True))
-            self._seen_rv[uid] = (written.get("metadata") or {}).get("resourceVersion") if written else None
+            # Guarded by the version this tick read (or last wrote): during a fail-over another operator process may
+            # have reconciled the run from the same status meanwhile, and two ticks acting on one status would each
+            # record their own decision (the second erased the first's proposal while its canary was out). When only
+            # the object's metadata or spec moved (Kopf's annotations, a person's edit), the decision still stands
+            # on the status it was made from and is written on the new version.
+            dumped = new.model_dump(mode="json", by_alias=True)
+            for _ in range(3):
+                try:
+                    written = self.patch_status(RUNS, namespace, name, dumped, stored["rv"])
+                    break
+                except ApiException as error:
+                    if error.status != 409:
+                        raise
+                fresh = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, RUNS, name)
+                if fresh.get("status") != stored["status"]:
+                    self._seen_rv[uid] = None  # the next tick reads the run afresh
+                    raise RunMoved(
+                        f"run {namespace}/{name}: its status was written by someone else since this tick read it"
+                    )
+                stored["rv"] = (fresh.get("metadata") or {}).get("resourceVersion")
+            else:
+                self._seen_rv[uid] = None
+                raise RunMoved(f"run {namespace}/{name} kept changing while this tick wrote its status")
+            written = written or {}
+            stored.update(status=written.get("status"), rv=(written.get("metadata") or {}).get("resourceVersion"))
+            self._seen_rv[uid] = stored["rv"]
             latest["status"] = new
 
         events = self._events(body)
@@ -788,6 +817,11 @@ def same_status(new: Mapping, stored: Mapping) -> bool:
         return value
 
     return strip(new) == strip({k: v for k, v in stored.items() if k in new})
+
+
+class RunMoved(Exception):
+    """A run's status changed since the tick read it (another operator process wrote it): the tick stops there, and
+    whatever it had not yet written is decided again from the new status."""
 
 
 def _at_least(version: str | None, seen: str | None) -> bool:
