@@ -57,7 +57,7 @@ from .analysis import analyse_step
 from .conditions import get_condition, now_iso
 from .context import Ports, ProfileUnreadable, RunContext, parse_time
 from .history import record
-from .target import config_ref, read_target, reread_target
+from .target import config_ref, read_target
 from .transitions import Transition
 
 ROLLBACK_REWARD = -0.05  # what a rolled-back proposal teaches the proposer
@@ -84,7 +84,7 @@ def _read_canary_target(ctx: RunContext, ports: Ports, current, profile):
         # without a write. The read may be the cache's (`--configmap-cache-seconds`), which lags every writer but
         # this process: during a fail-over another operator process may have written this run's canary since.
         # Acted on unconfirmed, a stale "no canary" ended a proposal whose canary that process had just written.
-        snapshot = reread_target(ports, ref, "disappeared during the rollout.")
+        snapshot = read_target(ports, ref, "disappeared during the rollout.", fresh=True)
     return snapshot
 
 

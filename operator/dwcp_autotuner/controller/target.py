@@ -14,20 +14,11 @@ def config_ref(target: TargetRef) -> ConfigRef:
     return ConfigRef(target.namespace, target.name, target.key)
 
 
-def read_target(ports: Ports, ref: ConfigRef, missing: str) -> ConfigSnapshot | Transition:
-    """The target ConfigMap, or the Degraded transition that says why it cannot be read now."""
+def read_target(ports: Ports, ref: ConfigRef, missing: str, *, fresh: bool = False) -> ConfigSnapshot | Transition:
+    """The target ConfigMap, or the Degraded transition that says why it cannot be read now. `fresh`: past the
+    ConfigMap cache, what the API has now."""
     try:
-        return ports.configs.read(ref)
-    except NotFound:
-        return Transition("TargetNotFound", f"ConfigMap {ref.namespace}/{ref.name} {missing}")
-    except Unavailable as error:
-        return Transition("KubernetesUnavailable", str(error))
-
-
-def reread_target(ports: Ports, ref: ConfigRef, missing: str) -> ConfigSnapshot | Transition:
-    """`read_target` past the ConfigMap cache: what the API has now."""
-    try:
-        return ports.configs.read_fresh(ref)
+        return ports.configs.read_fresh(ref) if fresh else ports.configs.read(ref)
     except NotFound:
         return Transition("TargetNotFound", f"ConfigMap {ref.namespace}/{ref.name} {missing}")
     except Unavailable as error:
