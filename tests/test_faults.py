@@ -126,9 +126,7 @@ def test_a_profile_may_not_name_a_canary_protocol_key_as_its_target_key():
 def test_switching_to_recommend_mid_rollout_withdraws_the_canary_and_promotes_nothing(monkeypatch):
     with world(monkeypatch) as w:
         stable = canary_out(w, proposals=3)
-        w.custom.patch_namespaced_custom_object(
-            "autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", "tune", {"spec": {"mode": "Recommend"}}
-        )
+        w.patch_run("tune", {"spec": {"mode": "Recommend"}})
         w.run_until(lambda: w.finished("tune"))
         assert w.data("svc-config")["config.json"] == stable and not set(CANARY_KEYS) & set(w.data("svc-config"))
         assert history(w, "tune")[0] == ("RolledBack", "RecommendMode")
@@ -233,14 +231,7 @@ def test_a_promote_request_that_meets_a_failed_read_is_carried_out_on_the_next_t
     (the status said "promoted"; the canary went on at 5 %)."""
     with world(monkeypatch) as w:
         canary_out(w)
-        w.custom.patch_namespaced_custom_object(
-            "autotune.dwcp.io",
-            "v1alpha1",
-            w.namespace,
-            "optimizationruns",
-            "tune",
-            {"metadata": {"annotations": {PROMOTE_ANNOTATION: "now"}}},
-        )
+        w.patch_run("tune", {"metadata": {"annotations": {PROMOTE_ANNOTATION: "now"}}})
         w.restart()  # nothing cached: the promotion reads the ConfigMap, and that read fails
         w.inject("GET", r"/configmaps/svc-config$", "refuse", 503)
         w.tick()
@@ -308,12 +299,11 @@ def test_rollout_steps_shortened_mid_rollout_and_a_profile_removed_from_the_run_
         w.profile("other", profile_spec("other", target="other-config"))
         w.configmap("other-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
         w.run("tune", run_spec("svc", "other", proposals=3))
-        api = ("autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", "tune")
         w.run_until(lambda: (w.status("tune").get("current") or {}).get("stepIndex", 0) >= 2)
-        w.custom.patch_namespaced_custom_object(*api, {"spec": {"rollout": {"steps": [50, 100]}}})
+        w.patch_run("tune", {"spec": {"rollout": {"steps": [50, 100]}}})
         w.run_until(lambda: not w.status("tune").get("current") and w.status("tune").get("proposals") == 1)
         w.run_until(lambda: (w.status("tune").get("current") or {}).get("profile") == "other")
-        w.custom.patch_namespaced_custom_object(*api, {"spec": {"profiles": ["svc"]}})
+        w.patch_run("tune", {"spec": {"profiles": ["svc"]}})
         w.run_until(lambda: w.finished("tune"))
         assert ("RolledBack", "ProfileNotReady") in history(w, "tune")
         w.assert_no_canary_left()
@@ -495,9 +485,7 @@ def test_a_person_and_prometheus_outages_amid_random_faults_keep_the_invariants(
                     patch = {"spec": {"paused": rng.random() < 0.5}}
                 if patch is not None:
                     actions += 1
-                    w.custom.patch_namespaced_custom_object(
-                        "autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", rng.choice(runs), patch
-                    )
+                    w.patch_run(rng.choice(runs), patch)
                 w.tick()
                 down = max(down - 1, 0)
                 if not down:
@@ -507,9 +495,7 @@ def test_a_person_and_prometheus_outages_amid_random_faults_keep_the_invariants(
             w.metrics.fail_with(None)
             silent["ticks"] = 0
             for run in runs:
-                w.custom.patch_namespaced_custom_object(
-                    "autotune.dwcp.io", "v1alpha1", w.namespace, "optimizationruns", run, {"spec": {"paused": False}}
-                )
+                w.patch_run(run, {"spec": {"paused": False}})
             w.run_until(lambda: all(ended(run) for run in runs), limit=500)
             assert_ended_clean(w)
     with capsys.disabled():
@@ -666,27 +652,13 @@ def test_spec_edits_and_garbage_metrics_amid_random_faults_keep_the_invariants(m
                 for chance, edit in SPEC_EDITS:
                     if rng.random() < chance:
                         edits += 1
-                        w.custom.patch_namespaced_custom_object(
-                            "autotune.dwcp.io",
-                            "v1alpha1",
-                            w.namespace,
-                            "optimizationruns",
-                            rng.choice(runs),
-                            {"spec": edit(rng)},
-                        )
+                        w.patch_run(rng.choice(runs), {"spec": edit(rng)})
                 w.tick()
                 garbage["ticks"] = max(garbage["ticks"] - 1, 0)
             w.faults.rules.clear()
             garbage["ticks"] = 0
             for run in runs:  # what would hold a run for a person: the test ends it
-                w.custom.patch_namespaced_custom_object(
-                    "autotune.dwcp.io",
-                    "v1alpha1",
-                    w.namespace,
-                    "optimizationruns",
-                    run,
-                    {"spec": {"rollout": {"requireApproval": False, "onInconclusive": "Rollback"}}},
-                )
+                w.patch_run(run, {"spec": {"rollout": {"requireApproval": False, "onInconclusive": "Rollback"}}})
             w.run_until(lambda: all(w.finished(run) for run in runs), limit=600)
             assert_ended_clean(w)
             assert not [e for e in w.errors if "injected" not in e], w.errors[-3:]
@@ -757,14 +729,7 @@ def test_a_run_made_invalid_while_degraded_by_an_internal_error_fails_cleanly_an
         w.metrics.fail_with(RuntimeError("a bug in a metrics adapter"))  # unexpected: an internal error
         w.run_until(lambda: condition(w.status("tune"), "Degraded").get("reason") == "InternalError")
         w.metrics.fail_with(None)
-        w.custom.patch_namespaced_custom_object(
-            "autotune.dwcp.io",
-            "v1alpha1",
-            w.namespace,
-            "optimizationruns",
-            "tune",
-            {"spec": {"rollout": {"steps": [5, 50]}}},
-        )
+        w.patch_run("tune", {"spec": {"rollout": {"steps": [5, 50]}}})
         w.tick()
         w.tick()
         status = w.status("tune")
@@ -774,14 +739,10 @@ def test_a_run_made_invalid_while_degraded_by_an_internal_error_fails_cleanly_an
         w.assert_no_canary_left()
 
 
-def run_bodies(w) -> list[dict]:
-    return w.emulator.list_objects("optimizationruns", w.namespace, group="autotune.dwcp.io")
-
-
 def reconcile_all(w, runtime, bodies: list[dict] | None = None) -> None:
     """One tick of another operator process (its own caches) over every run, then the invariants. With `bodies`, from
     those (read before the first process's tick: both act on the same status, as two processes at the same moment)."""
-    for obj in run_bodies(w) if bodies is None else bodies:
+    for obj in w.runs() if bodies is None else bodies:
         try:
             runtime.reconcile_run(obj)
         except Killed:
@@ -822,7 +783,7 @@ def test_two_operator_processes_acting_on_the_same_status_start_one_canary_and_t
         other = w._start()
         reconcile_all(w, other)  # it has reconciled the run before (a body as new as what it saw is used as it is)
         w.run_until(lambda: w.status("tune").get("phase") == "Proposing" and not w.status("tune").get("current"))
-        bodies = run_bodies(w)
+        bodies = w.runs()
         w.tick()
         assert w.data("svc-config")[CANARY_REVISION_KEY] == "tune-svc-1"
         written = w.status("tune")["current"]
@@ -852,7 +813,7 @@ def test_two_operator_processes_reconciling_the_same_runs_amid_random_faults_kee
                     break
                 inject_at_random(w, rng, rate)
                 overlap = rng.choice([None, None, None, "before", "after", "same status"])
-                bodies = run_bodies(w)
+                bodies = w.runs()
                 if overlap == "before":
                     reconcile_all(w, other)
                 w.tick()

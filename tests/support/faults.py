@@ -282,6 +282,14 @@ class World:
             {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OptimizationRun", "metadata": {"name": name}, "spec": spec},
         )
 
+    def runs(self) -> list[dict]:
+        """Every run object in the namespace, as the API has it now."""
+        return self.emulator.list_objects("optimizationruns", self.namespace, group=GROUP)
+
+    def patch_run(self, name: str, patch: dict) -> None:
+        """A person's (or a script's) merge patch of a run: its spec, or an annotation."""
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, "optimizationruns", name, patch)
+
     def run_object(self, name: str) -> dict | None:
         return self.emulator.get_object("optimizationruns", name, self.namespace, group=GROUP)
 
@@ -323,7 +331,7 @@ class World:
                 self.restart()
             except Exception as error:
                 self.errors.append(f"profile check: {type(error).__name__}: {error}")
-        for obj in self.emulator.list_objects("optimizationruns", self.namespace, group=GROUP):
+        for obj in self.runs():
             try:
                 self.runtime.reconcile_run(obj)
             except Killed:
@@ -344,9 +352,7 @@ class World:
         )
 
     def run_names(self) -> list[str]:
-        return [
-            o["metadata"]["name"] for o in self.emulator.list_objects("optimizationruns", self.namespace, group=GROUP)
-        ]
+        return [o["metadata"]["name"] for o in self.runs()]
 
     def finished(self, name: str) -> bool:
         return self.status(name).get("phase") in ("Succeeded", "RolledBack", "Unchanged", "Aborted", "Failed")
