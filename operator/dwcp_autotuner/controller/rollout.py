@@ -159,6 +159,10 @@ def _edited(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
     return snapshot.canary_revision == current.revision and not _ours(current, snapshot)
 
 
+def _rollback_waits(current: ProposalStatus, reason: str) -> str:
+    return f"the canary configuration was edited; proposal {current.number} is to be rolled back ({reason})"
+
+
 def _promoted(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
     """The promotion was written: the stable bytes are the promoted ones and this proposal's canary is gone. (Another
     run's canary may be out already: the promotion freed the ConfigMap before its record was written.)"""
@@ -236,9 +240,7 @@ def _resume_rollback(
     assert current is not None
     reason, message = current.pending_reason or "RolledBack", status.message or ""
     if _edited(current, snapshot):
-        return _paused(
-            snapshot, f"the canary configuration was edited; proposal {current.number} is to be rolled back ({reason})"
-        )
+        return _paused(snapshot, _rollback_waits(current, reason))
     if not _ours(current, snapshot):
         return _after_rollback(ctx, ports, status, profile, reason, message)
     return rollback(ctx, ports, status, snapshot, reason, message)
@@ -686,9 +688,7 @@ def rollback(
     status.message = message
     ports.persist(status)
     if snapshot is not None and _edited(current, snapshot):
-        return _paused(
-            snapshot, f"the canary configuration was edited; proposal {current.number} is to be rolled back ({reason})"
-        )
+        return _paused(snapshot, _rollback_waits(current, reason))
     if snapshot is not None and _ours(current, snapshot):
         try:
             # Only the canary keys go; the stable bytes are never rewritten by a rollback.

@@ -647,7 +647,7 @@ class OperatorRuntime:
             return status  # finished; nothing to do until the spec changes (a continuous run keeps watching)
         latest = {"status": status}
 
-        stored = {"status": body.get("status"), "rv": meta.get("resourceVersion")}  # as the API last showed it
+        stored = {"status": body.get("status")}  # as the API last showed it (at version `self._seen_rv[uid]`)
 
         def persist(new: RunStatus) -> None:
             # Guarded by the version this tick read (or last wrote): during a fail-over another operator process may
@@ -658,7 +658,7 @@ class OperatorRuntime:
             dumped = new.model_dump(mode="json", by_alias=True)
             for _ in range(3):
                 try:
-                    written = self.patch_status(RUNS, namespace, name, dumped, stored["rv"])
+                    written = self.patch_status(RUNS, namespace, name, dumped, self._seen_rv.get(uid))
                     break
                 except ApiException as error:
                     if error.status != 409:
@@ -669,13 +669,13 @@ class OperatorRuntime:
                     raise RunMoved(
                         f"run {namespace}/{name}: its status was written by someone else since this tick read it"
                     )
-                stored["rv"] = (fresh.get("metadata") or {}).get("resourceVersion")
+                self._seen_rv[uid] = (fresh.get("metadata") or {}).get("resourceVersion")
             else:
                 self._seen_rv[uid] = None
                 raise RunMoved(f"run {namespace}/{name} kept changing while this tick wrote its status")
             written = written or {}
-            stored.update(status=written.get("status"), rv=(written.get("metadata") or {}).get("resourceVersion"))
-            self._seen_rv[uid] = stored["rv"]
+            stored["status"] = written.get("status")
+            self._seen_rv[uid] = (written.get("metadata") or {}).get("resourceVersion")
             latest["status"] = new
 
         events = self._events(body)
