@@ -467,6 +467,30 @@ def test_an_inconclusive_canary_that_measured_worse_raises_the_harm_cost_like_th
     assert ends({"batch": 16, "timeout": 800}, [2.0], "CanaryBetter") == 1.0  # a promotion resets it
 
 
+def test_a_worse_canary_raises_the_harm_cost_more_where_a_measured_twin_led_to_it():
+    """With a measured twin the jump it led to is near the optimum and the moves around it are coin flips: a worse
+    canary raises the harm cost tenfold (CAUTION_AFTER_WORSE_WITH_TWIN), so a second harmful canary needs a much
+    larger expected gain; without one the learned twin is overconfident and the cost only doubles."""
+    prof = profile()
+    stable, canary = {"batch": 8, "timeout": 400}, {"batch": 8, "timeout": 800}
+
+    def after_a_worse_canary(proposer: LearnedTwinProposer) -> float:
+        record = step(stable, canary)
+        record.canary.score = record.stable.score - 3.0
+        proposer.observe("svc", prof, stable, canary, record)
+        n = next(_keys)
+        proposer.learn(
+            "svc", prof, ProposalVerdict(n, dict(stable), dict(canary), False, "CanaryWorse", -0.05, f"uid/{n}")
+        )
+        return proposer._state("svc", prof).caution
+
+    with_twin = LearnedTwinProposer(
+        settings(), prior_twins={"svc": _bowl_twin(prof, 32, 800)}, planner="none", deterministic=True
+    )
+    assert after_a_worse_canary(with_twin) == 10.0
+    assert after_a_worse_canary(LearnedTwinProposer(settings(), planner="none", deterministic=True)) == 2.0
+
+
 def test_a_restart_mid_canary_keeps_what_its_steps_measured(tmp_path):
     prof = profile()
     store = FileConfigStore(tmp_path)
