@@ -61,7 +61,9 @@ WORSE = frozenset({"CanaryWorse", "GuardBreached"})
 # better. Its factor was measured on 38 shift cases (13 shifts on two seed sets, 12 shifts not used before on a
 # third; 140 runs): with 2, 44 runs had more than one harmful canary; with 6, 3; with 10, 1. Shifts with at most one
 # harmful canary per run on average went from 21 to 37 of 38, for 0.001–0.008 of the optimum on average (one
-# shift, hde.link_mbps=50, gave up 0.07: its second small move was the better one).
+# shift, hde.link_mbps=50, gave up 0.07: its second small move was the better one). It costs a continuous run's
+# next cycle after a shift 0.013 of the optimum on average, with as many harmful canaries (`bench/cycle_shift.py`,
+# docs/concepts.md): there the twin's first small moves fail more often.
 CAUTION_AFTER_WORSE, CAUTION_AFTER_FLAT, CAUTION_AFTER_WORSE_WITHIN_NOISE = 2.0, 1.5, 6.0
 CAUTION_AFTER_WORSE_WITH_TWIN = 10.0
 MAX_CAUTION = 64.0
