@@ -9,10 +9,12 @@ The model is a Gaussian process (scikit-learn's `GaussianProcessRegressor`) over
 (size − 1) per parameter, so log2 parameters are on their log scale), fitted to what the prior mean does not
 explain. With a prior (below) the kernel is Matérn 5/2 with one length scale per parameter: the prior carries the
 shape and the kernel its misfit. Without one the kernel is the sum of each parameter's main effect (`AdditiveMatern`:
-a Matérn 5/2 of one parameter at a time) and a smaller Matérn 5/2 of all of them (the interactions): a parameter's
-effect measured in one context is then expected, less surely, in the others, which is what stops a proposer from
-trying a value that failed elsewhere again (on the built-in grids main effects explain 78–94 % of the variance of
-the log score). A white-noise term takes what the per-point variances miss.
+a Matérn 5/2 of one parameter at a time, weighed by how close the other parameters are) and a smaller Matérn 5/2 of
+all of them (the interactions): a parameter's effect measured in one context is then expected at nearby settings of
+the others, less surely further away, which is what stops a proposer from trying a value that failed next to the
+stable configuration again (on the built-in grids main effects explain 78–94 % of the variance of the log score)
+without ruling it out where the others differ (HDE's best window grows with the chunk size). A white-noise term
+takes what the per-point variances miss.
 
 - a measured twin (the built-in workload's surface, `spec.twin`): prior(x) = a · twin(x) + b, with a and b fitted
   to the observations by least squares shrunk towards (1, 0) (so a twin of another link speed, or of another
@@ -38,7 +40,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 
 import numpy as np
 
@@ -83,12 +85,26 @@ LENGTH_SCALE = 0.4  # prior median of every length scale, in grid coordinates (t
 LENGTH_SCALE_SPREAD = 0.6  # sd of log(length scale) in the prior
 AMPLITUDE_SPREAD = 1.0  # sd of log(amplitude) around the observed spread
 AMPLITUDE_FLOOR = 0.01  # the least relative variance assumed before data (a 10 % spread of the score)
-# While there are too few points to fit the kernel (fewer than parameters + 2), and no prior: what is not measured
+# While there are too few points to fit the kernel (parameters + 2, + FIXED_KERNEL_EXTRA without a prior), and no
+# prior: what is not measured
 # may differ from what is by ±30 % (a factor of 1.35 on the log scale). With the spread of two or three nearby
 # canaries instead, the twin was sure after two failures that nothing anywhere was better, and stopped.
 FEW_POINTS_VARIANCE = 0.3**2
 METRIC_PRIOR_CV = 0.15  # how far a measured twin's metric may be off where nothing was measured (relative sd)
 INTERACTION_SHARE = 0.3  # without a prior: the share of the amplitude the interaction kernel starts with
+# Without a prior, how far (in grid coordinates, over two other parameters; √((d − 1)/2) times that over d − 1) a
+# parameter's main effect carries to other settings of the others: half of its weight at a distance of 0.52. HDE's
+# best window grows with the chunk size and ACP's best quorum depends on the timeout: an effect measured at one
+# chunk size or timeout held everywhere kept the twin from the better region. bench/live_tuning.py, no prior, 20
+# canaries, with FIXED_KERNEL_EXTRA below, on seeds 100–131 / 200–231 / 300–395: HDE 0.880 / 0.913 / 0.906 →
+# 0.935 / 0.927 / 0.920 of the optimum, ACP 0.957 / 0.951 / 0.949 → 0.959 / 0.961 / 0.962, harmful canaries
+# within ±0.3. The outcome is sensitive to it (0.4 to 0.7 on the first two sets: HDE 0.872–0.921, ACP 0.930–0.970;
+# 0.4 / 0.6 on the third: HDE 0.877 / 0.915, ACP 0.953 / 0.955), so it is a fixed value, not a fitted one.
+CONTEXT_LENGTH = 0.5
+# Without a prior the kernel stays fixed until this many points more than parameters + 2: fitted on six points,
+# the kernel's amplitude fell to the spread of those six, the twin saw ±5 % where nothing was measured and
+# stopped after four canaries (ACP, seven of 32 runs at 0.63 of the optimum).
+FIXED_KERNEL_EXTRA = 2
 FAMILY_NOMINAL_MASS = 0.5  # prior probability that the live workload is the twinned one (the rest: other conditions)
 FAMILY_MEMBERS = 4  # the likeliest conditions whose models the prediction mixes
 FAMILY_MIN_WEIGHT = 0.02  # a condition less likely than this is left out of the mixture
@@ -128,19 +144,25 @@ def _amplitude_prior(amplitude: float, dimensions: int) -> tuple[np.ndarray, np.
     return centre, spread
 
 
+def _matern52(r: np.ndarray) -> np.ndarray:
+    return (1.0 + math.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * np.exp(-math.sqrt(5.0) * r)
+
+
 @cache
 def _additive_matern():
     """The `AdditiveMatern` kernel class (scikit-learn is imported on first use, like the rest of the model)."""
     from sklearn.gaussian_process.kernels import Hyperparameter, Kernel, NormalizedKernelMixin, StationaryKernelMixin
 
     class AdditiveMatern(StationaryKernelMixin, NormalizedKernelMixin, Kernel):
-        """The mean over parameters of a one-parameter Matérn 5/2: k(x, y) = (1/d) Σ_j m(|x_j − y_j| / ℓ_j).
+        """Main effects that fade with context: k(x, y) = (1/d) Σ_j m(|x_j − y_j| / ℓ_j) · m(‖x₋ⱼ − y₋ⱼ‖ / L).
 
-        A sum of main effects, one length scale per parameter (scikit-learn has no kernel of one feature)."""
+        m is a Matérn 5/2, ℓ_j one length scale per parameter (fitted), x₋ⱼ the other parameters and L the context
+        length (fixed). With L = ∞ it is the plain sum of main effects. scikit-learn has no kernel of one feature."""
 
-        def __init__(self, length_scale=1.0, length_scale_bounds=(1e-5, 1e5)):
+        def __init__(self, length_scale=1.0, length_scale_bounds=(1e-5, 1e5), context=math.inf):
             self.length_scale = length_scale
             self.length_scale_bounds = length_scale_bounds
+            self.context = context
 
         @property
         def hyperparameter_length_scale(self):
@@ -151,18 +173,25 @@ def _additive_matern():
         def __call__(self, X, Y=None, eval_gradient=False):
             X = np.atleast_2d(X)
             Y = X if Y is None else np.atleast_2d(Y)
-            r = np.abs(X[:, None, :] - Y[None, :, :]) / np.atleast_1d(np.asarray(self.length_scale, dtype=float))
+            distance = np.abs(X[:, None, :] - Y[None, :, :])
+            r = distance / np.atleast_1d(np.asarray(self.length_scale, dtype=float))
             decay = np.exp(-math.sqrt(5.0) * r)
-            K = ((1.0 + math.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * decay).mean(axis=2)
+            # how alike the contexts are: the distance in every parameter but j, for each j
+            others = np.sqrt(np.maximum(np.sum(distance**2, axis=2, keepdims=True) - distance**2, 0.0))
+            context = _matern52(others / self.context)
+            K = (_matern52(r) * context).mean(axis=2)
             if not eval_gradient:
                 return K
             if self.hyperparameter_length_scale.fixed:
                 return K, np.empty((X.shape[0], X.shape[0], 0))
             # d m(r) / d log ℓ = (5/3) r² (1 + √5 r) e^(−√5 r), per parameter
-            return K, (5.0 / 3.0) * r**2 * (1.0 + math.sqrt(5.0) * r) * decay / X.shape[1]
+            return K, (5.0 / 3.0) * r**2 * (1.0 + math.sqrt(5.0) * r) * decay * context / X.shape[1]
 
         def __repr__(self):
-            return f"AdditiveMatern(length_scale={np.round(np.atleast_1d(self.length_scale), 3).tolist()})"
+            return (
+                f"AdditiveMatern(length_scale={np.round(np.atleast_1d(self.length_scale), 3).tolist()}, "
+                f"context={self.context:.3g})"
+            )
 
     return AdditiveMatern
 
@@ -446,7 +475,8 @@ class LearnedTwin:
         def matern(bounds):
             return Matern(length_scale=np.full(d, LENGTH_SCALE), length_scale_bounds=bounds, nu=2.5)
 
-        few = distinct < d + 2  # too few points to tell length scales (or noise) apart: a fixed kernel
+        # too few points to tell length scales (or noise) apart: a fixed kernel
+        few = distinct < d + 2 + (0 if self.prior is not None else FIXED_KERNEL_EXTRA)
         if self.prior is not None:
             if few:  # the amplitude covers what was seen; the measured variances (alpha) are the noise
                 return ConstantKernel(max(2.0 * spread, floor), "fixed") * matern("fixed"), None
@@ -454,7 +484,7 @@ class LearnedTwin:
             kernel = ConstantKernel(amplitude, (AMPLITUDE_FLOOR, 1e2)) * matern((0.05, 5.0))
             return kernel + WhiteKernel(1e-4, (1e-8, 1e-2)), _map_optimizer(*_amplitude_prior(amplitude, d))
         main, interaction = 1.0 - INTERACTION_SHARE, INTERACTION_SHARE
-        additive = _additive_matern()
+        additive = partial(_additive_matern(), context=CONTEXT_LENGTH * math.sqrt(max(d - 1, 1) / 2.0))
         if few:
             amplitude = max(2.0 * spread, floor, FEW_POINTS_VARIANCE)
             kernel = ConstantKernel(amplitude * main, "fixed") * additive(np.full(d, LENGTH_SCALE), "fixed")
