@@ -86,9 +86,9 @@ LENGTH_SCALE_SPREAD = 0.6  # sd of log(length scale) in the prior
 AMPLITUDE_SPREAD = 1.0  # sd of log(amplitude) around the observed spread
 AMPLITUDE_FLOOR = 0.01  # the least relative variance assumed before data (a 10 % spread of the score)
 # While there are too few points to fit the kernel (parameters + 2, + FIXED_KERNEL_EXTRA without a prior), and no
-# prior: what is not measured
-# may differ from what is by ±30 % (a factor of 1.35 on the log scale). With the spread of two or three nearby
-# canaries instead, the twin was sure after two failures that nothing anywhere was better, and stopped.
+# prior: what is not measured may differ from what is by ±30 % (a factor of 1.35 on the log scale). With the spread
+# of two or three nearby canaries instead, the twin was sure after two failures that nothing anywhere was better,
+# and stopped.
 FEW_POINTS_VARIANCE = 0.3**2
 METRIC_PRIOR_CV = 0.15  # how far a measured twin's metric may be off where nothing was measured (relative sd)
 INTERACTION_SHARE = 0.3  # without a prior: the share of the amplitude the interaction kernel starts with
@@ -179,7 +179,7 @@ def _additive_matern():
             # how alike the contexts are: the distance in every parameter but j, for each j
             others = np.sqrt(np.maximum(np.sum(distance**2, axis=2, keepdims=True) - distance**2, 0.0))
             context = _matern52(others / self.context)
-            K = (_matern52(r) * context).mean(axis=2)
+            K = ((1.0 + math.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * decay * context).mean(axis=2)  # decay: once
             if not eval_gradient:
                 return K
             if self.hyperparameter_length_scale.fixed:
