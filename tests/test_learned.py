@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -607,6 +609,45 @@ def _three_parameter_profile() -> ParameterProfileSpec:
 
 def _measured(score: float, n: int = 11) -> VariantMeasurement:
     return VariantMeasurement(score=score, score_std=0.07 * score, n=n, metrics={"score": score})
+
+
+def test_a_converged_run_says_the_harm_cost_in_effect_and_the_best_configuration_it_leaves_untried():
+    """ "Converged" is final, so it says what a user can act on: the harm cost in effect (the run's, raised by the
+    canaries since the last promotion: `exploration.harmCostPct` is the knob), the best configuration never
+    canaried and its odds, and how many it expects better were canaried already (each is canaried once)."""
+    prof = profile()
+    # The measured twin puts the top at batch 16 (live: 32): its top is promoted, the next move is worse, and the
+    # tenfold cost after a worse canary with a measured twin stops the run.
+    proposer = LearnedTwinProposer(
+        settings(), prior_twins={"svc": _bowl_twin(prof, 16, 800)}, planner="none", deterministic=True
+    )
+    stable, proposals = _drive(proposer, prof, 10)
+    done = proposer.propose("svc", prof, stable)
+    assert isinstance(done, NoProposal) and done.reason == "Converged" and done.final, done
+    assert proposer._state("svc", prof).caution == 10.0
+    assert (
+        "at a harm cost of 30 % of the score (3 % raised ×10 by the canaries since the last promotion)" in done.message
+    )
+    assert re.search(r"; a canary confirms \+[0-9.]+ % or more; the best untried", done.message), done.message
+    untried = re.search(r"the best untried, (\{.*?\}): [0-9.]+ ± [0-9.]+, better with probability (\d+)%", done.message)
+    assert untried is not None, done.message
+    config = json.loads(untried.group(1))
+    assert config != stable and config not in [p.config for _, p in proposals]
+    assert 0 < int(untried.group(2)) < 100
+    assert "canaried already" not in done.message  # nothing it expects better was canaried
+
+    # A canary that measured a little better and was rolled back as inconclusive is not tried again: said so.
+    costly = ExplorationSettings.model_validate({"harmCostPct": 1000})
+    flat = LearnedTwinProposer(settings(), exploration=costly, planner="none", deterministic=True)
+    stable, near = {"batch": 8, "timeout": 400}, {"batch": 8, "timeout": 800}
+    record = step(stable, near)
+    record.canary.score = record.stable.score + 0.3
+    flat.observe("svc", prof, stable, near, record)
+    flat.learn("svc", prof, ProposalVerdict(99, dict(stable), dict(near), False, "Inconclusive", 0.0, "uid/flat"))
+    done = flat.propose("svc", prof, stable)
+    assert isinstance(done, NoProposal) and done.reason == "Converged", done
+    assert "at a harm cost of 1500 % of the score (1000 % raised ×1.5 by the canaries" in done.message  # flat: ×1.5
+    assert "1 configuration(s) it expects better were canaried already" in done.message
 
 
 def test_two_worse_neighbours_do_not_convince_the_twin_that_nothing_anywhere_is_better():

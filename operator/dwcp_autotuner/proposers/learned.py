@@ -674,14 +674,7 @@ class LearnedTwinProposer(Proposer):
         twin = state.twin
         worth = (a.value > 0) & fresh
         if not worth.any():
-            best = int(np.argmax(a.mean)) if len(a.mean) else None
-            where = "" if best is None else f" (the best it expects: {a.mean[best]:.4g} ± {a.sd[best]:.2g})"
-            return NoProposal(
-                "Converged",
-                f"the learned twin ({twin.size} observations) sees no configuration whose expected gain over the stable "
-                f"score {a.stable:.4g} is worth the risk of a worse canary{where}",
-                final=True,
-            )
+            return NoProposal("Converged", self._converged(state, a, candidates, fresh), final=True)
         top = int(np.argmax(np.where(worth, a.value, -np.inf)))
         return NoProposal(
             "NothingSafe",
@@ -689,6 +682,30 @@ class LearnedTwinProposer(Proposer):
             f"{a.mean[top]:.4g} ± {a.sd[top]:.2g} vs stable {a.stable:.4g}), but none whose pessimistic bound stays "
             f"within {self.exploration.safety_margin_pct:g} % of the stable score; holding",
         )
+
+    def _converged(self, state: _Profile, a: _Assessment, candidates, fresh) -> str:
+        """Why the run stops, in terms a user can act on: the harm cost in effect (the run's, raised by the canaries
+        since the last promotion), the least improvement a canary confirms, the best configuration not canaried yet
+        and its odds, and how many it expects better were canaried already (each is canaried once)."""
+        twin, cost = state.twin, self._harm_cost(state)
+        raised = f" ({_figure(cost)} % raised ×{_figure(state.caution)} by the canaries since the last promotion)"
+        message = (
+            f"the learned twin ({twin.size} observations) sees no configuration whose expected gain over the stable "
+            f"score {a.stable:.4g} is worth the risk of a worse canary at a harm cost of {_figure(cost * state.caution)} % "
+            f"of the score{raised if state.caution > 1.0 else ''}"
+        )
+        if a.stable:
+            message += f"; a canary confirms +{_figure(a.gain / abs(a.stable) * 100.0)} % or more"
+        if fresh.any():
+            best = int(np.argmax(np.where(fresh, a.mean, -np.inf)))
+            message += (
+                f"; the best untried, {canonical_json(twin.config_at(candidates[best]))}: {a.mean[best]:.4g} ± "
+                f"{a.sd[best]:.2g}, better with probability {1.0 - float(a.worse[best]):.0%}"
+            )
+        canaried = int(np.sum(~fresh & (a.mean > a.stable)))
+        if canaried:
+            message += f"; {canaried} configuration(s) it expects better were canaried already (each is canaried once)"
+        return message
 
 
 @dataclass
@@ -719,6 +736,11 @@ def _observations_only(twin: Mapping | None) -> dict:
     """A learned twin's state as a prior needs it: its measurements, not its checks of earlier predictions."""
     twin = twin or {}
     return {"scale": twin.get("scale"), "observations": list(twin.get("observations") or [])}
+
+
+def _figure(value: float) -> str:
+    """Three significant figures without an exponent below a million: 30, 1500, 0.45."""
+    return f"{float(f'{value:.3g}'):g}"
 
 
 def _condition_label(conditions: Mapping[str, object]) -> str:
