@@ -329,6 +329,17 @@ def test_non_finite_samples_are_dropped_before_counting() -> None:
     assert ok.p_value is not None and math.isfinite(ok.p_value)
 
 
+def test_samples_near_the_float_limit_get_a_finite_spread_without_a_warning() -> None:
+    """A broken query's ±1e300 is finite, so it is analysed: squared as they are such samples leave the float
+    range, numpy warned (`overflow encountered in square`, 25 times in CI) and the spread read inf."""
+    huge = [1e300, -1e300, 1e300, -1e300, 1e300, 5.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = compare([1.0, 2.0, 3.0, 4.0, 5.0], huge, "maximize")
+    assert result.candidate.std == pytest.approx(np.std(np.array(huge) / 1e300, ddof=1) * 1e300)
+    assert math.isfinite(result.candidate.std) and result.baseline.std == pytest.approx(np.std([1, 2, 3, 4, 5], ddof=1))
+
+
 @pytest.mark.parametrize(
     ("baseline", "candidate"),
     [([], []), ([], [1.0] * 10), ([1.0] * 10, []), ([float("nan")] * 10, [1.0] * 10)],

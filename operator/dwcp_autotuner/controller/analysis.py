@@ -23,7 +23,7 @@ from ..models.analysis import AnalysisSettings
 from ..models.profile import ParameterProfileSpec
 from ..models.run import RolloutSettings, VariantMeasurement, sample_seconds
 from ..ports.base import MetricsSource, Unavailable, render_query
-from ..rollout.statistics import GuardLimit, MetricSamples, Verdict, analyse, unavailable_verdict
+from ..rollout.statistics import GuardLimit, MetricSamples, Verdict, analyse, sample_std, unavailable_verdict
 
 
 @dataclass
@@ -133,7 +133,7 @@ def _measurement(scores: list[float], series: dict[str, dict[float, float]]) -> 
     metrics = {m: round(v, 6) for m, values in series.items() if (v := mean(list(values.values()))) is not None}
     return VariantMeasurement(
         score=None if not finite else round(float(np.mean(finite)), 6),
-        score_std=None if len(finite) < 2 else round(float(np.std(finite, ddof=1)), 6),
+        score_std=None if len(finite) < 2 else round(sample_std(np.array(finite)), 6),
         n=len(finite),
         metrics=metrics,
     )

@@ -219,10 +219,19 @@ def _clean(samples: Iterable[float]) -> tuple[np.ndarray, int]:
     return finite, int(arr.size - finite.size)
 
 
+def sample_std(values: np.ndarray) -> float:
+    """The sample standard deviation (ddof 1) of finite values, computed on them scaled by the largest magnitude:
+    squared as they are, samples near ±1e300 (a broken query) leave the float range, and numpy warns and says inf."""
+    scale = float(np.max(np.abs(values)))
+    if scale == 0.0:
+        return 0.0
+    return scale * float(np.std(values / scale, ddof=1))
+
+
 def _describe(arr: np.ndarray, dropped: int) -> VariantStats:
     n = int(arr.size)
     mean = float(np.mean(arr)) if n else None
-    std = float(np.std(arr, ddof=1)) if n >= 2 else None
+    std = sample_std(arr) if n >= 2 else None
     return VariantStats(n=n, dropped=dropped, mean=mean, std=std)
 
 
