@@ -46,3 +46,44 @@ def _says_in_one_line(script: str, args: list[str], named: str) -> None:
 )
 def test_cycle_shift_says_which_flag_is_invalid_before_running_anything(args: list[str], named: str) -> None:
     _says_in_one_line("cycle_shift.py", args, named)
+
+
+def _live_tuning():
+    """bench/live_tuning.py as a module (bench/ is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("live_tuning", REPO / "bench" / "live_tuning.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["live_tuning"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(fraction: float, harmful: float, most: int | None = None) -> dict:
+    cell = {"fraction_mean": fraction, "fraction_min": fraction, "harmful": harmful, "canaries": 20.0}
+    return cell if most is None else {**cell, "harmful_max": most}
+
+
+def test_live_tuning_judges_the_no_prior_target_against_the_better_baseline_and_a_third_of_its_harm() -> None:
+    targets = _live_tuning().targets
+    # GP is the better baseline here: its 0.98 and its 15 harmful canaries set the bar, not TPE's 0.93 and 9.
+    results = {"ours": {20: _cell(0.95, 4.0)}, "tpe": {20: _cell(0.93, 9.0)}, "gp": {20: _cell(0.98, 15.0)}}
+    (line,) = targets(results, 20, shifted=False)
+    assert "gp" in line and "0.980" in line and "5.00" in line and line.endswith("not met")
+    results["ours"][20] = _cell(0.98, 4.9)
+    assert targets(results, 20, shifted=False)[0].endswith(": met")
+    results["ours"][20] = _cell(0.99, 5.1)  # closer, but more than a third of GP's harm
+    assert targets(results, 20, shifted=False)[0].endswith("not met")
+    assert targets({"ours": {20: _cell(0.9, 1.0)}}, 20, shifted=False) == []  # no baseline run: nothing judged
+
+
+def test_live_tuning_judges_the_shift_target_on_the_worst_run_not_the_mean() -> None:
+    targets = _live_tuning().targets
+    results = {"ours_twin_prior": {20: _cell(0.97, 0.67, most=1)}}
+    assert targets(results, 20, shifted=False) == []  # the shift target is for shifted workloads only
+    (line,) = targets(results, 20, shifted=True)
+    assert line.endswith(": met")
+    results["ours_twin_prior"][20] = _cell(0.97, 0.67, most=2)  # one run had two harmful canaries
+    assert targets(results, 20, shifted=True)[0].endswith("not met")
+    results["ours_twin_prior"][20] = _cell(0.949, 0.0, most=0)
+    assert targets(results, 20, shifted=True)[0].endswith("not met")
