@@ -1,4 +1,5 @@
-"""The bench scripts' command lines: a bad value is one line naming the field, never a traceback."""
+"""The bench scripts: a bad value on a command line is one line naming the field, never a traceback; the live-tuning
+bench says whether its two quality targets are met."""
 
 from __future__ import annotations
 
