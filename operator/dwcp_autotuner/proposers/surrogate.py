@@ -144,8 +144,11 @@ def _amplitude_prior(amplitude: float, dimensions: int) -> tuple[np.ndarray, np.
     return centre, spread
 
 
-def _matern52(r: np.ndarray) -> np.ndarray:
-    return (1.0 + math.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * np.exp(-math.sqrt(5.0) * r)
+def _matern52(r: np.ndarray, decay: np.ndarray | None = None) -> np.ndarray:
+    """Matérn 5/2 at scaled distances r; `decay` is exp(−√5 r) where the caller needs it too (its gradient)."""
+    if decay is None:
+        decay = np.exp(-math.sqrt(5.0) * r)
+    return (1.0 + math.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * decay
 
 
 @cache
@@ -179,7 +182,7 @@ def _additive_matern():
             # how alike the contexts are: the distance in every parameter but j, for each j
             others = np.sqrt(np.maximum(np.sum(distance**2, axis=2, keepdims=True) - distance**2, 0.0))
             context = _matern52(others / self.context)
-            K = ((1.0 + math.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * decay * context).mean(axis=2)  # decay: once
+            K = (_matern52(r, decay) * context).mean(axis=2)
             if not eval_gradient:
                 return K
             if self.hyperparameter_length_scale.fixed:
