@@ -376,6 +376,39 @@ def _bowl_twin(prof: ParameterProfileSpec, batch: float, timeout: float):
     return Twin(space, ("score",), means, np.zeros(1), {"workload": "acp"})
 
 
+def test_the_measured_twins_optimum_is_a_candidate_beyond_the_trust_region():
+    # The twin's top (batch 64, timeout 3200) lies three steps from the default (8, 400) in each parameter; the trust
+    # region with a twin reaches two. Before, the first proposal was the best point within reach, (32, 1600), and
+    # the run reached the optimum only if its later jumps happened to head there.
+    prof = profile()
+    proposer = LearnedTwinProposer(
+        settings(), prior_twins={"svc": _bowl_twin(prof, 64, 3200)}, planner="none", deterministic=True
+    )
+    proposal = proposer.propose("svc", prof, prof.default_config())
+    assert isinstance(proposal, Proposal), proposal
+    assert proposal.config == {"batch": 64, "timeout": 3200}
+    assert "the measured twin's optimum, beyond ±2 step(s)" in proposal.reason
+
+
+def test_a_twins_top_that_is_a_plateau_of_equal_scores_adds_no_candidate_beyond_the_trust_region():
+    # A score that saturates (a link-limited throughput) ties at its top: which tied point is the argmax is the
+    # grid's order, not a measurement. Here the first in that order, (1, 3200), lies beyond the trust region and
+    # an equal one, (2, 1600), within it: the proposal stays within reach.
+    from dwcp_autotuner.env.twin import Twin
+
+    prof = profile()
+    twin = _bowl_twin(prof, 2, 1600)
+    means = twin.means.copy()
+    top = twin.index_of({"batch": 2, "timeout": 1600})
+    means[twin.index_of({"batch": 1, "timeout": 3200})] = means[top]
+    plateau = Twin(twin.space, twin.metric_names, means, twin.noise_cv, twin.provenance)
+    proposer = LearnedTwinProposer(settings(), prior_twins={"svc": plateau}, planner="none", deterministic=True)
+    proposal = proposer.propose("svc", prof, prof.default_config())
+    assert isinstance(proposal, Proposal), proposal
+    assert proposal.config == {"batch": 2, "timeout": 1600}
+    assert "within ±2 step(s)" in proposal.reason
+
+
 def test_a_twin_family_is_weighed_by_the_canaries_and_the_model_follows_the_condition_that_explains_them():
     # The twinned conditions put the top at batch 4, timeout 200; live, it is at 32, 800 (`truth`), as the twin
     # measured under another condition says. A rescaled nominal twin with a smooth misfit cannot follow that.

@@ -210,7 +210,7 @@ class ExplorationSettings(CamelModel):
         ge=1,
         le=1000,
         description="Grid steps a proposal may move each parameter at first (twice this with a twin prior); doubled "
-        "after a promotion, halved after a worse canary.",
+        "after a promotion, halved after a worse canary. A measured twin's own optimum is a candidate wherever it lies.",
     )
     hold_seconds: int = Field(
         3600, ge=1, description="When nothing is safe and promising, ask the proposer again after this long."

@@ -8,7 +8,8 @@ weighed by the canaries) or a similar stored model as its prior mean, updated fr
 1. Candidates: the grid points of the trust region, a box of `radius` grid steps around the stable
    configuration in every parameter (several parameters and several steps may move at once). The radius
    starts at `exploration.trustRegionSteps` (twice that with a prior), doubles after a promotion and halves
-   after a rollback for a worse canary (as TuRBO does).
+   after a rollback for a worse canary (as TuRBO does). With a measured twin, the twin's own optimum is a candidate
+   wherever it lies, unless the twin's top is a plateau of equal scores (`twin_optimum`).
 2. Screening (pessimistic): a candidate whose lower bound (mean − `pessimism` × sd) is worse than the stable
    score by more than `exploration.safetyMarginPct`, or whose guard metrics' pessimistic bounds degrade by
    more than their `maxDegradationPct`, is never canaried.
@@ -67,6 +68,16 @@ WORSE = frozenset({"CanaryWorse", "GuardBreached"})
 CAUTION_AFTER_WORSE, CAUTION_AFTER_FLAT, CAUTION_AFTER_WORSE_WITHIN_NOISE = 2.0, 1.5, 6.0
 CAUTION_AFTER_WORSE_WITH_TWIN = 10.0
 MAX_CAUTION = 64.0
+# A measured twin's optimum is a candidate beyond the trust region (`twin_optimum`) unless another grid point
+# scores within this fraction of it. The trust region keeps the first jump near the default; where the twin's
+# optimum lies further (ACP: quorum 15 from 7), the run reached it only if its first jumps happened to head there.
+# bench/live_tuning.py, twin prior (`ours_no_dqn_twin_prior`), 45 shift cases on seeds 51–54/61–64, 71–73, 91–93
+# and again on 301–303: ACP's fraction of the live optimum rose in all 15 single shifts on both (acp.loss=0.1
+# 0.925 → 1.000) and in two of three pairs (the third 0.977 → 0.961, then 0.945 → 0.961); shifts meeting both
+# targets 37 → 38 and 36 → 38; no run with more than one harmful canary (one before); unshifted ACP 0.973 → 0.985
+# (seeds 100–115). With ties counted as an optimum, unshifted HDE fell 0.921 → 0.880: its twin's top is a plateau
+# (link-limited), and the arbitrary argmax lay at 0.84 of the live optimum.
+TWIN_OPTIMUM_TIE = 0.001
 
 
 def transfer_prior(profile: ParameterProfileSpec, meta: Mapping) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -113,6 +124,23 @@ def twin_prior(twin: Twin) -> Callable[[np.ndarray], np.ndarray]:
     return prior
 
 
+def twin_optimum(twin: Twin) -> tuple[int, ...] | None:
+    """The grid point where a measured twin's score is highest, None where that top is a plateau: a second point
+    within `TWIN_OPTIMUM_TIE` of it (a score that saturates, as HDE's effective throughput does at the link's
+    speed). There the grid's order, not the measurement, picks the argmax, and the trust region holds other
+    points of the plateau already."""
+    grid = np.asarray(twin.score_grid(), dtype=float)
+    flat = np.where(np.isfinite(grid.ravel()), grid.ravel(), -np.inf)  # a point the twin could not score is no top
+    if flat.size == 0 or not np.isfinite(flat.max()):
+        return None
+    best = int(np.argmax(flat))
+    if flat.size > 1:
+        runner_up = float(np.partition(flat, -2)[-2])
+        if runner_up >= flat[best] - TWIN_OPTIMUM_TIE * abs(flat[best]):
+            return None
+    return tuple(int(i) for i in np.unravel_index(best, grid.shape))
+
+
 def metric_prior(twin: Twin, m: int) -> Callable[[np.ndarray], np.ndarray]:
     """One metric of a measured twin at grid indices: the prior of that metric's model (guards are screened on it)."""
     grid = twin.means[..., m]
@@ -136,6 +164,9 @@ class _Profile:
     caution: float = 1.0  # multiplies the harm cost, reset by a promotion (CAUTION_AFTER_*)
     learned: list[str] = field(default_factory=list)
     measured_twin: bool = False  # the prior is the profile's measured twin (`spec.twin`)
+    # The measured twin's grid optimum, where it is one point (`twin_optimum`): a candidate wherever it lies, beyond
+    # the trust region too (`_candidates`).
+    twin_top: tuple[int, ...] | None = None
     # The learned twin another model (a similar profile's) or the last cycle gave as the prior, kept with this
     # profile's own model so that a restart rebuilds the same prior: {"space": [...], "twin": {...}, "name": "..."}
     borrowed: dict | None = None
@@ -247,6 +278,7 @@ class LearnedTwinProposer(Proposer):
         state.twin.metric_priors = {name: metric_prior(twin, m) for m, name in enumerate(twin.metric_names)}
         state.twin.prior_name = f"measured {twin.provenance.get('workload', '')} twin".replace("  ", " ")
         state.measured_twin = True
+        state.twin_top = twin_optimum(twin)
         state.twin._model = None
         state.radius = max(state.radius, self.exploration.trust_region_steps * 2)
         state.learning.prior = state.twin.prior_name
@@ -520,6 +552,8 @@ class LearnedTwinProposer(Proposer):
                 for d in (-1, 1)
             ]
             grid = np.vstack([grid, np.array([s for s in steps if all(0 <= i < n for i, n in zip(s, sizes))])])
+        if state.twin_top is not None:  # the measured twin's own optimum, wherever it lies
+            grid = np.vstack([grid, np.array(state.twin_top, dtype=int)[None, :]])
         keep = [tuple(row) != tuple(stable_index) for row in grid]
         return np.unique(grid[keep], axis=0)
 
@@ -588,6 +622,8 @@ class LearnedTwinProposer(Proposer):
                 if from_planner[pick]
                 else ", among the screened candidates and the DQN's rollout"
             )
+        beyond = max(abs(int(c) - int(s)) for c, s in zip(candidates[pick], stable_index)) > radius
+        where = f"the measured twin's optimum, beyond ±{radius} step(s)" if beyond else f"within ±{radius} step(s)"
         config = twin.config_at(candidates[pick])
         state.tried.add(canonical_json(config))
         twin.expect(candidates[pick])
@@ -598,7 +634,7 @@ class LearnedTwinProposer(Proposer):
             expected_improvement_pct=None if expected is None else round(expected, 3),
             confidence=round(better, 4),
             reason=(
-                f"learned twin ({twin.size} observations, prior: {twin.prior_name}): {how} within ±{radius} step(s); "
+                f"learned twin ({twin.size} observations, prior: {twin.prior_name}): {how} {where}; "
                 f"expected {expected:+.2f} %, better with probability {better:.0%}, pessimistic bound "
                 f"{float(a.pessimistic[pick]):.4g} vs stable {a.stable:.4g}"
             ),
