@@ -376,16 +376,20 @@ def _bowl_twin(prof: ParameterProfileSpec, batch: float, timeout: float):
     return Twin(space, ("score",), means, np.zeros(1), {"workload": "acp"})
 
 
+def _first_proposal(prof: ParameterProfileSpec, twin) -> Proposal:
+    """The first proposal from the default configuration, with `twin` as the profile's measured twin."""
+    proposer = LearnedTwinProposer(settings(), prior_twins={"svc": twin}, planner="none", deterministic=True)
+    proposal = proposer.propose("svc", prof, prof.default_config())
+    assert isinstance(proposal, Proposal), proposal
+    return proposal
+
+
 def test_the_measured_twins_optimum_is_a_candidate_beyond_the_trust_region():
     # The twin's top (batch 64, timeout 3200) lies three steps from the default (8, 400) in each parameter; the trust
     # region with a twin reaches two. Before, the first proposal was the best point within reach, (32, 1600), and
     # the run reached the optimum only if its later jumps happened to head there.
     prof = profile()
-    proposer = LearnedTwinProposer(
-        settings(), prior_twins={"svc": _bowl_twin(prof, 64, 3200)}, planner="none", deterministic=True
-    )
-    proposal = proposer.propose("svc", prof, prof.default_config())
-    assert isinstance(proposal, Proposal), proposal
+    proposal = _first_proposal(prof, _bowl_twin(prof, 64, 3200))
     assert proposal.config == {"batch": 64, "timeout": 3200}
     assert "the measured twin's optimum, beyond ±2 step(s)" in proposal.reason
 
@@ -401,10 +405,7 @@ def test_a_twins_top_that_is_a_plateau_of_equal_scores_adds_no_candidate_beyond_
     means = twin.means.copy()
     top = twin.index_of({"batch": 2, "timeout": 1600})
     means[twin.index_of({"batch": 1, "timeout": 3200})] = means[top]
-    plateau = Twin(twin.space, twin.metric_names, means, twin.noise_cv, twin.provenance)
-    proposer = LearnedTwinProposer(settings(), prior_twins={"svc": plateau}, planner="none", deterministic=True)
-    proposal = proposer.propose("svc", prof, prof.default_config())
-    assert isinstance(proposal, Proposal), proposal
+    proposal = _first_proposal(prof, Twin(twin.space, twin.metric_names, means, twin.noise_cv, twin.provenance))
     assert proposal.config == {"batch": 2, "timeout": 1600}
     assert "within ±2 step(s)" in proposal.reason
 
