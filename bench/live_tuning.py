@@ -117,12 +117,7 @@ class Live:
         return float(self.twin.score_grid()[self.twin.index_of(config)])
 
     def fraction(self, config: dict) -> float:
-        grid = self.twin.score_grid()
-        best, score = float(grid.max()), self.score(config)
-        if best > 0 and score >= 0:
-            return score / best
-        worst = float(grid.min())
-        return (score - worst) / (best - worst) if best > worst else 1.0
+        return self.twin.fraction_of_optimum(self.score(config))
 
 
 class JointLive:

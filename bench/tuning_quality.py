@@ -51,13 +51,7 @@ class NoisyObjective:
 
 
 def fraction(twin: Twin, index: tuple[int, ...]) -> float:
-    grid = twin.score_grid()
-    best = float(grid.max())
-    score = float(grid[index])
-    if best > 0 and score >= 0:
-        return score / best
-    worst = float(grid.min())
-    return (score - worst) / (best - worst) if best > worst else 1.0
+    return twin.fraction_of_optimum(float(twin.score_grid()[index]))
 
 
 def run_random(twin: Twin, budget: int, seed: int) -> tuple[int, ...]:

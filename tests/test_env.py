@@ -251,3 +251,39 @@ def test_report_explains_a_local_optimum_of_the_grid():
         ComponentResult("c", space, twin=twin, tuned_config={"n": 8}, optimum_config={"n": 8}).local_optimum_note()
         is None
     )
+
+
+def test_the_fraction_of_the_optimum_rises_with_the_score_even_through_zero():
+    """A score that rises through zero (ACP's under heavy message loss: -0.06 at the default, +0.10 one step away)
+    must read as a larger fraction: the benches and `tune` report it as how close a configuration is."""
+    space = TuningSpace(
+        parameters=[Parameter(name="n", min=1, max=5, default=1)],
+        metrics=[MetricSpec(name="speed")],
+        objective=[ObjectiveTerm(metric="speed", goal="maximize")],
+    )
+    from dwcp_autotuner.tuning.pipeline import ComponentResult
+
+    speeds = [-4.0, -0.06, 0.1, 0.7, 1.3]
+    twin = Twin(space, ("speed",), np.array(speeds).reshape(5, 1), np.zeros(1))
+    fractions = [
+        ComponentResult(
+            "c", space, twin=twin, tuned_config={"n": n}, optimum_config={"n": 5}, tuned_twin_score=s, optimum_score=1.3
+        ).fraction_of_optimum
+        for n, s in enumerate(speeds, start=1)
+    ]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert fractions[1] < 0 < fractions[2] == pytest.approx(0.1 / 1.3)
+    # With no positive score the ratio means nothing: between the grid's worst and best points instead.
+    losses = Twin(space, ("speed",), -np.array([5.0, 4.0, 3.0, 2.0, 1.0]).reshape(5, 1), np.zeros(1))
+    assert [
+        ComponentResult(
+            "c",
+            space,
+            twin=losses,
+            tuned_config={"n": 1},
+            optimum_config={"n": 5},
+            tuned_twin_score=s,
+            optimum_score=-1,
+        ).fraction_of_optimum
+        for s in (-5.0, -3.0, -1.0)
+    ] == [0.0, 0.5, 1.0]

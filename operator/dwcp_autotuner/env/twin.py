@@ -88,6 +88,20 @@ class Twin:
         index = tuple(int(i) for i in np.unravel_index(flat, grid.shape))
         return index, float(grid[index])
 
+    def fraction_of_optimum(self, score: float) -> float:
+        """`score` as a fraction of the grid's optimum: score / optimum, negative for a score below zero.
+
+        Monotone in the score, so a better configuration never reads as a smaller fraction (a score that rises
+        through zero, as ACP's does under heavy message loss, reads as rising). Only where the optimum itself is
+        not positive (a custom objective) does the ratio mean nothing: then it is taken between the grid's worst
+        and best points."""
+        grid = self.score_grid()
+        best = float(grid.max())
+        if best > 0:
+            return score / best
+        worst = float(grid.min())
+        return 1.0 if best <= worst else (score - worst) / (best - worst)
+
     # --- persistence ------------------------------------------------------------------------------
     def save(self, path_stem: Path) -> None:
         path_stem.parent.mkdir(parents=True, exist_ok=True)

@@ -96,18 +96,10 @@ class ComponentResult:
 
     @property
     def fraction_of_optimum(self) -> float | None:
-        """Tuned score / optimum score on the twin (scores of the built-in spaces are positive by design).
-
-        When the optimum is not positive (a custom objective), the ratio means nothing, so the
-        fraction is taken between the grid's worst and best points instead.
-        """
+        """Tuned score as a fraction of the optimum on the twin (`Twin.fraction_of_optimum`)."""
         if self.tuned_twin_score is None or self.optimum_score is None or self.twin is None:
             return None
-        if self.optimum_score > 0 and self.tuned_twin_score >= 0:
-            return self.tuned_twin_score / self.optimum_score
-        worst = float(self.twin.score_grid().min())
-        span = self.optimum_score - worst
-        return 1.0 if span <= 0 else (self.tuned_twin_score - worst) / span
+        return self.twin.fraction_of_optimum(self.tuned_twin_score)
 
 
 @dataclass
