@@ -828,3 +828,57 @@ def test_an_operator_restart_keeps_the_prior_a_similar_stored_model_gave(tmp_pat
     points = [(i, j) for i in range(8) for j in range(6)]
     assert np.allclose(a.twin.predict(points)[0], b.twin.predict(points)[0])
     assert np.allclose(a.twin.predict(points)[1], b.twin.predict(points)[1])
+
+
+def test_a_score_near_zero_keeps_a_safety_margin_of_its_objective_terms_size():
+    """A score made of terms that cancel (a success rate less a latency, each near 0.5) is near zero where the
+    component is failing, as ACP's is under heavy message loss. The margin of `safetyMarginPct` was a share of that
+    score: nothing could be within half of 0.001, and the run held ("NothingSafe") where every configuration but the
+    failing one is better. It is a share of the terms' size (0.5 + 0.5) instead."""
+    prof = ParameterProfileSpec.model_validate(
+        {
+            "target": {"name": "svc-config"},
+            "parameters": [
+                {"name": "batch", "min": 1, "max": 64, "default": 8, "scale": "log2"},
+                {"name": "timeout", "min": 100, "max": 3200, "default": 400, "scale": "log2"},
+            ],
+            "metrics": [{"name": "success"}, {"name": "latency_ms"}],
+            "objective": [
+                {"metric": "success", "goal": "maximize"},
+                {"metric": "latency_ms", "goal": "minimize", "scale": 1000.0},
+            ],
+        }
+    )
+
+    def measured(config) -> VariantMeasurement:
+        success = 0.5 + 0.04 * math.log2(config["batch"] / 8) - 0.3 * abs(math.log2(config["timeout"] / 400))
+        latency = 499.0 - 40.0 * math.log2(config["batch"] / 8)
+        score = success - latency / 1000.0
+        metrics = {"success": success, "latency_ms": latency}
+        return VariantMeasurement(score=score, score_std=0.02, n=11, metrics=metrics)
+
+    proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    stable = prof.default_config()
+    assert measured(stable).score == pytest.approx(0.001)
+    for n, canary in enumerate(
+        ({"batch": 8, "timeout": 800}, {"batch": 8, "timeout": 200}, {"batch": 4, "timeout": 400})
+    ):
+        record = StepRecord(
+            index=0,
+            weight=5,
+            analysed_at="2026-12-01T00:00:00Z",
+            verdict="Failed",
+            reason="CanaryWorse",
+            stable=measured(stable),
+            canary=measured(canary),
+        )
+        proposer.observe("svc", prof, stable, canary, record)
+        proposer.learn("svc", prof, ProposalVerdict(n, dict(stable), canary, False, "CanaryWorse", -0.05, f"near/{n}"))
+    proposal = proposer.propose("svc", prof, stable)
+    assert isinstance(proposal, Proposal), proposal
+    twin = proposer._state("svc", prof).twin
+    a = proposer._assess(
+        proposer._state("svc", prof), prof, np.array([twin.index_of(proposal.config)]), twin.index_of(stable)
+    )
+    assert a.floor == pytest.approx(a.stable - 0.5 * (0.5 + 0.499), abs=0.01)  # half the terms' size below stable
+    assert a.pessimistic[0] >= a.floor

@@ -351,6 +351,17 @@ class TuningSpace(CamelModel):
             total += sign * term.weight * float(metrics[term.metric]) / term.scale
         return total
 
+    def objective_magnitude(self, metrics: Mapping[str, float]) -> float:
+        """The size of the objective's parts: the sum of its terms' magnitudes (weight × |value| / scale), over the
+        terms whose metric is in `metrics`. It equals |objective| when every term is a maximized metric ≥ 0 and is
+        larger where terms cancel (a minimized latency subtracted from a success rate): a percentage of a score
+        near zero is taken of this instead (`exploration.safetyMarginPct`)."""
+        return sum(
+            term.weight * abs(float(metrics[term.metric])) / term.scale
+            for term in self.objective
+            if term.metric in metrics
+        )
+
     def penalty(self, metrics: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> float:
         """Sum of soft-constraint penalties; relative constraints need the baseline's metrics.
 

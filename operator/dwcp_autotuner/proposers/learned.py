@@ -11,8 +11,9 @@ weighed by the canaries) or a similar stored model as its prior mean, updated fr
    after a rollback for a worse canary (as TuRBO does). With a measured twin, the twin's own optimum is a candidate
    wherever it lies, unless the twin's top is a plateau of equal scores (`twin_optimum`).
 2. Screening (pessimistic): a candidate whose lower bound (mean − `pessimism` × sd) is worse than the stable
-   score by more than `exploration.safetyMarginPct`, or whose guard metrics' pessimistic bounds degrade by
-   more than their `maxDegradationPct`, is never canaried.
+   score by more than `exploration.safetyMarginPct` (of the score's size, or of its objective terms' where they
+   cancel near zero), or whose guard metrics' pessimistic bounds degrade by more than their `maxDegradationPct`,
+   is never canaried.
 3. Choice (optimistic): among the safe candidates that are promising (upper bound, mean + `optimism` × sd,
    above the stable score by at least what a canary can detect), the DQN planner's greedy rollout on the twin
    proposes the best it visits; without the planner (the ablation), the best upper bound.
@@ -483,7 +484,10 @@ class LearnedTwinProposer(Proposer):
             worse += weight * 0.5 * (1.0 + _erf((stable_w - m) / (s * math.sqrt(2.0))))
         value = improvement - self._harm_cost(state) / 100.0 * state.caution * worse
         # Pessimistic: the lower bound within the margin, and every guard's pessimistic bound within its tolerance.
-        floor = stable_mean - reference * x.safety_margin_pct / 100.0
+        # The margin is a share of the stable score's size, or of its objective terms' where they cancel near zero
+        # (ACP under heavy message loss: a score of 0.004 made of 0.2-sized terms), so it never shrinks to nothing.
+        size = max(reference, profile.objective_magnitude(twin.metrics_measured(stable_index)))
+        floor = stable_mean - size * x.safety_margin_pct / 100.0
         pessimistic_w = mean_w - x.pessimism * sd_w
         safe = (
             pessimistic_w >= float(twin.to_working(floor)) if floor > 0 or not twin.log else np.ones(len(mean_w), bool)
@@ -516,7 +520,7 @@ class LearnedTwinProposer(Proposer):
             # Learned from canaries alone, a guard's model is uncertain wherever nothing was measured: the score's
             # safety margin is added to its tolerance (a breach is caught at the first step anyway).
             safe &= degradation * 100.0 <= guard.max_degradation_pct + x.safety_margin_pct
-        return _Assessment(mean, sd, value, worse, pessimistic, safe, stable_mean, gain)
+        return _Assessment(mean, sd, value, worse, pessimistic, safe, stable_mean, gain, floor)
 
     def _harm_cost(self, state: _Profile) -> float:
         """`exploration.harmCostPct`, else 3 with a measured twin and 1 without. With the twin (and the same twin
@@ -716,7 +720,7 @@ class LearnedTwinProposer(Proposer):
             "NothingSafe",
             f"the learned twin sees configurations worth trying (e.g. {canonical_json(twin.config_at(candidates[top]))}: "
             f"{a.mean[top]:.4g} ± {a.sd[top]:.2g} vs stable {a.stable:.4g}), but none whose pessimistic bound stays "
-            f"within {self.exploration.safety_margin_pct:g} % of the stable score; holding",
+            f"within {self.exploration.safety_margin_pct:g} % of the stable score (above {a.floor:.4g}); holding",
         )
 
     def _converged(self, state: _Profile, a: _Assessment, candidates, fresh) -> str:
@@ -754,6 +758,7 @@ class _Assessment:
     safe: np.ndarray
     stable: float
     gain: float
+    floor: float  # the lowest pessimistic score canaried (`exploration.safetyMarginPct` below the stable score)
 
 
 _erf = np.vectorize(math.erf)

@@ -332,6 +332,15 @@ class LearnedTwin:
             variances.append(float(1.0 / np.sum(weights)))
         return np.array(indices, dtype=float).reshape(-1, len(self.sizes)), np.array(means), np.array(variances)
 
+    def metrics_measured(self, index) -> dict[str, float]:
+        """The mean of each metric measured at grid point `index` (empty where nothing was measured)."""
+        values: dict[str, list[float]] = {}
+        for o in self.observations:
+            if o.index == tuple(int(i) for i in index):
+                for name, value in o.metrics.items():
+                    values.setdefault(name, []).append(value)
+        return {name: float(np.mean(v)) for name, v in values.items()}
+
     def noise_std(self) -> float | None:
         """A single sample's score spread, as the stable measurements show it (for the detectable improvement)."""
         spreads = [math.sqrt(o.variance * o.n) for o in self.observations if o.n > 1]
