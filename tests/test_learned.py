@@ -684,6 +684,21 @@ def test_a_converged_run_says_the_harm_cost_in_effect_and_the_best_configuration
     assert "1 configuration(s) it expects better were canaried already" in done.message
 
 
+def _worse_canary(proposer, prof, stable: dict, canary: dict, stable_measured, canary_measured) -> None:
+    """One canary step measured as given, then rolled back as worse, as the controller reports them."""
+    record = StepRecord(
+        index=0,
+        weight=5,
+        analysed_at="2026-12-01T00:00:00Z",
+        verdict="Failed",
+        reason="CanaryWorse",
+        stable=stable_measured,
+        canary=canary_measured,
+    )
+    proposer.observe("svc", prof, stable, canary, record)
+    proposer.learn("svc", prof, verdict(stable, canary, False))
+
+
 def test_two_worse_neighbours_do_not_convince_the_twin_that_nothing_anywhere_is_better():
     """The first two canaries (one replica fewer, one more) were both worse: the twin must not conclude from three
     nearby points that no configuration anywhere is better. It did (their spread set its whole amplitude), and a
@@ -692,18 +707,7 @@ def test_two_worse_neighbours_do_not_convince_the_twin_that_nothing_anywhere_is_
     proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
     stable = prof.default_config()
     for replicas in (6, 8):
-        canary = {**stable, "replicas": replicas}
-        step_record = StepRecord(
-            index=0,
-            weight=5,
-            analysed_at="2026-12-01T00:00:00Z",
-            verdict="Failed",
-            reason="CanaryWorse",
-            stable=_measured(1.0),
-            canary=_measured(0.92),
-        )
-        proposer.observe("svc", prof, stable, canary, step_record)
-        proposer.learn("svc", prof, verdict(stable, canary, False))
+        _worse_canary(proposer, prof, stable, {**stable, "replicas": replicas}, _measured(1.0), _measured(0.92))
     proposal = proposer.propose("svc", prof, stable)
     assert isinstance(proposal, Proposal), proposal
     assert proposal.config["replicas"] == stable["replicas"] or proposal.config != stable  # something else is tried
@@ -860,20 +864,8 @@ def test_a_score_near_zero_keeps_a_safety_margin_of_its_objective_terms_size():
     proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
     stable = prof.default_config()
     assert measured(stable).score == pytest.approx(0.001)
-    for n, canary in enumerate(
-        ({"batch": 8, "timeout": 800}, {"batch": 8, "timeout": 200}, {"batch": 4, "timeout": 400})
-    ):
-        record = StepRecord(
-            index=0,
-            weight=5,
-            analysed_at="2026-12-01T00:00:00Z",
-            verdict="Failed",
-            reason="CanaryWorse",
-            stable=measured(stable),
-            canary=measured(canary),
-        )
-        proposer.observe("svc", prof, stable, canary, record)
-        proposer.learn("svc", prof, ProposalVerdict(n, dict(stable), canary, False, "CanaryWorse", -0.05, f"near/{n}"))
+    for canary in ({"batch": 8, "timeout": 800}, {"batch": 8, "timeout": 200}, {"batch": 4, "timeout": 400}):
+        _worse_canary(proposer, prof, stable, canary, measured(stable), measured(canary))
     proposal = proposer.propose("svc", prof, stable)
     assert isinstance(proposal, Proposal), proposal
     twin = proposer._state("svc", prof).twin
