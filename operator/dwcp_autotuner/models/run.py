@@ -196,8 +196,9 @@ class ExplorationSettings(CamelModel):
         le=100,
         description="A candidate whose pessimistic score is worse than the stable one by more than this is never "
         "canaried (percent of the stable score, or of its objective terms' size, weight × |metric| / scale summed, "
-        "where they cancel near zero). A guard's pessimistic bound must keep within its maxDegradationPct plus this margin, and where the "
-        "profile's measured twin predicts the guard's metric, its expected change within maxDegradationPct itself.",
+        "where they cancel near zero). A guard's pessimistic bound must keep within its maxDegradationPct plus this "
+        "margin, and where the profile's measured twin predicts the guard's metric, its expected change within "
+        "maxDegradationPct itself.",
     )
     min_gain_pct: float = Field(
         2.0,
