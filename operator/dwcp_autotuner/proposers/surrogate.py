@@ -334,9 +334,10 @@ class LearnedTwin:
 
     def metrics_measured(self, index) -> dict[str, float]:
         """The mean of each metric measured at grid point `index` (empty where nothing was measured)."""
+        point = tuple(int(i) for i in index)
         values: dict[str, list[float]] = {}
         for o in self.observations:
-            if o.index == tuple(int(i) for i in index):
+            if o.index == point:
                 for name, value in o.metrics.items():
                     values.setdefault(name, []).append(value)
         return {name: float(np.mean(v)) for name, v in values.items()}
