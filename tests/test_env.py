@@ -263,27 +263,24 @@ def test_the_fraction_of_the_optimum_rises_with_the_score_even_through_zero():
     )
     from dwcp_autotuner.tuning.pipeline import ComponentResult
 
+    def fraction(twin: Twin, score: float) -> float | None:
+        """What `tune`'s report says of a tuned configuration scoring `score` on `twin`."""
+        best = float(twin.score_grid().max())
+        return ComponentResult(
+            "c",
+            space,
+            twin=twin,
+            tuned_config={"n": 1},
+            optimum_config={"n": 5},
+            tuned_twin_score=score,
+            optimum_score=best,
+        ).fraction_of_optimum
+
     speeds = [-4.0, -0.06, 0.1, 0.7, 1.3]
     twin = Twin(space, ("speed",), np.array(speeds).reshape(5, 1), np.zeros(1))
-    fractions = [
-        ComponentResult(
-            "c", space, twin=twin, tuned_config={"n": n}, optimum_config={"n": 5}, tuned_twin_score=s, optimum_score=1.3
-        ).fraction_of_optimum
-        for n, s in enumerate(speeds, start=1)
-    ]
+    fractions = [fraction(twin, s) for s in speeds]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert fractions[1] < 0 < fractions[2] == pytest.approx(0.1 / 1.3)
     # With no positive score the ratio means nothing: between the grid's worst and best points instead.
     losses = Twin(space, ("speed",), -np.array([5.0, 4.0, 3.0, 2.0, 1.0]).reshape(5, 1), np.zeros(1))
-    assert [
-        ComponentResult(
-            "c",
-            space,
-            twin=losses,
-            tuned_config={"n": 1},
-            optimum_config={"n": 5},
-            tuned_twin_score=s,
-            optimum_score=-1,
-        ).fraction_of_optimum
-        for s in (-5.0, -3.0, -1.0)
-    ] == [0.0, 0.5, 1.0]
+    assert [fraction(losses, s) for s in (-5.0, -3.0, -1.0)] == [0.0, 0.5, 1.0]

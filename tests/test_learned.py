@@ -837,8 +837,8 @@ def test_an_operator_restart_keeps_the_prior_a_similar_stored_model_gave(tmp_pat
 def test_a_score_near_zero_keeps_a_safety_margin_of_its_objective_terms_size():
     """A score made of terms that cancel (a success rate less a latency, each near 0.5) is near zero where the
     component is failing, as ACP's is under heavy message loss. The margin of `safetyMarginPct` was a share of that
-    score: nothing could be within half of 0.001, and the run held ("NothingSafe") where every configuration but the
-    failing one is better. It is a share of the terms' size (0.5 + 0.5) instead."""
+    score: nothing could be within half of 0.001, and the run held ("NothingSafe") where larger batches are better.
+    It is a share of the terms' size (0.5 + 0.5) instead."""
     prof = ParameterProfileSpec.model_validate(
         {
             "target": {"name": "svc-config"},
