@@ -54,19 +54,30 @@ def truth(config) -> float:
     return 100.0 - 8.0 * math.log2(config["batch"] / 32) ** 2 - 5.0 * math.log2(config["timeout"] / 800) ** 2
 
 
-def step(stable: dict, canary: dict, index: int = 0) -> StepRecord:
-    def measured(config):
-        return VariantMeasurement(score=truth(config), score_std=1.0, n=10, metrics={"score": truth(config)})
-
+def step_record(
+    stable: VariantMeasurement,
+    canary: VariantMeasurement,
+    index: int = 0,
+    verdict: str = "Successful",
+    reason: str = "NotWorse",
+) -> StepRecord:
+    """One analysed canary step at 5 % with the two variants measured as given."""
     return StepRecord(
         index=index,
         weight=5,
         analysed_at="2026-12-01T00:00:00Z",
-        verdict="Successful",
-        reason="NotWorse",
-        stable=measured(stable),
-        canary=measured(canary),
+        verdict=verdict,
+        reason=reason,
+        stable=stable,
+        canary=canary,
     )
+
+
+def step(stable: dict, canary: dict, index: int = 0) -> StepRecord:
+    def measured(config):
+        return VariantMeasurement(score=truth(config), score_std=1.0, n=10, metrics={"score": truth(config)})
+
+    return step_record(measured(stable), measured(canary), index)
 
 
 _keys = itertools.count(1)
@@ -686,16 +697,8 @@ def test_a_converged_run_says_the_harm_cost_in_effect_and_the_best_configuration
 
 def _worse_canary(proposer, prof, stable: dict, canary: dict, stable_measured, canary_measured) -> None:
     """One canary step measured as given, then rolled back as worse, as the controller reports them."""
-    record = StepRecord(
-        index=0,
-        weight=5,
-        analysed_at="2026-12-01T00:00:00Z",
-        verdict="Failed",
-        reason="CanaryWorse",
-        stable=stable_measured,
-        canary=canary_measured,
-    )
-    proposer.observe("svc", prof, stable, canary, record)
+    failed = step_record(stable_measured, canary_measured, verdict="Failed", reason="CanaryWorse")
+    proposer.observe("svc", prof, stable, canary, failed)
     proposer.learn("svc", prof, verdict(stable, canary, False))
 
 
@@ -739,14 +742,8 @@ def test_the_gain_a_canary_must_show_follows_the_analysis_significance():
     prof = profile()
     stable = prof.default_config()
     canary = {**stable, "batch": 16}
-    noisy = StepRecord(
-        index=0,
-        weight=5,
-        analysed_at="2026-12-01T00:00:00Z",
-        verdict="Successful",
-        reason="NotWorse",
-        stable=VariantMeasurement(score=100.0, score_std=10.0, n=10),
-        canary=VariantMeasurement(score=101.0, score_std=10.0, n=10),
+    noisy = step_record(
+        VariantMeasurement(score=100.0, score_std=10.0, n=10), VariantMeasurement(score=101.0, score_std=10.0, n=10)
     )
     gains = {}
     for significance in (0.001, 0.05):
