@@ -508,14 +508,16 @@ def test_better_canary_steps_through_the_weights_and_is_promoted(cluster: Cluste
 
     # The agent learnt from the verdict: its model went through the Kubernetes API into a ConfigMap owned by the
     # profile (so it is garbage-collected with it), whole (sha256 of the stored bytes = the manifest's), and the
-    # profile's next check says the model fits its parameter space.
-    stored = wait_for(
-        lambda: cluster.configmap(ns, "svc-model").get("binaryData"),
+    # profile's next check says the model fits its parameter space. The model is saved again after each analysis
+    # step, verdict and background planning pass (the last may land after the run ends), so the bytes and the
+    # manifest are read from one and the same read of the ConfigMap.
+    model_cm = wait_for(
+        lambda: (found := cluster.configmap(ns, "svc-model")).get("binaryData") and found,
         15,
         "the stored model",
         on_timeout=lambda: cluster.debug(ns, "tune"),
     )
-    model_cm = cluster.configmap(ns, "svc-model")
+    stored = model_cm["binaryData"]
     profile_uid = cluster.emulator.get_object("parameterprofiles", "svc", ns, group=GROUP)["metadata"]["uid"]
     [owner] = model_cm["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("ParameterProfile", "svc", profile_uid)
