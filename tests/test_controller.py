@@ -483,14 +483,15 @@ def _messages_until_done(h: Harness, limit: int = 40) -> list[str]:
 
 
 def test_a_canary_that_leans_better_is_analysed_longer_and_promoted(tmp_path):
-    """0.7 % better on 1 % noise: at the last step two analyses cannot confirm it at p < 0.001 (it leans better,
-    p 0.02), so without the extra analyses it is rolled back as Inconclusive; with them the growing window
-    confirms it, and the status says why the canary stays."""
-    short = Harness(tmp_path / "a", canary_mean=100.7, spec=_rollout_spec(maxInconclusive=2))  # the default: none
+    """1 % better on 1 % noise: at the last step two analyses cannot confirm it at p < 0.001 (it leans better,
+    p 0.009), so without the extra analyses it is rolled back as Inconclusive; with them the canary's growing
+    window (against the stable samples of the step before: at 100 % the stable variant gets no work) confirms it,
+    and the status says why the canary stays."""
+    short = Harness(tmp_path / "a", canary_mean=101.0, spec=_rollout_spec(maxInconclusive=2))  # the default: none
     _messages_until_done(short)
     assert (short.status.history[-1].verdict, short.status.history[-1].reason) == ("RolledBack", "Inconclusive")
 
-    h = Harness(tmp_path / "b", canary_mean=100.7, spec=_rollout_spec(maxInconclusive=2, promisingExtraAnalyses=3))
+    h = Harness(tmp_path / "b", canary_mean=101.0, spec=_rollout_spec(maxInconclusive=2, promisingExtraAnalyses=3))
     messages = _messages_until_done(h)
     assert (h.status.history[-1].verdict, h.status.history[-1].reason) == ("Promoted", "CanaryBetter")
     extended = [m for m in messages if "leans better" in m]
@@ -510,13 +511,13 @@ def test_on_inconclusive_hold_waits_for_the_extra_analyses_before_it_holds(tmp_p
     would stay at its weight, never analysed again, though it is allowed more analyses)."""
     h = Harness(
         tmp_path / "a",
-        canary_mean=100.7,
+        canary_mean=101.0,
         spec=_rollout_spec(maxInconclusive=1, onInconclusive="Hold", promisingExtraAnalyses=3),
     )
     _messages_until_done(h)
     assert (h.status.history[-1].verdict, h.status.history[-1].reason) == ("Promoted", "CanaryBetter")
 
-    held = Harness(tmp_path / "b", canary_mean=100.7, spec=_rollout_spec(maxInconclusive=1, onInconclusive="Hold"))
+    held = Harness(tmp_path / "b", canary_mean=101.0, spec=_rollout_spec(maxInconclusive=1, onInconclusive="Hold"))
     for _ in range(20):
         held.tick()
     assert held.status.phase == "RollingOut" and condition(held.status, "Progressing").reason == "Held"
@@ -583,6 +584,36 @@ def test_at_full_weight_the_stable_samples_come_from_the_step_before(tmp_path):
     assert h.status.phase == "Succeeded", h.status.message
     record = h.status.history[-1]
     assert record.verdict == "Promoted" and record.improvement_pct == pytest.approx(10.0, abs=1.5)
+
+
+def test_at_full_weight_the_stable_stragglers_of_the_switch_do_not_enter_the_baseline(tmp_path):
+    """At the switch to 100 % a real component's stable series does not stop at once: the rate windows that
+    straddle the switch hold the last few stable units, whose scores scatter widely (a handful of units of
+    uneven work; the closed-loop test's HDE once read 1.7 at 50 % and ~5 from two such samples, and rolled back
+    a +120 % canary as not significant). The last step's baseline is the step before, not those stragglers."""
+    h = Harness(tmp_path)
+    full_since: list[float] = []
+    rng = np.random.default_rng(2)
+
+    def stable(t: float) -> float | None:
+        if full_since and t > full_since[0]:
+            # Stragglers for the first half of the interval (a few units each: scattered), then nothing.
+            return float(rng.choice([20.0, 400.0])) if t <= full_since[0] + 30 else None
+        return 100.0 * (1 + 0.01 * rng.standard_normal())
+
+    h.metrics.register('svc_throughput{variant="stable"}', stable)
+    for _ in range(30):
+        h.tick()
+        if not full_since and h.configmap().get(CANARY_WEIGHT_KEY) == "100":
+            full_since.append(h.now.timestamp())
+        if h.status.phase in ("Succeeded", "RolledBack"):
+            break
+    assert full_since, "the canary never reached 100 %"
+    assert h.status.phase == "Succeeded", h.status.message
+    record = h.status.history[-1]
+    assert record.verdict == "Promoted" and record.improvement_pct == pytest.approx(10.0, abs=1.5)
+    last = record.steps[-1]
+    assert last.weight == 100 and last.stable.score == pytest.approx(100.0, abs=1.0), last
 
 
 def test_the_analysis_scores_soft_constraint_penalties_like_the_agent(tmp_path):

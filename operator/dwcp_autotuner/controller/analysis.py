@@ -8,8 +8,10 @@ stable variant's means), and judged by the shared canary statistics together wit
 guard once. The verdict is all the rollout reads (`rollout/decision.py`): at an intermediate step it
 asks "not worse, guards held, enough data?", at the last step "significantly better?".
 
-At a weight of 100 % the stable variant gets no work, so the caller passes `baseline_start` to reach
-back into the previous step for the stable samples.
+At a weight of 100 % the stable variant gets no work, so the caller passes `baseline_start` and
+`baseline_end` to take the stable samples from the previous step alone: the stable series does not stop at the
+switch, the rate windows straddling it hold the last few stable units, whose scores scatter far beyond the
+stable configuration's own spread (a handful of units of uneven work).
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ def collect(
     step_seconds: float,
     *,
     baseline_start: dt.datetime | None = None,
+    baseline_end: dt.datetime | None = None,
 ) -> tuple[MetricSamples, list[tuple[GuardLimit, MetricSamples]], dict[str, dict[str, dict[float, float]]]]:
     """Query every metric the score and guards need, for both variants; raises Unavailable.
 
-    The stable variant is queried from `baseline_start` (default: `start`), the canary from `start`.
+    The stable variant is queried from `baseline_start` to `baseline_end` (default: `start` to `end`), the canary
+    from `start` to `end`.
     Returns the score samples, the guards' samples and every metric's series per variant."""
     queries = {m.name: m.query for m in profile.metrics}
     needed = {t.metric for t in profile.objective} | {g.metric for g in profile.guards}
@@ -71,7 +75,7 @@ def collect(
     if missing:
         raise Unavailable(f"metric(s) {', '.join(missing)} have no query")
     needed |= {c.metric for c in profile.constraints if queries.get(c.metric)}
-    windows = {"stable": (baseline_start or start, end), "canary": (start, end)}
+    windows = {"stable": (baseline_start or start, baseline_end or end), "canary": (start, end)}
     data = {
         variant: {
             m: _series(source, queries[m] or "", variant, *windows[variant], step_seconds) for m in sorted(needed)
@@ -110,11 +114,18 @@ def analyse_step(
     *,
     last_step: bool,
     baseline_start: dt.datetime | None = None,
+    baseline_end: dt.datetime | None = None,
 ) -> StepAnalysis:
     settings = AnalysisSettings.model_validate(rollout.model_dump(include=set(AnalysisSettings.model_fields)))
     try:
         objective, guards, data = collect(
-            profile, source, start, end, sample_seconds(rollout), baseline_start=baseline_start
+            profile,
+            source,
+            start,
+            end,
+            sample_seconds(rollout),
+            baseline_start=baseline_start,
+            baseline_end=baseline_end,
         )
     except Unavailable as error:
         empty = MetricSamples(metric="objective", goal="maximize")

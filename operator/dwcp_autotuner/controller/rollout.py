@@ -403,12 +403,22 @@ def _analyse(
 ):
     """Analyse the step, keep what it was decided on (`current.steps`), and hand the measurements to the proposer."""
     rollout = ctx.spec.rollout
-    # At 100 % the stable variant gets no work: its samples come from the interval before this step.
-    baseline_start = (
-        started - dt.timedelta(seconds=rollout.analysis_interval_seconds) if current.canary_weight >= 100 else started
+    # At 100 % the stable variant gets no work: its samples come from the interval before this step, and only from
+    # it (after the switch its series holds a few straggling units, not the stable configuration's measure).
+    baseline_start, baseline_end = (
+        (started - dt.timedelta(seconds=rollout.analysis_interval_seconds), started)
+        if current.canary_weight >= 100
+        else (started, None)
     )
     result = analyse_step(
-        profile, ports.metrics, rollout, started, ctx.now, last_step=step.last, baseline_start=baseline_start
+        profile,
+        ports.metrics,
+        rollout,
+        started,
+        ctx.now,
+        last_step=step.last,
+        baseline_start=baseline_start,
+        baseline_end=baseline_end,
     )
     verdict = result.verdict
     current.last_analysis_at = now_iso(ctx.now)

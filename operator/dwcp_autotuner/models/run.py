@@ -134,8 +134,9 @@ class RolloutSettings(AnalysisSettings):
         le=100,
         description="Further inconclusive analyses a canary gets beyond maxInconclusive while it leans better (the "
         "objective's one-sided p-value that it is better is below promisingSignificance, yet the analysis was "
-        "inconclusive). The window keeps growing from the step's start, so an improvement of a few per cent that "
-        "maxInconclusive analyses cannot confirm at p < 0.001 is confirmed instead of rolled back. Default 0: a "
+        "inconclusive). The canary's window keeps growing from the step's start (at 100 % against the stable samples "
+        "of the step before), so an improvement that maxInconclusive analyses cannot confirm at p < 0.001 may be "
+        "confirmed instead of rolled back. Default 0: a "
         "canary lasts at most maxInconclusive analyses per step, as configured (docs/concepts.md measures 3).",
     )
     promising_significance: Significance = Field(

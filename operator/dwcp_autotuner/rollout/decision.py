@@ -90,7 +90,8 @@ class Limits:
     def allowed(self, p_value: float | None) -> int:
         """The inconclusive analyses a proposal may have after one whose objective p-value (that the canary is
         better) is `p_value`: `max_inconclusive`, and `promising_extra` more while the canary leans better
-        (p below `promising_significance`). The window grows from the step's start, so a canary a little better
+        (p below `promising_significance`). The canary's window grows from the step's start (at 100 % the stable
+        samples are those of the step before: the stable variant gets no work), so a canary a little better
         than the stable one, which `max_inconclusive` analyses cannot confirm at a strict significance, gets
         the samples that can; one that leans nowhere, or worse, is not kept longer."""
         leaning = p_value is not None and p_value < self.promising_significance
