@@ -522,6 +522,21 @@ def test_the_harm_cost_is_three_with_a_measured_twin_and_one_without_unless_the_
     assert cost(prior_twins={"svc": twin}, exploration=explicit) == cost(exploration=explicit) == 0.5
 
 
+def test_at_full_weight_the_stable_measurement_of_the_step_before_is_not_learned_twice():
+    """At 100 % the stable variant gets no work: the step's stable measurement is the step before's (the
+    controller reaches back for it), so the learned twin adds the canary's new samples and not that one again."""
+    prof = profile()
+    proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    stable, canary = {"batch": 8, "timeout": 400}, {"batch": 16, "timeout": 400}
+    for index, weight in enumerate((5, 25, 50, 100)):
+        record = step(stable, canary, index)
+        record.weight = weight
+        proposer.observe("svc", prof, stable, canary, record)
+    twin = proposer._state("svc", prof).twin
+    counts = [sum(o.index == twin.index_of(config) for o in twin.observations) for config in (stable, canary)]
+    assert counts == [3, 4]
+
+
 def test_an_inconclusive_canary_that_measured_worse_raises_the_harm_cost_like_three_worse_ones():
     """A canary rolled back as inconclusive after measuring better (within noise) says its neighbourhood is flat;
     one that measured worse says nothing near holds a confirmable improvement, and the learned twin, which saw two

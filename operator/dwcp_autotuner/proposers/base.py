@@ -74,7 +74,8 @@ class Proposer:
     def observe(
         self, profile_name: str, profile: ParameterProfileSpec, stable: Config, canary: Config, step: StepRecord
     ) -> None:
-        """One analysed canary step: both variants' measurements (the stable one is free data)."""
+        """One analysed canary step: both variants' measurements (the stable one is free data, except at a weight of
+        100 %, where the stable variant gets no work and its measurement is the step before's)."""
 
     def learn(self, profile_name: str, profile: ParameterProfileSpec, verdict: ProposalVerdict) -> None:
         """The end of a proposal. A status write that fails after it can hand the same verdict over again:

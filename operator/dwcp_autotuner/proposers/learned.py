@@ -312,7 +312,11 @@ class LearnedTwinProposer(Proposer):
     def observe(self, profile_name, profile, stable, canary, step: StepRecord) -> None:
         state = self._state(profile_name, profile)
         with state.lock:
-            for config, measured in ((stable, step.stable), (canary, step.canary)):
+            # At 100 % the stable variant gets no work: its measurement is the step before's, already added.
+            measured_now = (
+                [(canary, step.canary)] if step.weight >= 100 else [(stable, step.stable), (canary, step.canary)]
+            )
+            for config, measured in measured_now:
                 state.twin.add(config, measured.score, measured.score_std, measured.n, measured.metrics)
             if step.stable.score is not None and step.canary.score is not None:
                 state.canary_gap.append(step.canary.score - step.stable.score)
