@@ -296,6 +296,7 @@ def make_proposer(method: str, seed: int, prior, spec: OptimizationRunSpec) -> P
         deterministic=True,
         surrogate="ensemble" if "ensemble" in method else "gp",
         significance=spec.rollout.significance,
+        analyses=spec.rollout.max_inconclusive,
     )
 
 

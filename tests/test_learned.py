@@ -753,7 +753,9 @@ def test_a_parameter_value_that_failed_in_one_context_is_expected_worse_in_anoth
     assert mean[0] < 0.7 * mean[1], (mean, sd)  # expected much worse than the measured neighbour, not "unknown"
 
 
-def test_the_gain_a_canary_must_show_follows_the_analysis_significance():
+def test_the_gain_a_canary_must_show_follows_the_analysis_significance_and_its_analyses():
+    """What the last step can confirm: z standard errors of the difference between the stable mean of the step
+    before (one interval's samples) and the canary's, whose window grows over up to maxInconclusive analyses."""
     prof = profile()
     stable = prof.default_config()
     canary = {**stable, "batch": 16}
@@ -761,13 +763,15 @@ def test_the_gain_a_canary_must_show_follows_the_analysis_significance():
         VariantMeasurement(score=100.0, score_std=10.0, n=10), VariantMeasurement(score=101.0, score_std=10.0, n=10)
     )
     gains = {}
-    for significance in (0.001, 0.05):
-        proposer = LearnedTwinProposer(settings(), planner="none", significance=significance)
+    for significance, analyses in ((0.001, 3), (0.05, 3), (0.001, 1)):
+        proposer = LearnedTwinProposer(settings(), planner="none", significance=significance, analyses=analyses)
         proposer.observe("svc", prof, stable, canary, noisy)
-        gains[significance] = proposer._gain(proposer._state("svc", prof), prof, 100.0)
-    # z standard errors of a difference of two means of 10 samples (sd 10): 3.09 × 4.47 and 1.64 × 4.47
-    assert gains[0.001] == pytest.approx(3.090 * 10 * math.sqrt(2 / 10), rel=0.01)
-    assert gains[0.05] == pytest.approx(1.645 * 10 * math.sqrt(2 / 10), rel=0.01)
+        gains[significance, analyses] = proposer._gain(proposer._state("svc", prof), prof, 100.0)
+    # sd 10, 10 samples of the stable variant, 30 of the canary's: 3.09 × 3.65 and 1.64 × 3.65; one analysis: 10
+    # samples each, 3.09 × 4.47
+    assert gains[0.001, 3] == pytest.approx(3.090 * 10 * math.sqrt(1 / 10 + 1 / 30), rel=0.01)
+    assert gains[0.05, 3] == pytest.approx(1.645 * 10 * math.sqrt(1 / 10 + 1 / 30), rel=0.01)
+    assert gains[0.001, 1] == pytest.approx(3.090 * 10 * math.sqrt(2 / 10), rel=0.01)
 
 
 def test_with_a_measured_twin_a_configuration_its_twin_says_breaches_a_guard_is_not_canaried():

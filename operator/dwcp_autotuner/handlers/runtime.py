@@ -408,6 +408,7 @@ class OperatorRuntime:
                         twin_source=twin_source,
                         models=models,
                         significance=spec.rollout.significance,
+                        analyses=spec.rollout.max_inconclusive,
                         twin_conditions=self.config.twin_conditions,
                     )
             return self._pools[uid]

@@ -191,11 +191,14 @@ class LearnedTwinProposer(Proposer):
         models: ModelStore | None = None,
         surrogate: str = "gp",
         significance: float = 0.001,
+        analyses: int = 3,
         twin_conditions: bool = True,
     ) -> None:
         self.settings = settings
-        # The one-sided z the canary analysis must beat (rollout.significance): what a canary can confirm.
+        # The one-sided z the canary analysis must beat (rollout.significance), and the analyses the last step may
+        # have before an inconclusive canary is rolled back (rollout.maxInconclusive): what a canary can confirm.
         self.z = NormalDist().inv_cdf(1.0 - significance)
+        self.analyses = max(int(analyses), 1)
         self.exploration = exploration or ExplorationSettings()
         self.prior_twins = dict(prior_twins or {})
         # Measures a profile's twin (`spec.twin`), under the default conditions or (a third argument) others: called
@@ -538,11 +541,18 @@ class LearnedTwinProposer(Proposer):
 
     def _gain(self, state: _Profile, profile: ParameterProfileSpec, stable_mean: float) -> float:
         """The improvement a canary can confirm: z (of the analysis' significance) standard errors of the difference
-        of two means of n samples each, and at least `exploration.minGainPct`. A smaller improvement is rolled back
-        as not significant whatever it is, so the twin does not count on it."""
+        of the two means the last step compares, and at least `exploration.minGainPct`. A smaller improvement is
+        rolled back as not significant whatever it is, so the twin does not count on it.
+
+        At the last step (100 %) the stable variant gets no work: its mean is the step before's, n samples (one
+        analysis interval: the median of the measurements'), while the canary's window grows over up to
+        `analyses` analyses (`rollout.maxInconclusive`), k·n samples: the difference's standard error is
+        σ·√(1/n + 1/(k·n))."""
         noise = state.twin.noise_std()
-        n = max((o.n for o in state.twin.observations), default=10)
-        detectable = self.z * noise * math.sqrt(2.0 / max(n, 2)) if noise is not None else 0.01 * abs(stable_mean)
+        counts = [o.n for o in state.twin.observations]
+        n = float(np.median(counts)) if counts else 10.0
+        spread = math.sqrt((1.0 + 1.0 / self.analyses) / max(n, 2.0))
+        detectable = self.z * noise * spread if noise is not None else 0.01 * abs(stable_mean)
         return max(detectable, self.exploration.min_gain_pct / 100.0 * abs(stable_mean))
 
     def _candidates(self, state: _Profile, stable_index: tuple[int, ...], radius: int) -> np.ndarray:
