@@ -47,6 +47,7 @@ from ..models.run import (
     StepRecord,
     VariantMeans,
     VariantMeasurement,
+    stable_idle,
 )
 from ..ports.base import Conflict
 from ..proposers.base import ProposalVerdict
@@ -407,7 +408,7 @@ def _analyse(
     # it (after the switch its series holds a few straggling units, not the stable configuration's measure).
     baseline_start, baseline_end = (
         (started - dt.timedelta(seconds=rollout.analysis_interval_seconds), started)
-        if current.canary_weight >= 100
+        if stable_idle(current.canary_weight)
         else (started, None)
     )
     result = analyse_step(

@@ -397,6 +397,12 @@ class GuardRecord(CamelModel):
     max_degradation_pct: float
 
 
+def stable_idle(weight: int) -> bool:
+    """At this canary weight the stable variant gets no work (100 %): a step's stable samples are then the step
+    before's, which the analysis reaches back for and the learned twin has already seen."""
+    return weight >= 100
+
+
 class StepRecord(CamelModel):
     """The last analysis of one canary step: what the decision was made on."""
 

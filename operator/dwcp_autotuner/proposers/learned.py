@@ -40,7 +40,14 @@ import numpy as np
 from ..canary.protocol import canonical_json
 from ..env.twin import Twin
 from ..models.profile import ParameterProfileSpec
-from ..models.run import ExplorationSettings, LearningStatus, RunAgentSettings, StepRecord, TrainingStatus
+from ..models.run import (
+    ExplorationSettings,
+    LearningStatus,
+    RunAgentSettings,
+    StepRecord,
+    TrainingStatus,
+    stable_idle,
+)
 from ..workloads import twin_conditions
 from .base import NoProposal, Proposal, ProposalVerdict, Proposer
 from .keeper import LearnedKeeper
@@ -317,7 +324,7 @@ class LearnedTwinProposer(Proposer):
         with state.lock:
             # At 100 % the stable variant gets no work: its measurement is the step before's, already added.
             measured_now = (
-                [(canary, step.canary)] if step.weight >= 100 else [(stable, step.stable), (canary, step.canary)]
+                [(canary, step.canary)] if stable_idle(step.weight) else [(stable, step.stable), (canary, step.canary)]
             )
             for config, measured in measured_now:
                 state.twin.add(config, measured.score, measured.score_std, measured.n, measured.metrics)
