@@ -338,7 +338,14 @@ def test_a_promotion_whose_record_was_lost_is_recorded_even_after_another_runs_c
 
 
 # --- 4. exactly once -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("fault", ["status patch fails after the promotion", "killed after the promotion write"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "status patch fails after the promotion",
+        "killed after the promotion write",
+        "its Event refused, then killed before the status says it",
+    ],
+)
 def test_a_promotion_is_reported_counted_and_learned_exactly_once(monkeypatch, fault):
     with world(monkeypatch) as w:
         w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800})})
@@ -347,14 +354,23 @@ def test_a_promotion_is_reported_counted_and_learned_exactly_once(monkeypatch, f
         w.run_until(lambda: (w.status("tune").get("current") or {}).get("stepIndex") == 3)
         if fault.startswith("status"):  # the ConfigMap write succeeds; the status PATCHes after it fail
             w.inject("PATCH", r"optimizationruns/tune/status", "refuse", 500, times=3)
-        else:
+        elif fault.startswith("killed"):
             w.inject("PATCH", r"/configmaps/svc-config$", "kill-after")
+        else:  # the promotion's Event is not recorded, and the process dies before its status (the write-ahead
+            # `Promote` goes through): the next process finishes the promotion and records its Event then
+            w.inject("POST", r"/events$", "refuse", 503)
+            w.inject("PATCH", r"optimizationruns/tune/status", "kill-before", after=1)
         w.run_until(lambda: w.finished("tune"))
+        assert w.kills == (0 if fault.startswith("status") else 1)
         assert history(w, "tune") == [("Promoted", "CanaryBetter")]
         events = [e for e in w.emulator.list_objects("events", w.namespace) if e["reason"] == "Promoted"]
         assert sum(e.get("count", 1) for e in events) == 1
-        assert w.proposer.learned == [w.proposer.learned[0]]  # once
-        assert w.counted + w._counted(w.runtime) <= 1
+        if fault.startswith("its Event"):  # the first process learned it before it died: the next one hands the
+            # same verdict over again, under the same key, which a proposer learns once (`Proposer.learn`)
+            assert len(w.proposer.learned) == 2 and len(set(w.proposer.learned)) == 1
+        else:
+            assert w.proposer.learned == [w.proposer.learned[0]]  # once
+        assert w.counted + w._counted(w.runtime) == 1  # in /metrics too
 
 
 # --- 5. the random campaign ------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class Rule:
     action: str  # "refuse" | "lose-answer" | "kill-before" | "kill-after"
     status: int = 500
     times: int = 1
+    after: int = 0  # matching requests let through before the fault applies
 
     def matches(self, method: str, url: str) -> bool:
         # The pattern is searched in the path alone: a PATCH's URL ends in `?fieldManager=...`, and a pattern
@@ -77,7 +78,14 @@ class FaultyPool:
         return getattr(self.inner, name)
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any):
-        rule = next((r for r in self.rules if r.matches(method, url)), None)
+        rule = None
+        for candidate in self.rules:
+            if candidate.matches(method, url):
+                if candidate.after > 0:
+                    candidate.after -= 1
+                    continue
+                rule = candidate
+                break
         if rule is None:
             return self.inner.request(method, url, *args, **kwargs)
         rule.times -= 1
@@ -229,8 +237,8 @@ class World:
     def faults(self) -> FaultyPool:
         return self.runtime.api_client.rest_client.pool_manager
 
-    def inject(self, method: str, pattern: str, action: str, status: int = 500, times: int = 1) -> None:
-        self.faults.rules.append(Rule(method, pattern, action, status, times))
+    def inject(self, method: str, pattern: str, action: str, status: int = 500, times: int = 1, after: int = 0) -> None:
+        self.faults.rules.append(Rule(method, pattern, action, status, times, after))
 
     def restart(self) -> None:
         self.counted += self._counted(self.runtime)

@@ -225,8 +225,22 @@ class OperatorMetrics:
                         pass
 
 
+@dataclass
+class ActionTally:
+    """One run's keyed actions as this process counts them for /metrics."""
+
+    counted: set[str] = field(default_factory=set)
+    # Reported, not yet counted: an action is counted once the status that records it is written (`settle`), so a
+    # tick that dies before its status (the process killed, the API failing) counts nothing, and the process that
+    # finishes the action counts it once. (Counted at the report, an action whose Event could not be recorded was
+    # counted twice across a restart: the next process found no Event to stop its repeat.)
+    owed: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # key -> (reason, profile)
+
+
 class CountingEvents:
     """An EventSink that also counts proposals, promotions and rollbacks for /metrics."""
+
+    COUNTED_REASONS = ("CanaryStarted", "Promoted", "RolledBack")
 
     def __init__(
         self,
@@ -235,28 +249,37 @@ class CountingEvents:
         namespace: str,
         run: str,
         profile_of: callable,
-        counted: set[str] | None = None,
+        tally: ActionTally | None = None,
     ) -> None:
         self.inner, self.metrics, self.namespace, self.run, self.profile_of = inner, metrics, namespace, run, profile_of
-        # Keyed actions this process counted already (the Event's own key stops a repeat across restarts).
-        self._counted = counted if counted is not None else set()
+        self.tally = tally if tally is not None else ActionTally()
 
     def emit(self, kind, reason, message, key=None) -> bool:
         new = self.inner.emit(kind, reason, message, key=key)
-        if key is not None:
-            if not new or key in self._counted:
-                return new  # this action was counted (and reported) before: a retried transition
-            self._counted.add(key)
+        if reason not in self.COUNTED_REASONS:
+            return new
+        if key is None:
+            self._count(reason, self.profile_of(key))
+        elif key not in self.tally.counted and (new or key in self.tally.owed):
+            # (not new and not owed: the action's Event was recorded by another process, which counts it)
+            self.tally.owed[key] = (reason, self.profile_of(key))
+        return new
+
+    def settle(self) -> None:
+        """The tick's status is written: count the actions it reported."""
+        for key, (reason, profile) in self.tally.owed.items():
+            self.tally.counted.add(key)
+            self._count(reason, profile)
+        self.tally.owed.clear()
+
+    def _count(self, reason: str, profile: str | None) -> None:
         counter = {
             "CanaryStarted": self.metrics.proposals,
             "Promoted": self.metrics.promotions,
             "RolledBack": self.metrics.rollbacks,
-        }.get(reason)
-        if counter is not None:
-            profile = self.profile_of(key)
-            self.metrics.track(self.namespace, self.run, [profile])
-            counter.labels(self.namespace, self.run, profile).inc()
-        return new
+        }[reason]
+        self.metrics.track(self.namespace, self.run, [profile])
+        counter.labels(self.namespace, self.run, profile).inc()
 
 
 def make_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
@@ -299,7 +322,7 @@ class OperatorRuntime:
             tuple[str, str], str
         ] = {}  # (namespace, name) -> uid: stored models are owned by their profile
         self._prometheus: dict[str, PrometheusMetrics] = {}
-        self._counted_actions: dict[str, set[str]] = {}  # run uid -> keyed actions counted in /metrics
+        self._counted_actions: dict[str, ActionTally] = {}  # run uid -> keyed actions counted in /metrics
         self._failures: dict[str, _Failure] = {}  # run uid -> the error its ticks keep raising
         self._last_tick: dict[str, float] = {}  # run uid -> monotonic time of its last tick (lateness)
         self._seen_rv: dict[str, str | None] = {}  # run uid -> the resourceVersion this process last wrote or read
@@ -688,7 +711,7 @@ class OperatorRuntime:
             namespace,
             name,
             lambda key: _profile_of_action(latest["status"], key),
-            counted=self._counted_actions.setdefault(uid, set()),
+            tally=self._counted_actions.setdefault(uid, ActionTally()),
         )
 
         try:
@@ -707,6 +730,7 @@ class OperatorRuntime:
             )
             if new_status != status:
                 persist(new_status)
+            counting.settle()
             return new_status
         self.metrics.track(namespace, name, spec.profiles)
         profiles = self.load_profiles(namespace, spec.profiles, require_ready=status.current is None)
@@ -735,6 +759,7 @@ class OperatorRuntime:
             log.info("run %s/%s: reconciling again", namespace, name)
         if new_status != status:
             persist(new_status)
+        counting.settle()  # what the tick did is in the status now: its actions count
         if new_status.phase in TERMINAL_PHASES and not spec.continuous.enabled:
             self.forget(uid)  # a finished run proposes nothing more: free its agents
         self._export(namespace, name, new_status)
