@@ -373,6 +373,24 @@ def test_a_promotion_is_reported_counted_and_learned_exactly_once(monkeypatch, f
         assert w.counted + w._counted(w.runtime) == 1  # in /metrics too
 
 
+def test_a_rollback_finished_after_a_failed_tick_records_its_own_reason(monkeypatch):
+    """The rollback's message is written ahead with it; a tick that fails after the ConfigMap write puts its internal
+    error in the run's message meanwhile, and the next tick, finishing the rollback, recorded that error as why."""
+    with world(monkeypatch) as w:
+        # The stable configuration is the live optimum: the first proposal (batch doubled) is worse.
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 16, "timeout": 1600})})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=1))
+        w.run_until(lambda: CANARY_KEY in w.data("svc-config"))
+        # the write-ahead `Rollback` goes through, the status after the ConfigMap write fails once
+        w.inject("PATCH", r"optimizationruns/tune/status", "refuse", 500, after=1)
+        w.run_until(lambda: w.finished("tune"))
+        assert any("refuse 500 PATCH" in line and line.endswith("/tune/status") for line in w.wire), w.wire
+        [record] = w.status("tune")["history"]
+        assert (record["verdict"], record["reason"]) == ("RolledBack", "CanaryWorse")
+        assert "significantly worse" in record["message"] and "Internal error" not in record["message"], record
+
+
 # --- 5. the random campaign ------------------------------------------------------------------------------------
 ACTIONS = [
     ("refuse", 409),

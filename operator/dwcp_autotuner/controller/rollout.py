@@ -239,7 +239,9 @@ def _resume_rollback(
 ) -> Transition | None:
     current = status.current
     assert current is not None
-    reason, message = current.pending_reason or "RolledBack", status.message or ""
+    reason = current.pending_reason or "RolledBack"
+    # (an operator before `pendingMessage` left the decision in the run's message alone)
+    message = current.pending_message if current.pending_message is not None else status.message or ""
     if _edited(current, snapshot):
         return _paused(snapshot, _rollback_waits(current, reason))
     if not _ours(current, snapshot):
@@ -696,6 +698,7 @@ def rollback(
     assert current is not None
     current.pending_action = "Rollback"
     current.pending_reason = reason
+    current.pending_message = message  # the run's message is overwritten by a failed tick before this finishes
     status.message = message
     ports.persist(status)
     if snapshot is not None and _edited(current, snapshot):

@@ -456,6 +456,11 @@ class ProposalStatus(CamelModel):
         None, description="Written before the ConfigMap is changed, cleared after: a restart finishes or verifies it."
     )
     pending_reason: str | None = Field(None, description="Why the pending action was decided (e.g. GuardBreached).")
+    pending_message: str | None = Field(
+        None,
+        description="What the pending rollback was decided on, as its record will say (the run's message may change "
+        "before a restart or a failed tick finishes it).",
+    )
     promote_digest: str | None = Field(None, description="sha256 of the stable key as a pending promotion writes it.")
     awaiting_approval: bool = Field(
         False, description="The canary passed its analysis and waits for a person to approve the promotion."
