@@ -45,27 +45,55 @@ PROMETHEUS_BINARY = os.environ.get("DWCP_TEST_PROMETHEUS", "/usr/bin/prometheus"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, for a server another process binds later (`free_port_block`)."""
+    return free_port_block(1, host) + 1
+
+
+#: Ports this process handed out already: two servers of one test never get the same port.
+_HANDED_OUT: set[int] = set()
+
+
+def free_port_block(size: int, host: str = "127.0.0.1", tries: int = 50) -> int:
+    """A base port whose `size` ports base+1 .. base+size are all free now (a base from one free port alone
+    once gave a block whose +8 another process held: the operator's health port, and a 3-minute wait).
+
+    The block lies below the ports the kernel hands out as the source of outgoing connections: one drawn from
+    that range was taken between this check and the script's bind by a connection's source port (the script's
+    own processes talk to its emulator, other tests to theirs)."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(tries):
+        if low - size - 1 > 10000:
+            base = rng.randrange(10000, low - size - 1)
+        else:  # an unusual range that leaves no room below it: next to any free port
+            base = _any_free_port(host)
+        block = range(base + 1, base + size + 1)
+        if base + size > 65535 or _HANDED_OUT.intersection(block):
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in block:
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        _HANDED_OUT.update(block)
+        return base
+    raise RuntimeError(f"no block of {size} free ports on {host} in {tries} tries")
+
+
+def _any_free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def free_port_block(size: int, host: str = "127.0.0.1", tries: int = 50) -> int:
-    """A base port whose `size` ports base+1 .. base+size are all free now (a base from one free port alone
-    once gave a block whose +8 another process held: the operator's health port, and a 3-minute wait)."""
-    for _ in range(tries):
-        base = free_port(host) // 10 * 10
-        if base + size > 65535:
-            continue
-        try:
-            with contextlib.ExitStack() as held:
-                for port in range(base + 1, base + size + 1):
-                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-                    sock.bind((host, port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError(f"no block of {size} free ports on {host} in {tries} tries")
+def _ephemeral_low() -> int:
+    """The lowest source port of outgoing connections (Linux: net.ipv4.ip_local_port_range; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 # ----------------------------------------------------------------------------------------------
