@@ -368,10 +368,12 @@ class World:
     # --- invariants ----------------------------------------------------------------------------------
     def check(self) -> None:
         """Checked after every tick: stable bytes change only by a promotion, untuned keys never; one promotion
-        (and one Event) per proposal; no canary keys of a run that ended or is gone, nor of a proposal that ended."""
+        (and one Event) per proposal; no canary keys of a run that ended or is gone, nor of a proposal that ended;
+        a proposal's record gives the reason it ended, never a failed tick's error."""
         promoted_now: dict[tuple[str, int], None] = {}
         for name in self.run_names():
             for record in self.status(name).get("history") or []:
+                assert "Internal error" not in (record.get("message") or ""), record
                 if record.get("verdict") == "Promoted":
                     promoted_now[(name, record["number"])] = None
         new_promotions = [key for key in promoted_now if key not in self.promotions]
