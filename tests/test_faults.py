@@ -373,6 +373,40 @@ def test_a_promotion_is_reported_counted_and_learned_exactly_once(monkeypatch, f
         assert w.counted + w._counted(w.runtime) == 1  # in /metrics too
 
 
+@pytest.mark.parametrize("edit", ["another key", "the stable key unparseable for a while"])
+def test_a_promotion_written_without_an_answer_is_recorded_as_one_whatever_a_person_edits_meanwhile(monkeypatch, edit):
+    """The promotion's ConfigMap write is applied but its answer lost; before the next tick finishes the pending
+    promotion, a person edits a key the profile does not tune, or breaks the stable key and repairs it later. The
+    stable bytes are then neither the old ones nor the promoted ones: it was recorded as a rollback whose canary was
+    removed ("nothing was written"), with the promoted values in the stable configuration."""
+    with world(monkeypatch) as w:
+        w.configmap("svc-config", {"config.json": stable_json({"batch": 8, "timeout": 800}, **UNTUNED)})
+        w.profile("svc", profile_spec())
+        w.run("tune", run_spec("svc", proposals=1))
+        w.run_until(lambda: (w.status("tune").get("current") or {}).get("stepIndex") == 3)
+        w.inject("PATCH", r"/configmaps/svc-config$", "lose-answer")  # the promotion: applied, answer lost
+        w.run_until(lambda: CANARY_KEY not in w.data("svc-config"))
+        assert (w.status("tune").get("current") or {}).get("pendingAction") == "Promote"
+        stable = json.loads(w.data("svc-config")["config.json"])
+        if edit == "another key":
+            stable["log_level"] = "edited-after-the-promotion"
+        text = json.dumps(stable)
+        broken = text[:-3] if edit != "another key" else text
+        w.core.patch_namespaced_config_map("svc-config", w.namespace, {"data": {"config.json": broken}})
+        w.watch["svc-config"]["stable"] = None  # (a person's edit, not the operator's)
+        if broken != text:
+            for _ in range(3):
+                w.tick()
+            assert not w.status("tune").get("history")  # nothing is decided on a stable key that does not parse
+            assert condition(w.status("tune"), "Degraded").get("reason") == "InvalidStableConfig"
+            w.core.patch_namespaced_config_map("svc-config", w.namespace, {"data": {"config.json": text}})
+        w.watch["svc-config"]["stable"] = text
+        w.run_until(lambda: w.finished("tune"))
+        assert history(w, "tune") == [("Promoted", "CanaryBetter")]
+        assert json.loads(w.data("svc-config")["config.json"]) == stable
+        assert condition(w.status("tune"), "Degraded").get("status") != "True"
+
+
 def test_a_rollback_finished_after_a_failed_tick_records_its_own_reason(monkeypatch):
     """The rollback's message is written ahead with it; a tick that fails after the ConfigMap write puts its internal
     error in the run's message meanwhile, and the next tick, finishing the rollback, recorded that error as why."""

@@ -34,6 +34,7 @@ from ..canary.protocol import (
     canonical_json,
     digest,
     merge_stable,
+    stable_object,
     target_ref,
 )
 from ..models.names import label_value, object_name
@@ -165,11 +166,21 @@ def _rollback_waits(current: ProposalStatus, reason: str) -> str:
 
 
 def _promoted(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
-    """The promotion was written: the stable bytes are the promoted ones and this proposal's canary is gone. (Another
-    run's canary may be out already: the promotion freed the ConfigMap before its record was written.)"""
+    """The promotion was written: this proposal's canary is gone and the stable bytes are the promoted ones, or hold
+    the promoted values where a person edited another key since. (Another run's canary may be out already: the
+    promotion freed the ConfigMap before its record was written.)"""
     expected = current.promote_digest or digest(canonical_json(current.config))  # older statuses wrote the config whole
     ours_out = snapshot.canary is not None and snapshot.canary_revision == current.revision
-    return not ours_out and snapshot.stable_digest() == expected
+    if ours_out:
+        return False
+    if snapshot.stable_digest() == expected:
+        return True
+    # A proposal changes at least one tuned value, so the stable configuration holds all of them only once promoted.
+    try:
+        stable = stable_object(snapshot.stable)
+    except ValueError:
+        return False
+    return all(key in stable and stable[key] == value for key, value in current.config.items())
 
 
 def _resume_start(
@@ -229,6 +240,18 @@ def _resume_promote(
         return _after_promotion(ctx, ports, status, profile)
     if _ours(current, snapshot) and snapshot.stable_digest() == current.stable_digest:
         return _promote(ctx, ports, status, profile, snapshot)
+    if not _ours(current, snapshot):
+        try:
+            stable_object(snapshot.stable)
+        except ValueError as error:
+            # The canary is gone, so the promotion may have been written, and only the stable key can tell: nothing
+            # is recorded (neither way) until it parses again.
+            return Transition(
+                "InvalidStableConfig",
+                f"Proposal {current.number} for {current.profile}: its promotion is pending and its canary is out of "
+                f"{snapshot.ref.describe()}, but the stable configuration is {error}; the promotion is verified once "
+                "it parses again.",
+            )
     return _integrity(ctx, ports, status, snapshot, check_weight=False) or _paused(
         snapshot, "the ConfigMap changed while a promotion was pending"
     )

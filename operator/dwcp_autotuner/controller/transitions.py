@@ -279,7 +279,10 @@ RULES: tuple[Rule, ...] = (
     ),
     _degraded("ForeignCanary", "The ConfigMap carries another run's or a person's canary; the run waits."),
     _degraded("TargetNotFound", "The target ConfigMap is missing; the run waits."),
-    _degraded("InvalidStableConfig", "The stable value does not parse or is out of bounds."),
+    _degraded(
+        "InvalidStableConfig",
+        "The stable value does not parse or is out of bounds (a promotion pending then is verified once it parses).",
+    ),
     _degraded("KubernetesUnavailable", "The API server failed or refused a request; retried every tick."),
     Rule(
         "InternalError",
