@@ -240,7 +240,7 @@ class ActionTally:
 class CountingEvents:
     """An EventSink that also counts proposals, promotions and rollbacks for /metrics."""
 
-    COUNTED_REASONS = ("CanaryStarted", "Promoted", "RolledBack")
+    COUNTERS = {"CanaryStarted": "proposals", "Promoted": "promotions", "RolledBack": "rollbacks"}  # of OperatorMetrics
 
     def __init__(
         self,
@@ -256,7 +256,7 @@ class CountingEvents:
 
     def emit(self, kind, reason, message, key=None) -> bool:
         new = self.inner.emit(kind, reason, message, key=key)
-        if reason not in self.COUNTED_REASONS:
+        if reason not in self.COUNTERS:
             return new
         if key is None:
             self._count(reason, self.profile_of(key))
@@ -273,13 +273,8 @@ class CountingEvents:
         self.tally.owed.clear()
 
     def _count(self, reason: str, profile: str | None) -> None:
-        counter = {
-            "CanaryStarted": self.metrics.proposals,
-            "Promoted": self.metrics.promotions,
-            "RolledBack": self.metrics.rollbacks,
-        }[reason]
         self.metrics.track(self.namespace, self.run, [profile])
-        counter.labels(self.namespace, self.run, profile).inc()
+        getattr(self.metrics, self.COUNTERS[reason]).labels(self.namespace, self.run, profile).inc()
 
 
 def make_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
