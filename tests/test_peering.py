@@ -36,8 +36,9 @@ pytestmark = [
 
 def test_two_operators_with_peering_promote_once(tmp_path):
     exporter = VariantExporter(seed=5)
-    exporter.set("peer_objective", variant="stable", mean=100.0, noise_cv=0.01)
-    exporter.set("peer_objective", variant="canary", mean=110.0, noise_cv=0.01)
+    # (0.5 % noise: the last step's four stable samples decide a 10 % difference, `metric_names` says why)
+    exporter.set("peer_objective", variant="stable", mean=100.0, noise_cv=0.005)
+    exporter.set("peer_objective", variant="canary", mean=110.0, noise_cv=0.005)
     try:
         with (
             running_prometheus([exporter.target], scrape_interval="1s") as prom,
