@@ -238,9 +238,10 @@ def _resume_promote(
     assert current is not None
     if _promoted(current, snapshot):
         return _after_promotion(ctx, ports, status, profile)
-    if _ours(current, snapshot) and snapshot.stable_digest() == current.stable_digest:
+    ours = _ours(current, snapshot)
+    if ours and snapshot.stable_digest() == current.stable_digest:
         return _promote(ctx, ports, status, profile, snapshot)
-    if not _ours(current, snapshot):
+    if not ours:
         try:
             stable_object(snapshot.stable)
         except ValueError as error:
