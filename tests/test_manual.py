@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dwcp_autotuner.canary.protocol import CANARY_KEYS, CANARY_WEIGHT_KEY
 from dwcp_autotuner.controller.context import RunContext
 from dwcp_autotuner.controller.run import reconcile, settled
@@ -18,6 +20,7 @@ from dwcp_autotuner.models.run import (
     RETRY_ANNOTATION,
     OptimizationRunSpec,
 )
+from dwcp_autotuner.ports.base import Unavailable
 from tests.test_controller import CANDIDATE, NS, STABLE, Harness, condition
 
 
@@ -164,4 +167,64 @@ def test_with_required_approval_a_passing_canary_waits_until_a_person_approves(t
     h.tick(seconds=1)
     record = h.status.history[-1]
     assert (record.verdict, record.reason) == ("Promoted", "CanaryBetter") and "(approved)" in record.message
+    assert json.loads(h.configmap()["config.json"]) == CANDIDATE
+
+
+def _until_waiting(h: ManualHarness, limit: int = 30) -> None:
+    """Tick until the canary waits for a person: approval asked for, or held after inconclusive analyses."""
+    for _ in range(limit):
+        h.tick()
+        if condition(h.status, "Progressing").reason in ("AwaitingApproval", "Held"):
+            return
+    raise AssertionError(f"never waiting: {h.status.phase} {h.status.message}")
+
+
+@pytest.mark.parametrize(
+    "rollout, canary_mean",
+    [({"requireApproval": True}, 110.0), ({"onInconclusive": "Hold", "maxInconclusive": 1}, 100.0)],
+    ids=["awaiting approval", "held after inconclusive analyses"],
+)
+def test_a_canary_waiting_for_a_person_shows_an_api_outage_over_once_it_is(tmp_path, monkeypatch, rollout, canary_mean):
+    """A ConfigMap read that fails while the canary waits makes the run Degraded; once the API answers again the
+    run says so, still waiting (a held canary Degraded for its own reason again, Inconclusive). It stayed Degraded with the failed read's message for as long as it waited: a
+    waiting run returned before the check that clears it (found by the spec-edit fault campaign on new seeds)."""
+    h = ManualHarness(tmp_path, spec=spec(**rollout), canary_mean=canary_mean)
+    _until_waiting(h)
+    waiting_for = condition(h.status, "Progressing").reason
+    read = h.store.read
+    with monkeypatch.context() as m:
+        m.setattr(h.store, "read", lambda ref: (_ for _ in ()).throw(Unavailable("HTTP 503: the API is down")))
+        h.tick()
+    assert (condition(h.status, "Degraded").status, condition(h.status, "Degraded").reason) == (
+        "True",
+        "KubernetesUnavailable",
+    )
+    assert h.store.read == read
+    h.tick()
+    degraded = condition(h.status, "Degraded")
+    # A held canary is Degraded for its own reason, Inconclusive, as it was before the outage.
+    expected = ("False", "AsExpected") if waiting_for == "AwaitingApproval" else ("True", "Inconclusive")
+    assert (degraded.status, degraded.reason) == expected, h.status.message
+    assert condition(h.status, "Progressing").reason == waiting_for
+    assert "HTTP 503" not in h.status.message + degraded.message
+    assert "the ConfigMap is as the run left it" in h.status.message
+    assert ("kubectl autotune promote run1" if waiting_for == "AwaitingApproval" else "Holding") in h.status.message
+    for _ in range(5):  # and it goes on waiting, with the canary where it was
+        h.tick()
+    assert h.status.phase == "RollingOut" and h.configmap()[CANARY_WEIGHT_KEY] == str(h.status.current.canary_weight)
+    assert (condition(h.status, "Degraded").status, condition(h.status, "Degraded").reason) == expected
+
+
+def test_approval_turned_off_while_a_canary_waits_lets_its_next_analysis_promote_it(tmp_path):
+    """A person (or a GitOps sync) sets `rollout.requireApproval: false` while a canary waits for approval: the
+    canary is analysed again and promoted like any other. It waited for an approval nobody would give, for good
+    (found by the spec-edit fault campaign on new seeds)."""
+    h = ManualHarness(tmp_path, spec=spec(requireApproval=True))
+    _until_waiting(h)
+    assert h.status.current.awaiting_approval and json.loads(h.configmap()["config.json"]) == STABLE
+    h.spec = h.spec.model_copy(update={"rollout": h.spec.rollout.model_copy(update={"require_approval": False})})
+    h.run_until(("Succeeded",), limit=5)
+    record = h.status.history[-1]
+    assert (record.verdict, record.reason) == ("Promoted", "CanaryBetter"), record.message
+    assert "approved" not in record.message
     assert json.loads(h.configmap()["config.json"]) == CANDIDATE

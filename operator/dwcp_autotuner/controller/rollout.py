@@ -339,17 +339,35 @@ def _step(
         return problem
     rollout = ctx.spec.rollout
     limits = _limits(rollout)
-    if rollout.on_inconclusive == "Hold" and current.inconclusive >= limits.allowed(current.p_value):
-        return None  # held for a human (the last analysis's p-value says how many were allowed, as `decide` did)
-    if current.awaiting_approval:
-        return None  # passed its analysis; a person approves the promotion (controller/manual.py)
+    if current.awaiting_approval and not rollout.require_approval:
+        # A person turned approval off while the canary waited: its next analysis decides (on the samples since
+        # the step started, so on fresh ones too), as if approval had never been asked for.
+        current.awaiting_approval = False
+    # Held for a human (the last analysis's p-value says how many were allowed, as `decide` did), or passed its
+    # analysis and waiting for a person's approval (controller/manual.py).
+    held = rollout.on_inconclusive == "Hold" and current.inconclusive >= limits.allowed(current.p_value)
+    waiting = current.awaiting_approval or held
     degraded = get_condition(status.conditions, "Degraded")
-    if degraded is not None and degraded.status == "True":
+    # Checked before waiting: a run that waits for a person must not show an outage that is over (a held canary is
+    # Degraded for its own reason, Inconclusive, which stays).
+    if degraded is not None and degraded.status == "True" and not (held and degraded.reason == "Inconclusive"):
+        if held:
+            return Transition(
+                "Held",
+                f"Holding the canary at {current.canary_weight} % after {current.inconclusive} inconclusive analyses "
+                "(the ConfigMap is as the run left it).",
+            )
+        what = (
+            f"waits at {current.canary_weight} % for approval: kubectl autotune promote {ctx.name} -n {ctx.namespace}"
+            if current.awaiting_approval
+            else f"at {current.canary_weight} % goes on"
+        )
         return Transition(
             "AsExpected",
-            f"Proposal {current.number} for {current.profile}: the ConfigMap is as the run "
-            f"left it; the canary at {current.canary_weight} % goes on.",
+            f"Proposal {current.number} for {current.profile}: the ConfigMap is as the run left it; the canary {what}.",
         )
+    if waiting:
+        return None
     # Analyse once the step has run for an analysis interval, and again one interval after an inconclusive
     # analysis (so `maxInconclusive` counts analysis intervals, not operator ticks). The window always
     # starts at the step's start: a repeated analysis sees more samples.

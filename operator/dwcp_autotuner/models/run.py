@@ -151,7 +151,8 @@ class RolloutSettings(AnalysisSettings):
         False,
         description="A person approves every promotion (Flagger's confirm-promotion): a canary that passed its last "
         "analysis waits at its weight (Progressing=False, AwaitingApproval) until the run is annotated "
-        "autotune.dwcp.io/promote=<a new value> (`kubectl autotune promote RUN`).",
+        "autotune.dwcp.io/promote=<a new value> (`kubectl autotune promote RUN`). Set to false while a canary waits, "
+        "its next analysis decides as if approval had never been asked for.",
     )
 
     @field_validator("steps")
