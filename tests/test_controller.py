@@ -730,3 +730,51 @@ def test_a_weight_set_by_a_person_while_the_run_was_setting_the_next_is_never_ov
         h.tick()
     assert h.configmap()[CANARY_WEIGHT_KEY] == "40"
     assert condition(h.status, "Degraded").reason == "ConfigMapDrift" and "setting 25" in h.status.message
+
+
+def test_a_canary_started_without_an_answer_then_edited_by_a_person_is_never_left_out(tmp_path):
+    """Killed after writing the canary but before the status said so, and a person edits the canary before the next
+    process reads it: the canary keys still name this proposal, so it is the run's to withdraw. The run pauses on the
+    edit (ConfigMapDrift) and ends the proposal once the person removes the keys. Before, it recorded the proposal
+    as superseded by "another canary" and went on, leaving the canary out with nothing to withdraw it (found by
+    the fault campaign of a person's ConfigMap edits on new seeds)."""
+    h = Harness(tmp_path)
+
+    class Killed(Exception):
+        pass
+
+    real_write = h.store.write
+
+    def write_then_die(ref, **kwargs):
+        result = real_write(ref, **kwargs)
+        if CANARY_KEY in (kwargs.get("set_keys") or {}):
+            raise Killed
+        return result
+
+    h.store.write = write_then_die
+    with pytest.raises(Killed):
+        for _ in range(5):
+            h.tick()
+    h.store.write = real_write
+    h.status = h.persisted[-1]  # what survived: the write-ahead record
+    assert h.status.current.pending_action == "StartCanary"
+    revision = h.configmap()["autotune.dwcp.io.canary-revision"]
+    edited = canonical_json({**CANDIDATE, "batch": 30})
+    snapshot = h.store.read(ConfigRef(NS, "svc-config"))
+    h.store.write(
+        ConfigRef(NS, "svc-config"), expected_resource_version=snapshot.resource_version, set_keys={CANARY_KEY: edited}
+    )
+
+    for _ in range(5):
+        h.tick()
+    assert not h.status.history, h.status.history[-1].message
+    assert h.status.phase == "RollingOut" and condition(h.status, "Degraded").reason == "ConfigMapDrift"
+    assert h.configmap()[CANARY_KEY] == edited and h.configmap()["autotune.dwcp.io.canary-revision"] == revision
+
+    snapshot = h.store.read(ConfigRef(NS, "svc-config"))  # the person answers as the message says
+    h.store.write(
+        ConfigRef(NS, "svc-config"), expected_resource_version=snapshot.resource_version, remove_keys=CANARY_KEYS
+    )
+    h.run_until({"Succeeded", "RolledBack", "Unchanged"})
+    assert [r.verdict for r in h.status.history] == ["RolledBack"]
+    assert not set(CANARY_KEYS) & set(h.configmap()) and json.loads(h.configmap()["config.json"]) == STABLE

@@ -186,8 +186,9 @@ def _until_waiting(h: ManualHarness, limit: int = 30) -> None:
 )
 def test_a_canary_waiting_for_a_person_shows_an_api_outage_over_once_it_is(tmp_path, monkeypatch, rollout, canary_mean):
     """A ConfigMap read that fails while the canary waits makes the run Degraded; once the API answers again the
-    run says so, still waiting (a held canary Degraded for its own reason again, Inconclusive). It stayed Degraded with the failed read's message for as long as it waited: a
-    waiting run returned before the check that clears it (found by the spec-edit fault campaign on new seeds)."""
+    run says so, still waiting (a held canary Degraded for its own reason again, Inconclusive). It stayed Degraded
+    with the failed read's message for as long as it waited: a waiting run returned before the check that clears
+    it (found by the spec-edit fault campaign on new seeds)."""
     h = ManualHarness(tmp_path, spec=spec(**rollout), canary_mean=canary_mean)
     _until_waiting(h)
     waiting_for = condition(h.status, "Progressing").reason

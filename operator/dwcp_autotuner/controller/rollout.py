@@ -188,7 +188,10 @@ def _resume_start(
 ) -> Transition | None:
     current = status.current
     assert current is not None
-    if _ours(current, snapshot):  # the write happened; only the status was lost (and maybe the event)
+    # The write happened (the canary keys name this proposal); only the status was lost (and maybe the event).
+    # Someone may have edited the canary since: it is still this proposal's to withdraw, never another's (recorded
+    # as superseded, its canary would stay out with nothing to withdraw it); the next tick pauses on the edit.
+    if _ours(current, snapshot) or _edited(current, snapshot):
         current.pending_action = None
         current.canary_weight = snapshot.canary_weight or ctx.spec.rollout.steps[0]
         current.step_started_at = current.step_started_at or ports.write_time(ctx)
