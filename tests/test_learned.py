@@ -537,13 +537,18 @@ def test_at_full_weight_the_stable_measurement_of_the_step_before_is_not_learned
     assert counts == [3, 4]
 
 
-def test_an_inconclusive_canary_that_measured_worse_raises_the_harm_cost_like_three_worse_ones():
+@pytest.mark.parametrize("twin", [False, True], ids=["without a twin", "with a measured twin"])
+def test_an_inconclusive_canary_that_measured_worse_raises_the_harm_cost_as_a_worse_one_or_more_with_a_twin(twin):
     """A canary rolled back as inconclusive after measuring better (within noise) says its neighbourhood is flat;
-    one that measured worse says nothing near holds a confirmable improvement, and the learned twin, which saw two
-    means within noise, learned little from it: the harm cost grows more (CAUTION_AFTER_WORSE_WITHIN_NOISE)."""
+    one that measured worse says nothing near holds a confirmable improvement. With a measured twin the learned
+    twin, which saw two means within noise, learned little from it: the harm cost grows sixfold
+    (CAUTION_AFTER_WORSE_WITHIN_NOISE). Without one it counts as a worse canary, doubling the cost: there the learned
+    twin's posterior already counts the measurement, and sixfold stopped runs in a steep climb."""
     prof = profile()
-    proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    prior = {"svc": _bowl_twin(prof, 32, 800)} if twin else {}
+    proposer = LearnedTwinProposer(settings(), prior_twins=prior, planner="none", deterministic=True)
     stable = {"batch": 8, "timeout": 400}
+    within_noise, worse = (6.0, 10.0) if twin else (2.0, 2.0)
 
     def ends(canary: dict, gaps: list[float], reason: str) -> float:
         for i, gap in enumerate(gaps):
@@ -559,10 +564,11 @@ def test_an_inconclusive_canary_that_measured_worse_raises_the_harm_cost_like_th
         return proposer._state("svc", prof).caution
 
     assert ends({"batch": 16, "timeout": 400}, [0.4, 0.2], "Inconclusive") == 1.5  # measured better: flat
-    assert ends({"batch": 4, "timeout": 400}, [0.3, -0.5], "Inconclusive") == 1.5 * 6  # worse on the whole
-    assert ends({"batch": 8, "timeout": 800}, [-3.0], "CanaryWorse") == 1.5 * 6 * 2
+    assert ends({"batch": 4, "timeout": 400}, [0.3, -0.5], "Inconclusive") == 1.5 * within_noise  # worse on the whole
+    capped = min(1.5 * within_noise * worse, 64.0)  # MAX_CAUTION
+    assert ends({"batch": 8, "timeout": 800}, [-3.0], "CanaryWorse") == capped
     # Each canary is judged on its own steps: a flat one after them grows the cost by half again.
-    assert ends({"batch": 8, "timeout": 200}, [0.1], "Inconclusive") == 1.5 * 6 * 2 * 1.5
+    assert ends({"batch": 8, "timeout": 200}, [0.1], "Inconclusive") == min(capped * 1.5, 64.0)
     assert ends({"batch": 16, "timeout": 800}, [2.0], "CanaryBetter") == 1.0  # a promotion resets it
 
 
@@ -601,7 +607,7 @@ def test_a_restart_mid_canary_keeps_what_its_steps_measured(tmp_path):
     second = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)  # a new process
     n = next(_keys)
     second.learn("svc", prof, ProposalVerdict(n, stable, canary, False, "Inconclusive", -0.05, f"uid/{n}"))
-    assert second._state("svc", prof).caution == 6.0
+    assert second._state("svc", prof).caution == 2.0  # as after a worse canary (1.5 had the steps been lost)
 
 
 def test_without_twin_conditions_only_the_twin_itself_is_measured():

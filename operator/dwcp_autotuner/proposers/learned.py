@@ -73,7 +73,15 @@ WORSE = frozenset({"CanaryWorse", "GuardBreached"})
 # shift, hde.link_mbps=50, gave up 0.07: its second small move was the better one). It costs a continuous run's
 # next cycle after a shift 0.013 of the optimum on average, with as many harmful canaries (`bench/cycle_shift.py`,
 # docs/concepts.md): there the twin's first small moves fail more often.
+# Without a measured twin, an inconclusive canary that measured worse counts as a worse one (2, not 6): there the
+# learned twin is overconfident (calibration above 2) and its posterior already counts the canary's measurement, so
+# six stopped runs in a steep climb. bench/live_tuning.py, no prior, 2026-12-06 (HDE's twin as measured that day: its
+# default at 0.11 of the optimum): seeds 100–131 HDE 0.868 → 0.893 (harmful canaries 3.19 → 3.50), ACP 0.954 →
+# 0.956 (4.50 → 4.84); seeds 500–563 HDE 0.876 → 0.900 (3.06 → 3.48), ACP 0.961 → 0.963 (4.16 → 4.48). One run
+# had stopped at 0.36 of the optimum after four promotions in a row and one inconclusive canary (−1.7 %, truly
+# equal). With 1.5 (as after one that measured better) HDE gains as much and ACP's harm rises to 4.6–5.3.
 CAUTION_AFTER_WORSE, CAUTION_AFTER_FLAT, CAUTION_AFTER_WORSE_WITHIN_NOISE = 2.0, 1.5, 6.0
+CAUTION_AFTER_WORSE_WITHIN_NOISE_WITHOUT_TWIN = 2.0
 CAUTION_AFTER_WORSE_WITH_TWIN = 10.0
 MAX_CAUTION = 64.0
 # A measured twin's optimum is a candidate beyond the trust region (`twin_optimum`) unless another grid point
@@ -358,7 +366,12 @@ class LearnedTwinProposer(Proposer):
                 factor = CAUTION_AFTER_WORSE_WITH_TWIN if state.measured_twin else CAUTION_AFTER_WORSE
                 state.caution = min(state.caution * factor, MAX_CAUTION)  # the optimum is near
             elif verdict.reason == "Inconclusive":  # no difference the canary could confirm
-                factor = CAUTION_AFTER_WORSE_WITHIN_NOISE if measured_worse else CAUTION_AFTER_FLAT
+                within_noise = (
+                    CAUTION_AFTER_WORSE_WITHIN_NOISE
+                    if state.measured_twin
+                    else CAUTION_AFTER_WORSE_WITHIN_NOISE_WITHOUT_TWIN
+                )
+                factor = within_noise if measured_worse else CAUTION_AFTER_FLAT
                 state.caution = min(state.caution * factor, MAX_CAUTION)
             state.learning.samples += 1
             if state.planner is not None:
