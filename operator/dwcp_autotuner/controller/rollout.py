@@ -350,25 +350,9 @@ def _step(
     # analysis and waiting for a person's approval (controller/manual.py).
     held = rollout.on_inconclusive == "Hold" and current.inconclusive >= limits.allowed(current.p_value)
     waiting = current.awaiting_approval or held
-    degraded = get_condition(status.conditions, "Degraded")
-    # Checked before waiting: a run that waits for a person must not show an outage that is over (a held canary is
-    # Degraded for its own reason, Inconclusive, which stays).
-    if degraded is not None and degraded.status == "True" and not (held and degraded.reason == "Inconclusive"):
-        if held:
-            return Transition(
-                "Held",
-                f"Holding the canary at {current.canary_weight} % after {current.inconclusive} inconclusive analyses "
-                "(the ConfigMap is as the run left it).",
-            )
-        what = (
-            f"waits at {current.canary_weight} % for approval: kubectl autotune promote {ctx.name} -n {ctx.namespace}"
-            if current.awaiting_approval
-            else f"at {current.canary_weight} % goes on"
-        )
-        return Transition(
-            "AsExpected",
-            f"Proposal {current.number} for {current.profile}: the ConfigMap is as the run left it; the canary {what}.",
-        )
+    recovered = _recovered(ctx, status, held)  # checked before waiting: a waiting run shows an outage over too
+    if recovered is not None:
+        return recovered
     if waiting:
         return None
     # Analyse once the step has run for an analysis interval, and again one interval after an inconclusive
@@ -415,6 +399,32 @@ def _step(
         )
     assert isinstance(decision, Wait)
     return _waiting(decision, verdict, rollout)
+
+
+def _recovered(ctx: RunContext, status: RunStatus, held: bool) -> Transition | None:
+    """The ConfigMap is as the run left it: a Degraded condition from an outage (or an edit) that is over is cleared,
+    the message saying what the canary does now. A held canary is Degraded for its own reason, Inconclusive, which
+    stays; after an outage it gets that reason back."""
+    current = status.current
+    assert current is not None
+    degraded = get_condition(status.conditions, "Degraded")
+    if degraded is None or degraded.status != "True" or (held and degraded.reason == "Inconclusive"):
+        return None
+    if held:
+        return Transition(
+            "Held",
+            f"Holding the canary at {current.canary_weight} % after {current.inconclusive} inconclusive analyses "
+            "(the ConfigMap is as the run left it).",
+        )
+    what = (
+        f"waits at {current.canary_weight} % for approval: kubectl autotune promote {ctx.name} -n {ctx.namespace}"
+        if current.awaiting_approval
+        else f"at {current.canary_weight} % goes on"
+    )
+    return Transition(
+        "AsExpected",
+        f"Proposal {current.number} for {current.profile}: the ConfigMap is as the run left it; the canary {what}.",
+    )
 
 
 def _limits(rollout: RolloutSettings) -> Limits:
