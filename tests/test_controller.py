@@ -778,3 +778,30 @@ def test_a_canary_started_without_an_answer_then_edited_by_a_person_is_never_lef
     h.run_until({"Succeeded", "RolledBack", "Unchanged"})
     assert [r.verdict for r in h.status.history] == ["RolledBack"]
     assert not set(CANARY_KEYS) & set(h.configmap()) and json.loads(h.configmap()["config.json"]) == STABLE
+
+
+def test_a_promotion_whose_status_was_lost_is_recorded_as_one_after_a_person_overwrote_its_values(tmp_path):
+    """The promotion was written and its Event recorded, the status after it was lost (a failed write), and before
+    the next tick a person set the tuned value to something else. The ConfigMap alone cannot tell the promotion
+    happened; its Event can. Before, the run recorded the proposal as rolled back, "nothing was written", beside
+    the Promoted Event (found by the fault campaign of a person's ConfigMap edits on new seeds)."""
+    h = Harness(tmp_path)
+    for _ in range(20):
+        h.tick()
+        if any(reason == "Promoted" for _, reason, _ in h.events.events):
+            break
+    assert json.loads(h.configmap()["config.json"]) == CANDIDATE
+    h.status = h.persisted[-1]  # the status write after the promotion failed: what survived is the write-ahead
+    assert h.status.current.pending_action == "Promote" and not h.status.history
+    snapshot = h.store.read(ConfigRef(NS, "svc-config"))
+    person = canonical_json({**CANDIDATE, "batch": 30})
+    h.store.write(
+        ConfigRef(NS, "svc-config"),
+        expected_resource_version=snapshot.resource_version,
+        set_keys={"config.json": person},
+    )
+
+    h.tick(1)
+    assert [(r.verdict, r.reason) for r in h.status.history] == [("Promoted", "CanaryBetter")], h.status.message
+    assert [reason for _, reason, _ in h.events.events].count("Promoted") == 1
+    assert h.configmap()["config.json"] == person  # the person's value stays

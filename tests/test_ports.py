@@ -447,6 +447,22 @@ def test_kube_events(kube: tuple[Any, kubernetes.client.CoreV1Api]) -> None:
         assert event["firstTimestamp"] and event["lastTimestamp"]
 
 
+def test_kube_events_tell_which_keyed_actions_were_reported(kube: tuple[Any, kubernetes.client.CoreV1Api]) -> None:
+    """A keyed action's Event is found again by key, also by another process (a new sink, as after a restart): the
+    evidence a pending promotion's resume uses once a person has overwritten the promoted values."""
+    emulator, api = kube
+    involved = {"apiVersion": "autotune.dwcp.io/v1", "kind": "AutoTune", "name": "svc-keys", "uid": "uid-keys"}
+    involved["namespace"] = "default"
+    assert KubernetesEvents(api, involved).emit("Normal", "Promoted", "promoted 3", key="3/Promoted")
+    restarted = KubernetesEvents(api, involved)
+    assert restarted.reported("3/Promoted") and not restarted.reported("4/Promoted")
+    assert not KubernetesEvents(api, {**involved, "uid": "uid-other"}).reported("3/Promoted")  # another run's
+    mine = [e for e in emulator.list_objects("events", "default") if e["involvedObject"].get("name") == "svc-keys"]
+    name = next(e["metadata"]["name"] for e in mine if e["reason"] == "Promoted")
+    emulator[f"get /api/v1/namespaces/default/events/{name}"] << 503
+    assert not restarted.reported("3/Promoted")  # the API failing is no evidence either way
+
+
 def test_kube_unavailable() -> None:
     from tests.support.prometheus import free_port
 

@@ -239,7 +239,10 @@ def _resume_promote(
 ) -> Transition | None:
     current = status.current
     assert current is not None
-    if _promoted(current, snapshot):
+    ours_out = snapshot.canary is not None and snapshot.canary_revision == current.revision
+    # The promotion's Event follows its write: recorded, the write happened, whatever a person wrote over the
+    # promoted values since (a failed status write, then an edit, left only the Event to tell).
+    if _promoted(current, snapshot) or (not ours_out and ports.events.reported(f"{current.number}/Promoted")):
         return _after_promotion(ctx, ports, status, profile)
     ours = _ours(current, snapshot)
     if ours and snapshot.stable_digest() == current.stable_digest:

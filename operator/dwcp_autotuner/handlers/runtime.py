@@ -265,6 +265,9 @@ class CountingEvents:
             self.tally.owed[key] = (reason, self.profile_of(key))
         return new
 
+    def reported(self, key: str) -> bool:
+        return key in self.tally.owed or key in self.tally.counted or self.inner.reported(key)
+
     def settle(self) -> None:
         """The tick's status is written: count the actions it reported."""
         for key, (reason, profile) in self.tally.owed.items():

@@ -149,6 +149,10 @@ class EventSink(Protocol):
         a transition retried after a failed status write is not reported twice. Returns False when the
         keyed action had been recorded already (True otherwise, also when recording failed: best effort)."""
 
+    def reported(self, key: str) -> bool:
+        """Whether the keyed action's Event was recorded (by this process or another). True is evidence that the
+        action happened (its Event follows its write); False says nothing (Events are best effort and expire)."""
+
 
 def render_query(template: str, variant: Variant, window_seconds: float) -> str:
     """Fill a PromQL template's `{{variant}}` and `{{window}}` placeholders."""
@@ -170,3 +174,6 @@ class RecordingEvents:
             self.keys.add(key)
         self.events.append((kind, reason, message))
         return True
+
+    def reported(self, key: str) -> bool:
+        return key in self.keys

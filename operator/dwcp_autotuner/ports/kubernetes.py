@@ -451,6 +451,15 @@ class KubernetesEvents:
             while len(self._recent) > 256:
                 self._recent.popitem(last=False)
 
+    def reported(self, key: str) -> bool:
+        try:
+            self.api.read_namespaced_event(
+                self._action_name(key), self.namespace, _request_timeout=self.timeout_seconds
+            )
+        except Exception:  # 404, or the API failing: no evidence either way
+            return False
+        return True
+
     def _action_name(self, action: str) -> str:
         """One name per (object, action): a second create of the same action's Event is refused (409)."""
         base = str(self.involved_object["name"])[:200]

@@ -185,6 +185,9 @@ class NotifyingEvents:
             self.notifier.notify(Notification(self.namespace, self.name, kind, reason, message, now))
         return new
 
+    def reported(self, key: str) -> bool:
+        return self.inner.reported(key)
+
 
 def webhooks_from(values: Iterable[str], environ: Mapping[str, str]) -> list[Webhook]:
     """Webhooks from `--webhook` flags; `FORMAT=env:VAR` reads the URL from an environment variable (a Secret)."""
