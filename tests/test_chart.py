@@ -325,7 +325,7 @@ OPERATOR_MAY = {
     ("autotune.dwcp.io", "parameterprofiles/status"): {"get", "patch"},
     ("autotune.dwcp.io", "optimizationruns/status"): {"get", "patch"},
     ("", "configmaps"): {"get", "patch", "create"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"get", "create", "patch"},  # get: a pending promotion's Event, by its name
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -420,7 +420,7 @@ def test_rbac_scope_follows_watch_namespaces():
     cluster = _grants(docs, "ClusterRole")
     assert cluster[(None, "", "configmaps")] == {"get", "patch", "create"}
     assert cluster[(None, "autotune.dwcp.io", "optimizationruns/status")] == {"get", "patch"}
-    assert cluster[(None, "", "events")] == {"create", "patch"}
+    assert cluster[(None, "", "events")] == {"get", "create", "patch"}
     assert not _grants(docs, "Role")
     assert not _flag(operator_args(docs), "--namespace")
     assert not any(r == "namespaces" for _, _, r in cluster), "Kopf does not list namespaces when cluster-wide"

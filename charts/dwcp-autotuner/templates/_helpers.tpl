@@ -121,7 +121,7 @@ seccompProfile:
   verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end -}}
 {{- define "dwcp-autotuner.rules.configmaps" -}}
 - apiGroups: [""]
