@@ -192,15 +192,17 @@ def test_a_canary_waiting_for_a_person_shows_an_api_outage_over_once_it_is(tmp_p
     h = ManualHarness(tmp_path, spec=spec(**rollout), canary_mean=canary_mean)
     _until_waiting(h)
     waiting_for = condition(h.status, "Progressing").reason
-    read = h.store.read
-    with monkeypatch.context() as m:
-        m.setattr(h.store, "read", lambda ref: (_ for _ in ()).throw(Unavailable("HTTP 503: the API is down")))
+
+    def api_down(ref):
+        raise Unavailable("HTTP 503: the API is down")
+
+    with monkeypatch.context() as m:  # one tick's ConfigMap read fails
+        m.setattr(h.store, "read", api_down)
         h.tick()
     assert (condition(h.status, "Degraded").status, condition(h.status, "Degraded").reason) == (
         "True",
         "KubernetesUnavailable",
     )
-    assert h.store.read == read
     h.tick()
     degraded = condition(h.status, "Degraded")
     # A held canary is Degraded for its own reason, Inconclusive, as it was before the outage.
