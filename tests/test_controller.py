@@ -780,11 +780,15 @@ def test_a_canary_started_without_an_answer_then_edited_by_a_person_is_never_lef
     assert not set(CANARY_KEYS) & set(h.configmap()) and json.loads(h.configmap()["config.json"]) == STABLE
 
 
-def test_a_promotion_whose_status_was_lost_is_recorded_as_one_after_a_person_overwrote_its_values(tmp_path):
+@pytest.mark.parametrize("profile_gone", [False, True], ids=["profile there", "profile deleted meanwhile"])
+def test_a_promotion_whose_status_was_lost_is_recorded_as_one_after_a_person_overwrote_its_values(
+    tmp_path, profile_gone
+):
     """The promotion was written and its Event recorded, the status after it was lost (a failed write), and before
-    the next tick a person set the tuned value to something else. The ConfigMap alone cannot tell the promotion
-    happened; its Event can. Before, the run recorded the proposal as rolled back, "nothing was written", beside
-    the Promoted Event (found by the fault campaign of a person's ConfigMap edits on new seeds)."""
+    the next tick a person set the tuned value to something else (and, in one case, the profile was deleted, so the
+    run ends there). The ConfigMap alone cannot tell the promotion happened; its Event can. Before, the run recorded
+    the proposal as rolled back, "nothing was written", beside the Promoted Event (found by the fault campaign of a
+    person's ConfigMap edits on new seeds)."""
     h = Harness(tmp_path)
     for _ in range(20):
         h.tick()
@@ -801,7 +805,9 @@ def test_a_promotion_whose_status_was_lost_is_recorded_as_one_after_a_person_ove
         set_keys={"config.json": person},
     )
 
-    h.tick(1)
+    h.now += dt.timedelta(seconds=1)
+    profiles = {} if profile_gone else {"svc": h.profile}
+    h.status = reconcile(RunContext("run1", NS, "uid-1", 1, h.spec, h.status, profiles, h.now), h.ports())
     assert [(r.verdict, r.reason) for r in h.status.history] == [("Promoted", "CanaryBetter")], h.status.message
     assert [reason for _, reason, _ in h.events.events].count("Promoted") == 1
     assert h.configmap()["config.json"] == person  # the person's value stays

@@ -50,7 +50,7 @@ from ..models.run import (
     VariantMeasurement,
     stable_idle,
 )
-from ..ports.base import Conflict
+from ..ports.base import Conflict, EventSink
 from ..proposers.base import ProposalVerdict
 from ..rollout.decision import Advance, Hold, Limits, Promote, Rollback, Step, Wait, decide
 from ..rollout.statistics import Verdict
@@ -114,7 +114,7 @@ def advance(ctx: RunContext, ports: Ports, status: RunStatus) -> Transition | No
         if (
             current.pending_action == "Promote"
             and isinstance(snapshot, ConfigSnapshot)
-            and _promoted(current, snapshot)
+            and _promoted(current, snapshot, ports.events)
         ):
             # The promotion was written before the profile went: only its record is left to do.
             return _after_promotion(ctx, ports, status, profile if isinstance(profile, ParameterProfileSpec) else None)
@@ -165,10 +165,11 @@ def _rollback_waits(current: ProposalStatus, reason: str) -> str:
     return f"the canary configuration was edited; proposal {current.number} is to be rolled back ({reason})"
 
 
-def _promoted(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
+def _promoted(current: ProposalStatus, snapshot: ConfigSnapshot, events: EventSink) -> bool:
     """The promotion was written: this proposal's canary is gone and the stable bytes are the promoted ones, or hold
-    the promoted values where a person edited another key since. (Another run's canary may be out already: the
-    promotion freed the ConfigMap before its record was written.)"""
+    the promoted values where a person edited another key since, or the promotion's Event was recorded (it follows
+    the write) where a person or another run wrote over the promoted values since. (Another run's canary may be out
+    already: the promotion freed the ConfigMap before its record was written.)"""
     expected = current.promote_digest or digest(canonical_json(current.config))  # older statuses wrote the config whole
     ours_out = snapshot.canary is not None and snapshot.canary_revision == current.revision
     if ours_out:
@@ -179,8 +180,10 @@ def _promoted(current: ProposalStatus, snapshot: ConfigSnapshot) -> bool:
     try:
         stable = stable_object(snapshot.stable)
     except ValueError:
-        return False
-    return all(key in stable and stable[key] == value for key, value in current.config.items())
+        stable = None
+    if stable is not None and all(key in stable and stable[key] == value for key, value in current.config.items()):
+        return True
+    return events.reported(f"{current.number}/Promoted")  # asked last: an API read where the ConfigMap cannot tell
 
 
 def _resume_start(
@@ -239,10 +242,7 @@ def _resume_promote(
 ) -> Transition | None:
     current = status.current
     assert current is not None
-    ours_out = snapshot.canary is not None and snapshot.canary_revision == current.revision
-    # The promotion's Event follows its write: recorded, the write happened, whatever a person wrote over the
-    # promoted values since (a failed status write, then an edit, left only the Event to tell).
-    if _promoted(current, snapshot) or (not ours_out and ports.events.reported(f"{current.number}/Promoted")):
+    if _promoted(current, snapshot, ports.events):
         return _after_promotion(ctx, ports, status, profile)
     ours = _ours(current, snapshot)
     if ours and snapshot.stable_digest() == current.stable_digest:
@@ -251,8 +251,8 @@ def _resume_promote(
         try:
             stable_object(snapshot.stable)
         except ValueError as error:
-            # The canary is gone, so the promotion may have been written, and only the stable key can tell: nothing
-            # is recorded (neither way) until it parses again.
+            # The canary is gone, so the promotion may have been written (its Event, if any, was not found), and only
+            # the stable key can tell: nothing is recorded (neither way) until it parses again.
             return Transition(
                 "InvalidStableConfig",
                 f"Proposal {current.number} for {current.profile}: its promotion is pending and its canary is out of "

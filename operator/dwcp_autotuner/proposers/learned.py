@@ -75,8 +75,8 @@ WORSE = frozenset({"CanaryWorse", "GuardBreached"})
 # docs/concepts.md): there the twin's first small moves fail more often.
 # Without a measured twin, an inconclusive canary that measured worse counts as a worse one (2, not 6): there the
 # learned twin is overconfident (calibration above 2) and its posterior already counts the canary's measurement, so
-# a sixfold cost stopped runs in a steep climb. bench/live_tuning.py, no prior, 2026-12-06 (HDE's twin as measured that day: its
-# default at 0.11 of the optimum): seeds 100–131 HDE 0.868 → 0.893 (harmful canaries 3.19 → 3.50), ACP 0.954 →
+# a sixfold cost stopped runs in a steep climb. bench/live_tuning.py, no prior, 2026-12-06 (HDE's twin as measured
+# that day: its default at 0.11 of the optimum): seeds 100–131 HDE 0.868 → 0.893 (harmful canaries 3.19 → 3.50), ACP 0.954 →
 # 0.956 (4.50 → 4.84); seeds 500–563 HDE 0.876 → 0.900 (3.06 → 3.48), ACP 0.961 → 0.963 (4.16 → 4.48). One run
 # had stopped at 0.36 of the optimum after four promotions in a row and one inconclusive canary (−1.7 %, truly
 # equal). With 1.5 (as after one that measured better) HDE gains as much and ACP's harm rises to 4.6–5.3; with 3
