@@ -456,7 +456,9 @@ def targets(component: dict, budget: int, shifted: bool) -> list[str]:
     return lines
 
 
-def parse_shifts(values: list[str]) -> dict[str, dict[str, float]]:
+def parse_shifts(values: list[str], components: list[str]) -> dict[str, dict[str, float]]:
+    """The --shift flags by component, checked before any twin is measured: each names a workload option of a
+    component the run measures, with a value that workload accepts."""
     shifts: dict[str, dict[str, float]] = {}
     for value in values:
         try:
@@ -465,7 +467,28 @@ def parse_shifts(values: list[str]) -> dict[str, dict[str, float]]:
             shifts.setdefault(component, {})[option] = float(number)
         except ValueError:
             raise SystemExit(f"--shift {value!r}: expected COMPONENT.OPTION=VALUE, e.g. hde.link_mbps=1000") from None
+    measured = set(BUILTIN_SPACES) if "joint" in components else set(components)
+    for component, options in shifts.items():
+        if component not in measured:
+            raise SystemExit(
+                f"--shift {component}.…: {component} is not among the components measured "
+                f"({', '.join(sorted(measured))}; see --components)"
+            )
+        try:  # building one is cheap (its data is made on first run) and checks the values the workload itself checks
+            make_workload(component, quick=True, **{**DEFAULT_OPTIONS.get(component, {}), **options})
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"--shift: {error}") from None
     return shifts
+
+
+def parse_numbers(flag: str, text: str, least: int) -> list[int]:
+    try:
+        numbers = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise SystemExit(f"{flag} {text!r}: expected whole numbers separated by commas, e.g. 1,2,3") from None
+    if not numbers or min(numbers) < least:
+        raise SystemExit(f"{flag} {text!r}: expected one or more whole numbers of {least} or more")
+    return numbers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,13 +518,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The controller logs every transition (rollbacks as warnings): thousands of lines here, none of them news.
     logging.getLogger("dwcp_autotuner").setLevel(logging.ERROR)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    budgets = sorted(int(b) for b in args.budgets.split(","))
+    seeds = parse_numbers("--seeds", args.seeds, 0)
+    budgets = sorted(parse_numbers("--budgets", args.budgets, 1))
+    components = [c for c in args.components.split(",") if c]
+    unknown = sorted(set(components) - set(BUILTIN_SPACES) - {"joint"})
+    if unknown or not components:
+        raise SystemExit(
+            f"--components: unknown {', '.join(unknown) or 'none given'} (known: {', '.join(BUILTIN_SPACES)}, joint)"
+        )
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS) - set(EXTRA_METHODS))
     if unknown:
         raise SystemExit(f"--methods: unknown {', '.join(unknown)} (known: {', '.join(METHODS + EXTRA_METHODS)})")
-    shifts = parse_shifts(args.shift)
+    shifts = parse_shifts(args.shift, components)
     try:  # an invalid --exploration / --rollout is said in one line before any twin is measured
         run_spec(seeds[0], max(budgets), args.exploration, args.rollout)
     except ValidationError as error:
@@ -511,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     curves: dict = {}
     started = time.perf_counter()
     try:
-        for component in args.components.split(","):
+        for component in components:
             scoped = shifts if component == "joint" else shifts.get(component, {})
             family = any(m.endswith("twin_prior") for m in methods) and component != "joint"
             live_twin, prior = twins_for(component, scoped, not args.full_twins, args.cache_dir, family)

@@ -26,6 +26,27 @@ def test_live_tuning_says_which_spec_field_is_invalid_before_measuring_anything(
     _says_in_one_line("live_tuning.py", [flag, value, "--seeds", "1", "--components", "pba"], named)
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--shift", "hde.nonsense=3"], "has no option nonsense"),
+        (["--shift", "acp.loss=2", "--components", "acp"], "loss must be from 0 to 1"),
+        (["--shift", "hde.link_mbps=0"], "link_mbps must be positive"),
+        (["--shift", "acp.loss=0.2"], "acp is not among the components measured"),
+        (["--shift", "xyz.a=1"], "xyz is not among the components measured"),
+        (["--components", "hde,foo"], "--components: unknown foo"),
+        (["--seeds", "1,x"], "--seeds"),
+        (["--budgets", "0"], "--budgets"),
+    ],
+)
+def test_live_tuning_says_which_flag_is_invalid_before_measuring_anything(args: list[str], named: str) -> None:
+    base = {"--components": "hde", "--seeds": "1", "--budgets": "5"}
+    for flag in args[::2]:
+        base.pop(flag, None)
+    defaults = [part for flag, value in base.items() for part in (flag, value)]
+    _says_in_one_line("live_tuning.py", [*args, *defaults, "--methods", "ours"], named)
+
+
 def _says_in_one_line(script: str, args: list[str], named: str) -> None:
     """The script exits 1 with one line naming `named` on stderr, no traceback, and nothing run (no stdout)."""
     done = subprocess.run(
@@ -43,6 +64,8 @@ def _says_in_one_line(script: str, args: list[str], named: str) -> None:
         (["--shift", "hde.link_mbps"], "--shift"),
         (["--shift", "db.pool=4"], "--shift"),
         (["--seeds", "1,x"], "--seeds"),
+        (["--shift", "acp.no_such_option=1"], "acp has no option no_such_option"),
+        (["--shift", "hde.dirty_fraction=1.5"], "dirty_fraction must be from 0 to 1"),
     ],
 )
 def test_cycle_shift_says_which_flag_is_invalid_before_running_anything(args: list[str], named: str) -> None:

@@ -54,8 +54,12 @@ def test_metric_names_match_the_builtin_space(workloads, name):
 def test_registry_rejects_unknown_names_and_options():
     with pytest.raises(ValueError, match="unknown workload"):
         make_workload("nope")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"pba has no option no_such_option \(its options: hours, reconfig_loss_ms,"):
         make_workload("pba", no_such_option=1)
+    with pytest.raises(ValueError, match="acp: loss must be from 0 to 1 .got 1.5"):
+        make_workload("acp", quick=True, loss=1.5)
+    with pytest.raises(ValueError, match="hde: dirty_fraction must be a finite number"):
+        make_workload("hde", quick=True, dirty_fraction=float("nan"))
     assert make_workload("hde", quick=True).options() != make_workload("hde").options()
     assert make_workload("hde", link_mbps=50).options()["link_mbps"] == 50
 

@@ -14,6 +14,9 @@ This package imports nothing else of `dwcp_autotuner`.
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+from collections.abc import Mapping
 
 from .base import Workload
 
@@ -61,25 +64,45 @@ def twin_conditions(name: str) -> list[dict[str, float | int]]:
     return variations
 
 
+def _workload_class(name: str) -> type:
+    module = _module(name)
+    return getattr(module, f"{name.capitalize()}Workload")
+
+
+def check_options(name: str, options: Mapping[str, object]) -> None:
+    """Raise ValueError, in words a user can act on, where `options` are not options of workload `name` or a
+    condition lies outside its valid range (a probability above 1, a negative rate)."""
+    known = sorted(set(inspect.signature(_workload_class(name)).parameters) - {"quick"})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"workload {name} has no option {', '.join(unknown)} (its options: {', '.join(known)})")
+    for option, (low, high) in _module(name).CONDITIONS.items():
+        if option not in options:
+            continue
+        value = options[option]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"workload {name}: {option} must be a finite number (got {value!r})")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"from {low:g} to {high:g}" if high is not None else f"{low:g} or more"
+            raise ValueError(f"workload {name}: {option} must be {bounds} (got {value:g})")
+
+
 def make_workload(name: str, *, quick: bool = False, **options: object) -> Workload:
     """The reference workload `name` ("hde", "pba" or "acp"); `quick` uses smaller data.
 
     Options are passed to the workload's constructor (e.g. `link_mbps=50` for HDE); an unknown
-    option is an error.
+    option, or a condition outside its range, is a ValueError that says which options there are.
     """
-    if name == "hde":
-        from .hde import HdeWorkload
-
-        return HdeWorkload(quick=quick, **options)  # type: ignore[arg-type]
-    if name == "pba":
-        from .pba import PbaWorkload
-
-        return PbaWorkload(quick=quick, **options)  # type: ignore[arg-type]
-    if name == "acp":
-        from .acp import AcpWorkload
-
-        return AcpWorkload(quick=quick, **options)  # type: ignore[arg-type]
-    raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOAD_NAMES)})")
+    check_options(name, options)
+    return _workload_class(name)(quick=quick, **options)
 
 
-__all__ = ["CONDITION_FACTORS", "WORKLOAD_NAMES", "Workload", "make_workload", "twin_conditions", "workload_interface"]
+__all__ = [
+    "CONDITION_FACTORS",
+    "WORKLOAD_NAMES",
+    "Workload",
+    "check_options",
+    "make_workload",
+    "twin_conditions",
+    "workload_interface",
+]
