@@ -35,6 +35,7 @@ import zstandard
 from prometheus_client import CollectorRegistry
 
 from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY
+from dwcp_autotuner.cli.arguments import whole
 from dwcp_autotuner.components.hde import REGION, HdeComponent
 from dwcp_autotuner.components.service import Unit
 from dwcp_autotuner.models.builtin import HDE
@@ -129,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 MB snapshots instead of 8 MB")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="alternating direct/service rounds per configuration (default 5)"
+        "--rounds", type=whole(1), default=5, help="alternating direct/service rounds per configuration (default 5)"
     )
-    parser.add_argument("--snapshots", type=int, default=2, help="snapshot pairs per round (default 2)")
-    parser.add_argument("--block", type=int, default=8, help="units per alternation between the two sides (default 8)")
+    parser.add_argument("--snapshots", type=whole(1), default=2, help="snapshot pairs per round (default 2)")
     parser.add_argument(
-        "--routing-keys", type=int, default=200_000, help="keys for the routing timing (default 200,000)"
+        "--block", type=whole(1), default=8, help="units per alternation between the two sides (default 8)"
+    )
+    parser.add_argument(
+        "--routing-keys", type=whole(1), default=200_000, help="keys for the routing timing (default 200,000)"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)

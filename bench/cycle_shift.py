@@ -33,6 +33,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import live_tuning as lt  # noqa: E402
 
+from dwcp_autotuner.cli.arguments import whole  # noqa: E402
+
 SHIFTS = [
     "hde.link_mbps=1000",
     "hde.dirty_fraction=0.2",
@@ -120,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated live_tuning methods (default: the learned twin without the planner, which adds nothing "
         "measured and plans after every verdict and hold: `ours` took over 20 min for the default cases)",
     )
-    parser.add_argument("--budget", type=int, default=20, help="canaries the cycle (and the new run) may use")
+    parser.add_argument("--budget", type=whole(1), default=20, help="canaries the cycle (and the new run) may use")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
         raise SystemExit(f"--seeds: a comma-separated list of integers, not {args.seeds!r}") from None
+    unknown = sorted(set(args.methods.split(",")) - set(lt.METHODS) - set(lt.EXTRA_METHODS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {', '.join(unknown)} (known: {', '.join(lt.METHODS + lt.EXTRA_METHODS)})")
     shifts = args.shift or SHIFTS
     for shift in shifts:
         component = shift.split(".", 1)[0]

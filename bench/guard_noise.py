@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(REPO))
 
 from dwcp_autotuner.canary.protocol import CANARY_KEY, CANARY_REVISION_KEY, CANARY_WEIGHT_KEY  # noqa: E402
+from dwcp_autotuner.cli.arguments import positive, whole  # noqa: E402
 from dwcp_autotuner.controller.analysis import collect  # noqa: E402
 from dwcp_autotuner.models.profile import ParameterProfileSpec  # noqa: E402
 from dwcp_autotuner.models.run import RolloutSettings, sample_seconds  # noqa: E402
@@ -52,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--component", default="hde", choices=["hde", "pba", "acp"])
     parser.add_argument("--canary", type=json.loads, default=HDE_PROPOSAL, help="the canary's configuration (JSON)")
     parser.add_argument("--weight", type=int, default=50, help="canary weight in percent (1-99)")
-    parser.add_argument("--seconds", type=float, default=300.0, help="how long to measure")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds per analysis (the run's interval)")
-    parser.add_argument("--min-samples", type=int, default=3, help="rollout.minSamples")
-    parser.add_argument("--rate", type=float, default=100.0, help="the component's units of work per second")
+    parser.add_argument("--seconds", type=positive, default=300.0, help="how long to measure")
+    parser.add_argument("--interval", type=positive, default=10.0, help="seconds per analysis (the run's interval)")
+    parser.add_argument("--min-samples", type=whole(1), default=3, help="rollout.minSamples")
+    parser.add_argument("--rate", type=positive, default=100.0, help="the component's units of work per second")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if not 1 <= args.weight <= 99:
@@ -69,11 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     rollout = RolloutSettings.model_validate({"analysisIntervalSeconds": args.interval, "minSamples": args.min_samples})
     step = sample_seconds(rollout)
     stable = {p.name: p.default for p in profile.parameters}
+    if not isinstance(args.canary, dict):
+        raise SystemExit(f"--canary: expected a JSON object of parameter values, e.g. {json.dumps(stable)}")
+    try:  # a typo in a key or a value out of bounds would canary the stable configuration: nothing to measure
+        canary = profile.coerce_config(args.canary)
+    except ValueError as error:
+        raise SystemExit(f"--canary: {error}") from None
 
     with tempfile.TemporaryDirectory(prefix="guard-noise-") as tmp:
         folder = Path(tmp)  # a mounted ConfigMap, as the component reads one
         (folder / "config.json").write_text(json.dumps(stable))
-        (folder / CANARY_KEY).write_text(json.dumps(args.canary))
+        (folder / CANARY_KEY).write_text(json.dumps(canary))
         (folder / CANARY_WEIGHT_KEY).write_text(str(args.weight))
         (folder / CANARY_REVISION_KEY).write_text("bench-1")
         port = free_port()
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 if component.poll() is not None:
                     raise SystemExit(f"the component stopped: {component.stderr.read().decode()[-2000:]}")
                 start = time.time()
-                print(f"{args.component}: canary {json.dumps(args.canary)} at {args.weight} %, {args.seconds:.0f} s")
+                print(f"{args.component}: canary {json.dumps(canary)} at {args.weight} %, {args.seconds:.0f} s")
                 time.sleep(args.seconds)
                 source = PrometheusMetrics(prometheus.url)
                 checks: dict[str, list] = {g.metric: [] for g in profile.guards}

@@ -51,6 +51,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from dwcp_autotuner.canary.protocol import CANARY_KEY, ConfigRef, canonical_json
+from dwcp_autotuner.cli.arguments import names, wholes
 from dwcp_autotuner.controller.context import Ports, RunContext
 from dwcp_autotuner.controller.run import reconcile
 from dwcp_autotuner.env.twin import Twin, load_or_measure_twin
@@ -481,21 +482,11 @@ def parse_shifts(values: list[str], components: list[str]) -> dict[str, dict[str
     return shifts
 
 
-def parse_numbers(flag: str, text: str, least: int) -> list[int]:
-    try:
-        numbers = [int(n) for n in text.split(",") if n.strip()]
-    except ValueError:
-        raise SystemExit(f"{flag} {text!r}: expected whole numbers separated by commas, e.g. 1,2,3") from None
-    if not numbers or min(numbers) < least:
-        raise SystemExit(f"{flag} {text!r}: expected one or more whole numbers of {least} or more")
-    return numbers
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--budgets", default="5,10,20,40")
-    parser.add_argument("--components", default="hde,pba,acp")
+    parser.add_argument("--seeds", type=wholes(0), default="1,2,3")
+    parser.add_argument("--budgets", type=wholes(1), default="5,10,20,40")
+    parser.add_argument("--components", type=names([*BUILTIN_SPACES, "joint"]), default="hde,pba,acp")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--shift", action="append", default=[], metavar="COMPONENT.OPTION=VALUE")
     parser.add_argument("--full-twins", action="store_true", help="twins of the full workloads (slower to measure)")
@@ -518,14 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The controller logs every transition (rollbacks as warnings): thousands of lines here, none of them news.
     logging.getLogger("dwcp_autotuner").setLevel(logging.ERROR)
-    seeds = parse_numbers("--seeds", args.seeds, 0)
-    budgets = sorted(parse_numbers("--budgets", args.budgets, 1))
-    components = [c for c in args.components.split(",") if c]
-    unknown = sorted(set(components) - set(BUILTIN_SPACES) - {"joint"})
-    if unknown or not components:
-        raise SystemExit(
-            f"--components: unknown {', '.join(unknown) or 'none given'} (known: {', '.join(BUILTIN_SPACES)}, joint)"
-        )
+    seeds, budgets, components = args.seeds, sorted(args.budgets), args.components
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS) - set(EXTRA_METHODS))
     if unknown:

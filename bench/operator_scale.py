@@ -42,7 +42,10 @@ from tests.kube import running_emulator  # noqa: E402
 from tests.support.prometheus import VariantExporter, free_port, running_prometheus  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
+
 from reconcile_latency import percentile  # noqa: E402  (one percentile for the benches)
+
+from dwcp_autotuner.cli.arguments import positive, wholes  # noqa: E402
 
 GROUP, VERSION = "autotune.dwcp.io", "v1alpha1"
 TICKS_HZ = os.sysconf("SC_CLK_TCK")
@@ -258,12 +261,13 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default="50,200,500,1000", help="comma-separated numbers of runs")
-    parser.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
-    parser.add_argument("--tick", type=float, default=5.0, help="the operator's --tick-seconds")
+    parser.add_argument("--runs", type=wholes(1), default="50,200,500,1000", help="comma-separated numbers of runs")
+    parser.add_argument("--window", type=positive, default=60.0, help="seconds of steady state measured")
+    parser.add_argument("--tick", type=positive, default=5.0, help="the operator's --tick-seconds")
     parser.add_argument("--pretraining", action="store_true", help="one DQN pretraining runs through the window")
     parser.add_argument(
         "--workers",
+        type=wholes(0),
         default="1",
         help="the operator's --workers (comma-separated to compare, e.g. 0,1: threads vs a process)",
     )
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'1st status p50':>15} {'p99':>7}"
     )
     with tempfile.TemporaryDirectory(prefix="operator-scale-") as tmp:
-        for n, workers in [(int(x), int(w)) for x in args.runs.split(",") for w in args.workers.split(",")]:
+        for n, workers in [(x, w) for x in args.runs for w in args.workers]:
             result = measure(n, args.window, args.tick, args.pretraining, Path(tmp), workers)
             result["workers"] = workers
             result["load_average"] = os.getloadavg()[0]

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 import kubernetes  # noqa: E402
 from kubernetes import watch  # noqa: E402
 
+from dwcp_autotuner.cli.arguments import whole  # noqa: E402
 from tests.kube import running_emulator  # noqa: E402
 from tests.support.prometheus import VariantExporter, free_port, prometheus_available, running_prometheus  # noqa: E402
 
@@ -193,8 +194,8 @@ def start_operator(kubeconfig: Path, prometheus_url: str, workdir: Path) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--changes", type=int, default=200, help="spec changes to time (default 200)")
-    parser.add_argument("--round-trips", type=int, default=200, help="bare GETs and PATCHes to time (default 200)")
+    parser.add_argument("--changes", type=whole(1), default=200, help="spec changes to time (default 200)")
+    parser.add_argument("--round-trips", type=whole(1), default=200, help="bare GETs and PATCHes to time (default 200)")
     parser.add_argument(
         "--no-prometheus",
         action="store_true",

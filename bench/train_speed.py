@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwcp_autotuner.agent import AgentSettings, DQNAgent, Environment, EpisodeStats, epsilon_at
+from dwcp_autotuner.cli.arguments import whole
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the tests' synthetic grid
 from tests.support.grid import GridBowl
@@ -203,13 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         default="dwcp",
         help="dwcp: the three DWCP twins tune trains on (default); synthetic: a grid walk with no twin to measure",
     )
-    parser.add_argument("--steps", type=int, default=500_000, help="total environment steps (default 500,000)")
-    parser.add_argument("--episodes", type=int, default=1000, help="episodes; steps per episode = steps / episodes")
-    parser.add_argument("--parameters", type=int, default=9, help="synthetic env: tunable parameters")
-    parser.add_argument("--levels", type=int, default=21, help="synthetic env: grid levels per parameter")
+    parser.add_argument("--steps", type=whole(1), default=500_000, help="total environment steps (default 500,000)")
+    parser.add_argument(
+        "--episodes", type=whole(1), default=1000, help="episodes; steps per episode = steps / episodes"
+    )
+    parser.add_argument("--parameters", type=whole(1), default=9, help="synthetic env: tunable parameters")
+    parser.add_argument("--levels", type=whole(2), default=21, help="synthetic env: grid levels per parameter")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--baseline-steps", type=int, default=3000, help="steps timed per naive slice")
+    parser.add_argument("--threads", type=whole(1), default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--baseline-steps", type=whole(1), default=3000, help="steps timed per naive slice")
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)

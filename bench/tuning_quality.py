@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from dwcp_autotuner.agent.dqn import DQNAgent
+from dwcp_autotuner.cli.arguments import names, whole, wholes
 from dwcp_autotuner.env.tuning_env import Component, TuningEnv
 from dwcp_autotuner.env.twin import Twin, load_or_measure_twin
 from dwcp_autotuner.models.agent import AgentSettings
@@ -114,22 +115,23 @@ def run_dqn(twin: Twin, name: str, budget: int, seed: int) -> tuple[int, ...]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--components", default="hde,pba,acp")
-    parser.add_argument("--budgets", default="200,1000,5000,20000", help="evaluations per method")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per point (1000, 1001, …)")
+    parser.add_argument("--components", type=names(BUILTIN_SPACES), default="hde,pba,acp")
+    parser.add_argument("--budgets", type=wholes(1), default="200,1000,5000,20000", help="evaluations per method")
+    parser.add_argument("--seeds", type=whole(1), default=3, help="seeds per point (1000, 1001, …)")
     parser.add_argument("--quick-twins", action="store_true", help="twins of the quick workloads (faster to measure)")
-    parser.add_argument("--repeats", type=int, default=3, help="seeds averaged per twin grid point (tune's default: 3)")
-    parser.add_argument("--methods", default="dqn,random,tpe")
     parser.add_argument(
-        "--tpe-max", type=int, default=2000, help="largest budget given to TPE (its time grows with trials)"
+        "--repeats", type=whole(1), default=3, help="seeds averaged per twin grid point (tune's default: 3)"
+    )
+    parser.add_argument("--methods", type=names(("dqn", "random", "tpe")), default="dqn,random,tpe")
+    parser.add_argument(
+        "--tpe-max", type=whole(1), default=2000, help="largest budget given to TPE (its time grows with trials)"
     )
     args = parser.parse_args()
-    budgets = [int(b) for b in args.budgets.split(",")]
-    methods = args.methods.split(",")
+    budgets, methods = args.budgets, args.methods
     print(
         f"tuning quality: fraction of the twin's exhaustive optimum (mean ± sd over {args.seeds} seeds) vs evaluations"
     )
-    for name in args.components.split(","):
+    for name in args.components:
         space = BUILTIN_SPACES[name]
         started = time.perf_counter()
         options = {"link_mbps": 100.0} if name == "hde" else {}

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from dwcp_autotuner.cli.arguments import whole
 from dwcp_autotuner.env.twin import measure_twin, twin_processes
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES
 from dwcp_autotuner.workloads import make_workload
@@ -28,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", default="acp", choices=sorted(BUILTIN_SPACES))
     parser.add_argument("--full", action="store_true", help="the full workload's data (default: quick)")
-    parser.add_argument("--repeats", type=int, default=3, help="seeds per grid point")
-    parser.add_argument("--processes", type=int, default=None, help="default: every core this process may use")
+    parser.add_argument("--repeats", type=whole(1), default=3, help="seeds per grid point")
+    parser.add_argument("--processes", type=whole(1), default=None, help="default: every core this process may use")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 

@@ -22,8 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from dwcp_autotuner.cli.arguments import whole
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES
-from dwcp_autotuner.workloads import make_workload
+from dwcp_autotuner.workloads import check_options, make_workload
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the quick preset's smaller data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--repeat", type=int, default=1, help="average the metrics over this many seeds (seed, seed+1, …)"
+        "--repeat", type=whole(1), default=1, help="average the metrics over this many seeds (seed, seed+1, …)"
     )
     parser.add_argument(
         "--option",
@@ -154,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in data["rows"]:
             r["config"] = {k: v for k, v in r["config"].items()}
     else:
-        data = measure(args.workload, args.quick, args.seed, max(args.repeat, 1), dict(args.option))
+        try:
+            check_options(args.workload, dict(args.option))
+        except ValueError as error:
+            raise SystemExit(f"--option: {error}") from None
+        data = measure(args.workload, args.quick, args.seed, args.repeat, dict(args.option))
         if args.save:
             args.save.parent.mkdir(parents=True, exist_ok=True)
             args.save.write_text(json.dumps(data))

@@ -34,17 +34,48 @@ def test_live_tuning_says_which_spec_field_is_invalid_before_measuring_anything(
         (["--shift", "hde.link_mbps=0"], "link_mbps must be positive"),
         (["--shift", "acp.loss=0.2"], "acp is not among the components measured"),
         (["--shift", "xyz.a=1"], "xyz is not among the components measured"),
-        (["--components", "hde,foo"], "--components: unknown foo"),
-        (["--seeds", "1,x"], "--seeds"),
-        (["--budgets", "0"], "--budgets"),
     ],
 )
 def test_live_tuning_says_which_flag_is_invalid_before_measuring_anything(args: list[str], named: str) -> None:
-    base = {"--components": "hde", "--seeds": "1", "--budgets": "5"}
-    for flag in args[::2]:
-        base.pop(flag, None)
-    defaults = [part for flag, value in base.items() for part in (flag, value)]
-    _says_in_one_line("live_tuning.py", [*args, *defaults, "--methods", "ours"], named)
+    components = [] if "--components" in args else ["--components", "hde"]
+    _says_in_one_line("live_tuning.py", [*args, *components, "--seeds", "1", "--budgets", "5"], named)
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "named"),
+    [
+        ("live_tuning.py", ["--components", "hde,foo"], "argument --components: unknown foo; expected one or more"),
+        ("live_tuning.py", ["--seeds", "1,x"], "argument --seeds: expected whole numbers of 0 or more"),
+        ("live_tuning.py", ["--budgets", "0"], "argument --budgets: expected whole numbers of 1 or more"),
+        ("tuning_quality.py", ["--components", "nope"], "argument --components: unknown nope"),
+        ("tuning_quality.py", ["--budgets", "0"], "argument --budgets"),
+        ("tuning_quality.py", ["--methods", "dqn,nope"], "argument --methods: unknown nope"),
+        ("component_overhead.py", ["--rounds", "0"], "argument --rounds: expected a whole number of 1 or more"),
+        ("operator_scale.py", ["--runs", "50,0"], "argument --runs"),
+        ("operator_scale.py", ["--tick", "nan"], "argument --tick: expected a finite number greater than 0"),
+        ("reconcile_latency.py", ["--changes", "0"], "argument --changes"),
+        ("guard_noise.py", ["--interval", "-1"], "argument --interval"),
+        ("train_speed.py", ["--levels", "1"], "argument --levels: expected a whole number of 2 or more"),
+        ("twin_measure.py", ["--repeats", "0"], "argument --repeats"),
+        ("workload_surface.py", ["--workload", "hde", "--repeat", "0"], "argument --repeat"),
+        ("guard_noise.py", ["--canary", '{"compresion_level": 3}'], "--canary: unknown parameter(s): compresion_level"),
+        ("workload_surface.py", ["--workload", "pba", "--option", "trend=1"], "--option: workload pba has no option"),
+        ("cycle_shift.py", ["--budget", "0"], "argument --budget"),
+        ("cycle_shift.py", ["--methods", "ours,nope"], "--methods: unknown nope"),
+    ],
+)
+def test_a_bench_refuses_a_flag_that_would_measure_nothing_before_it_starts(
+    script: str, args: list[str], named: str
+) -> None:
+    """argparse's usage line and one error naming the flag (or one line of our own), no traceback, nothing run:
+    before, `--rounds 0` ended in a traceback and `--budgets 0` in Optuna's, `--methods nope` measured nothing."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode in (1, 2)
+    assert "Traceback" not in done.stderr
+    assert named in done.stderr.strip().splitlines()[-1], done.stderr
+    assert done.stdout == ""
 
 
 def _says_in_one_line(script: str, args: list[str], named: str) -> None:
