@@ -129,3 +129,63 @@ def test_a_missing_run_is_one_line_and_exit_1(cluster):
     assert result.stderr.strip() == "kubectl autotune get: error: optimizationrun dwcp/nope: not found"
     assert "Traceback" not in result.stderr + result.stdout
     json.dumps(result.stdout)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: c, cluster: {{server: '{server}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, namespace: dwcp}}]\ncurrent-context: c\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("command", [["get"], ["get", "tune"], ["pause", "tune"]])
+def test_an_api_server_that_cannot_be_reached_is_one_line_and_exit_1(tmp_path, capsys, command):
+    from dwcp_autotuner.cli.kubectl_plugin import main
+
+    kubeconfig = _kubeconfig(tmp_path / "config", f"http://127.0.0.1:{_closed_port()}")
+    assert main([*command, "--kubeconfig", str(kubeconfig)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"kubectl autotune {command[0]}: error: " in err and "cannot reach the API server" in err
+    assert "Connection refused" in err and "dwcp" in err  # why, and the context's namespace
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (None, "No configuration found"),
+        ("clusters: [\n", "while parsing"),
+        ("[1, 2]\n", "list indices"),
+        ("apiVersion: v1\n", "Expected key current-context"),
+    ],
+)
+def test_a_kubeconfig_that_cannot_be_used_is_named_in_one_line(tmp_path, capsys, monkeypatch, content, said):
+    from dwcp_autotuner.cli.kubectl_plugin import main
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not inside a pod: no in-cluster fallback
+    kubeconfig = tmp_path / "config"
+    if content is not None:
+        kubeconfig.write_text(content)
+    assert main(["get", "--kubeconfig", str(kubeconfig)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"no cluster to talk to: kubeconfig {kubeconfig}: " in err and said in err
+
+
+def test_an_empty_namespace_is_refused_before_the_api_is_asked(capsys):
+    from dwcp_autotuner.cli.kubectl_plugin import main
+
+    assert main(["get", "-n", ""]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "kubectl autotune get: error: -n/--namespace: empty (leave it out for the context's namespace)"
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -149,6 +150,7 @@ def render_list(items: Sequence[Mapping]) -> str:
 # --- the API ---------------------------------------------------------------------------------------------
 def _api(args: argparse.Namespace):
     import kubernetes
+    import yaml
 
     try:
         kubernetes.config.load_kube_config(config_file=args.kubeconfig, context=args.context)
@@ -159,17 +161,21 @@ def _api(args: argparse.Namespace):
                 contexts, _ = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
                 active = next((c for c in contexts if c["name"] == args.context), active)
             namespace = (active.get("context") or {}).get("namespace") or "default"
-    except kubernetes.config.ConfigException:
+    # a kubeconfig that is not YAML, or YAML of another shape, fails inside the client with one of the others
+    except (kubernetes.config.ConfigException, yaml.YAMLError, OSError, TypeError, AttributeError, KeyError) as error:
         try:
             kubernetes.config.load_incluster_config()
-        except kubernetes.config.ConfigException as error:
-            raise PluginError(f"no cluster to talk to: {error}") from None
+        except kubernetes.config.ConfigException:
+            source = args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise PluginError(f"no cluster to talk to: kubeconfig {source}: {reason}; and not inside a pod") from None
         namespace = args.namespace or "default"
     return kubernetes.client.CustomObjectsApi(), namespace
 
 
 def _call(what: str, fn, *a, **kw):
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError, MaxRetryError
 
     try:
         return fn(*a, **kw)
@@ -177,11 +183,20 @@ def _call(what: str, fn, *a, **kw):
         if error.status == 404:
             raise PluginError(f"{what}: not found") from None
         raise PluginError(f"{what}: {error.status} {error.reason}") from None
-    except OSError as error:  # connection refused, DNS
-        raise PluginError(f"{what}: cannot reach the API server ({error})") from None
+    except (OSError, HTTPError) as error:  # connection refused, DNS, TLS: urllib3 wraps them after its retries
+        reason = error.reason if isinstance(error, MaxRetryError) and error.reason is not None else error
+        raise PluginError(f"{what}: cannot reach the API server ({_one_line(reason)})") from None
+
+
+def _one_line(error: object) -> str:
+    """urllib3's reasons start with the connection object's repr; what follows says what went wrong."""
+    text = " ".join(str(error).split())
+    return text.split(">: ", 1)[1] if text.startswith("<") and ">: " in text else text
 
 
 def run(args: argparse.Namespace) -> str:
+    if args.namespace is not None and not args.namespace.strip():
+        raise PluginError("-n/--namespace: empty (leave it out for the context's namespace)")
     custom, namespace = _api(args)
     where = f"optimizationrun {namespace}/{args.run}" if getattr(args, "run", None) else f"namespace {namespace}"
     if args.command == "get":
