@@ -100,6 +100,20 @@ def test_profile_that_is_not_yaml_or_missing(tmp_path):
     assert "No such file" in one_line_error(cli("tune", "--profile", str(tmp_path / "absent.yaml")))
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"spec: [unclosed\n", "not valid YAML (line 2, column 1: expected ',' or ']'"),
+        (b"\xff\xfe\x00binary", "not valid YAML (not UTF-8 text)"),
+    ],
+)
+def test_a_component_profile_that_is_not_yaml_is_one_line(tmp_path, content, expected):
+    broken = tmp_path / "broken.yaml"
+    broken.write_bytes(content)
+    line = one_line_error(cli("component", "acp", "--profile", str(broken), "--config-dir", str(tmp_path)))
+    assert line.startswith(f"dwcp-autotuner component: error: --profile {broken}: ") and expected in line
+
+
 def test_folders_that_cannot_be_written_are_refused_before_any_work(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

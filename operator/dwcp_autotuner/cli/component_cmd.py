@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     space = BUILTIN_SPACES[args.name]
     if args.profile is not None:
+        import yaml
         from pydantic import ValidationError
 
         from ..sdk import space_from_profile
@@ -130,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
             space = space_from_profile(args.profile)
         except OSError as error:
             raise CliError(f"--profile: cannot read {args.profile}: {error.strerror or error}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            where = getattr(error, "problem_mark", None)
+            at = f"line {where.line + 1}, column {where.column + 1}: " if where is not None else ""
+            reason = getattr(error, "problem", None) or "not UTF-8 text"
+            raise CliError(f"--profile {args.profile}: not valid YAML ({at}{reason})") from None
         except ValidationError as error:
             raise CliError(f"--profile {args.profile}: {format_validation_error(error, 'spec')}") from None
         missing = [n for n in BUILTIN_SPACES[args.name].parameter_names if n not in space.parameter_names]
