@@ -97,6 +97,8 @@ def test_profile_that_is_not_yaml_or_missing(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("spec: [unclosed\n")
     assert "not valid YAML" in one_line_error(cli("tune", "--profile", str(broken)))
+    broken.write_bytes(b"\xff\xfe\x00binary")
+    assert "not valid YAML (not UTF-8 text)" in one_line_error(cli("tune", "--profile", str(broken)))
     assert "No such file" in one_line_error(cli("tune", "--profile", str(tmp_path / "absent.yaml")))
 
 
@@ -169,3 +171,27 @@ def test_a_metrics_port_in_use_is_one_line_naming_the_port_and_the_flag(tmp_path
             )
         )
     assert f"--metrics-port {port}" in line and "--metrics-address 127.0.0.1" in line and "cannot listen" in line
+
+
+def test_a_worker_without_a_cluster_or_a_writable_result_says_so_in_its_last_line(tmp_path):
+    """The Job's log ends with why no result was written, not with a traceback or an "internal error"."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    line = one_line_error(cli("worker", "twin", "--profile-json", "{}", "--result", "a/b", "--kubeconfig", "/nope"))
+    assert line.startswith("dwcp-autotuner worker: error: no cluster to write the result to: ")
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{closed}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c}}]\ncurrent-context: c\n"
+    )
+    done = cli("worker", "twin", "--profile-json", "{}", "--result", "a/b", "--kubeconfig", str(kubeconfig))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("dwcp-autotuner worker: error: --result a/b: cannot write the result there (")
+    job_error = "dwcp-autotuner worker twin: --profile-json/--settings-json: spec.parameters: Field required; "
+    assert any(line.startswith(job_error) for line in lines)  # the job's own error, in one line, first

@@ -93,6 +93,8 @@ def load_profile_file(path: Path) -> tuple[str, ParameterProfileSpec]:
         raise CliError(f"--profile {path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
         raise CliError(f"--profile {path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise CliError(f"--profile {path}: not valid YAML (not UTF-8 text)") from None
     if not isinstance(document, dict):
         raise CliError(f"--profile {path}: expected a mapping (a ParameterProfile manifest)")
     prefix = ""

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import CliError
+from .errors import CliError, format_validation_error
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from ..handlers.runtime import make_api_client
+    from ..ports.base import Conflict, Foreign, NotFound, Unavailable
     from ..ports.kubernetes import KubernetesConfigStore
     from ..proposers.workers import (
         CHECKPOINT_KEY,
@@ -62,7 +65,20 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--profile-json/--settings-json/--conditions-json: not JSON ({error})") from None
     import kubernetes
 
-    configs = KubernetesConfigStore(kubernetes.client.CoreV1Api(make_api_client(args.kubeconfig)))
+    try:
+        client = make_api_client(args.kubeconfig)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise CliError(f"no cluster to write the result to: {' '.join(str(error).split())}") from None
+    configs = KubernetesConfigStore(kubernetes.client.CoreV1Api(client))
+
+    def put(binary: dict[str, bytes], data: dict[str, str]) -> None:
+        """Write the result (or the job's error); where that fails, say so in one line: the operator then sees
+        the Job fail without a result and records that."""
+        try:
+            configs.put_binary(namespace, name, binary, data=data, owner=None, labels=WORKER_LABELS)
+        except (Unavailable, Conflict, NotFound, Foreign) as error:
+            raise CliError(f"--result {namespace}/{name}: cannot write the result there ({error})") from None
+
     with tempfile.TemporaryDirectory(prefix="worker-") as tmp:
         cache = args.cache_dir or str(Path(tmp) / "cache")
         try:
@@ -83,10 +99,14 @@ def run(args: argparse.Namespace) -> int:
                 )
                 binary = {RESULT_KEY: twin.to_bytes(), CHECKPOINT_KEY: checkpoint}
         except Exception as error:
-            logging.exception("the %s job failed", args.job)
-            text = f"{type(error).__name__}: {error}"[:2000]
-            configs.put_binary(namespace, name, {}, data={ERROR_KEY: text}, owner=None, labels=WORKER_LABELS)
+            if not isinstance(error, ValueError):  # a spec it cannot use (pydantic's errors are ValueErrors) says why
+                logging.exception("the %s job failed", args.job)  # anything else: the traceback, for a bug report
+            if isinstance(error, ValidationError):
+                text = f"--profile-json/--settings-json: {format_validation_error(error, 'spec')}"[:2000]
+            else:
+                text = f"{type(error).__name__}: {error}"[:2000]
             print(f"dwcp-autotuner worker {args.job}: {text}", file=sys.stderr)
+            put({}, {ERROR_KEY: text})
             return 1
-    configs.put_binary(namespace, name, binary, data={"done": "true"}, owner=None, labels=WORKER_LABELS)
+    put(binary, {"done": "true"})
     return 0
