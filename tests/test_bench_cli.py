@@ -69,20 +69,22 @@ def test_a_bench_refuses_a_flag_that_would_measure_nothing_before_it_starts(
 ) -> None:
     """argparse's usage line and one error naming the flag (or one line of our own), no traceback, nothing run:
     before, `--rounds 0` ended in a traceback and `--budgets 0` in Optuna's, `--methods nope` measured nothing."""
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), *args], capture_output=True, text=True, timeout=120, cwd=REPO
-    )
+    done = _bench(script, args)
     assert done.returncode in (1, 2)
     assert "Traceback" not in done.stderr
     assert named in done.stderr.strip().splitlines()[-1], done.stderr
     assert done.stdout == ""
 
 
-def _says_in_one_line(script: str, args: list[str], named: str) -> None:
-    """The script exits 1 with one line naming `named` on stderr, no traceback, and nothing run (no stdout)."""
-    done = subprocess.run(
+def _bench(script: str, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(REPO / "bench" / script), *args], capture_output=True, text=True, timeout=120, cwd=REPO
     )
+
+
+def _says_in_one_line(script: str, args: list[str], named: str) -> None:
+    """The script exits 1 with one line naming `named` on stderr, no traceback, and nothing run (no stdout)."""
+    done = _bench(script, args)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert named in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -99,11 +99,10 @@ def run(args: argparse.Namespace) -> int:
                 )
                 binary = {RESULT_KEY: twin.to_bytes(), CHECKPOINT_KEY: checkpoint}
         except Exception as error:
-            if not isinstance(error, ValueError):  # a spec it cannot use (pydantic's errors are ValueErrors) says why
-                logging.exception("the %s job failed", args.job)  # anything else: the traceback, for a bug report
-            if isinstance(error, ValidationError):
+            if isinstance(error, ValidationError):  # a spec it cannot use: which field, in one line
                 text = f"--profile-json/--settings-json: {format_validation_error(error, 'spec')}"[:2000]
-            else:
+            else:  # anything else may be a bug: the traceback too, for its report
+                logging.exception("the %s job failed", args.job)
                 text = f"{type(error).__name__}: {error}"[:2000]
             print(f"dwcp-autotuner worker {args.job}: {text}", file=sys.stderr)
             put({}, {ERROR_KEY: text})
