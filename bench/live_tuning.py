@@ -457,6 +457,14 @@ def targets(component: dict, budget: int, shifted: bool) -> list[str]:
     return lines
 
 
+def progress(text: str) -> None:
+    """What the bench is doing now, on one line of a terminal's stderr that the next overwrites (the table on stdout
+    stays clean; nothing where stderr is a file, as in CI)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + text)
+        sys.stderr.flush()
+
+
 def parse_shifts(values: list[str], components: list[str]) -> dict[str, dict[str, float]]:
     """The --shift flags by component, checked before any twin is measured: each names a workload option of a
     component the run measures, with a value that workload accepts."""
@@ -527,7 +535,10 @@ def main(argv: list[str] | None = None) -> int:
         for component in components:
             scoped = shifts if component == "joint" else shifts.get(component, {})
             family = any(m.endswith("twin_prior") for m in methods) and component != "joint"
+            twins = "the live twin and the prior" + (" under each of its workload's other conditions" if family else "")
+            progress(f"{component}: measuring {twins} (cached after the first time) …")
             live_twin, prior = twins_for(component, scoped, not args.full_twins, args.cache_dir, family)
+            progress("")
             if component == "joint":
                 view = JointLive(live_twin, None, 0)
                 shape = tuple(n for t in live_twin.values() for n in t.grid_shape)
@@ -547,12 +558,23 @@ def main(argv: list[str] | None = None) -> int:
             )
             results[component] = {}
             for method in methods:
-                traces = [
-                    run_one(
-                        component, method, seed, live_twin, prior, max(budgets), root, args.exploration, args.rollout
+                traces = []
+                for k, seed in enumerate(seeds):
+                    progress(f"{component} {method}: run {k + 1} of {len(seeds)} (seed {seed}) …")
+                    traces.append(
+                        run_one(
+                            component,
+                            method,
+                            seed,
+                            live_twin,
+                            prior,
+                            max(budgets),
+                            root,
+                            args.exploration,
+                            args.rollout,
+                        )
                     )
-                    for seed in seeds
-                ]
+                progress("")
                 cells, out = [], {}
                 for budget in budgets:
                     values = [at_budget(t, budget) for t in traces]
