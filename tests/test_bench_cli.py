@@ -144,3 +144,50 @@ def test_live_tuning_judges_the_shift_target_on_the_worst_run_not_the_mean() -> 
     assert targets(results, 20, shifted=True)[0].endswith("not met")
     results["ours_twin_prior"][20] = _cell(0.949, 0.0, most=0)
     assert targets(results, 20, shifted=True)[0].endswith("not met")
+
+
+def test_live_tuning_shows_its_progress_on_a_terminal_and_keeps_the_table_clean(tmp_path) -> None:
+    """Measuring the twins and the runs took minutes with nothing shown: on a terminal one line says what it does
+    now; the table on stdout, and stderr where it is a file (CI), carry none of it."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    args = [
+        "--components",
+        "pba",
+        "--seeds",
+        "1,2",
+        "--budgets",
+        "3",
+        "--methods",
+        "random",
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    with subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "live_tuning.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+        cwd=REPO,
+    ) as done:
+        os.close(follower)
+        table, _ = done.communicate(timeout=300)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal is gone with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert done.returncode == 0
+    text = shown.decode()
+    assert "pba: measuring the live twin and the prior" in text
+    assert "pba random: run 1 of 2 (seed 1)" in text and "pba random: run 2 of 2 (seed 2)" in text
+    assert "run 1 of 2" not in table and "\r" not in table and "random " in table
+    quiet = _bench("live_tuning.py", args)  # stderr a file: nothing there
+    assert quiet.returncode == 0 and quiet.stderr == ""
