@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The controller logs every transition (rollbacks as warnings): thousands of lines here, none of them news.
     logging.getLogger("dwcp_autotuner").setLevel(logging.ERROR)
-    seeds, budgets, components = args.seeds, sorted(args.budgets), args.components
+    seeds, budgets, components = args.seeds, sorted(set(args.budgets)), list(dict.fromkeys(args.components))
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS) - set(EXTRA_METHODS))
     if unknown:
