@@ -33,7 +33,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import live_tuning as lt  # noqa: E402
 
-from dwcp_autotuner.cli.arguments import whole  # noqa: E402
+from dwcp_autotuner.cli.arguments import names, whole  # noqa: E402
 
 SHIFTS = [
     "hde.link_mbps=1000",
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="61,62,63")
     parser.add_argument(
         "--methods",
+        type=names(lt.METHODS + lt.EXTRA_METHODS),
         default="ours_no_dqn",
         help="comma-separated live_tuning methods (default: the learned twin without the planner, which adds nothing "
         "measured and plans after every verdict and hold: `ours` took over 20 min for the default cases)",
@@ -129,18 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
         raise SystemExit(f"--seeds: a comma-separated list of integers, not {args.seeds!r}") from None
-    unknown = sorted(set(args.methods.split(",")) - set(lt.METHODS) - set(lt.EXTRA_METHODS))
-    if unknown:
-        raise SystemExit(f"--methods: unknown {', '.join(unknown)} (known: {', '.join(lt.METHODS + lt.EXTRA_METHODS)})")
     shifts = args.shift or SHIFTS
     for shift in shifts:
         component = shift.split(".", 1)[0]
         if component not in ("hde", "pba", "acp"):
             raise SystemExit(f"--shift: COMPONENT.OPTION=VALUE with COMPONENT one of hde, pba, acp, not {shift!r}")
         lt.parse_shifts([shift], [component])  # a malformed flag, an unknown option, a value out of range: one line
-    cases = [
-        (s.split(".")[0], m, seed, s, args.budget) for s in shifts for m in args.methods.split(",") for seed in seeds
-    ]
+    cases = [(s.split(".")[0], m, seed, s, args.budget) for s in shifts for m in args.methods for seed in seeds]
     logging.disable(logging.CRITICAL)
     print(f"{len(cases)} cases (shift x method x seed), each a run to its end then the shifted cycle and a new run")
     with Pool(2) as pool:
@@ -148,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'shift':28s}{'method':24s}{'after the shift':>16s}{'fraction':>10s}{'canaries':>10s}{'harmful':>9s}")
     summary = {}
     for shift in shifts:
-        for method in args.methods.split(","):
+        for method in args.methods:
             rows = [r for r in results if r["case"][3] == shift and r["case"][1] == method]
             for mode in ("next_cycle", "new_run"):
                 f = [r[mode]["fraction"] for r in rows]

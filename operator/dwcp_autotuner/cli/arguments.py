@@ -33,14 +33,13 @@ def wholes(least: int) -> Callable[[str], list[int]]:
     def parse(text: str) -> list[int]:
         parts = [part.strip() for part in text.split(",") if part.strip()]
         try:
-            if not parts:
-                raise argparse.ArgumentTypeError("")
-            return [one(part) for part in parts]
+            if parts:
+                return [one(part) for part in parts]
         except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(
-                f"expected whole numbers of {least} or more separated by commas (e.g. {least},{least + 1}), "
-                f"not {text!r}"
-            ) from None
+            pass
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers of {least} or more separated by commas (e.g. {least},{least + 1}), not {text!r}"
+        )
 
     return parse
 
