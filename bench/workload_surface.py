@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dwcp_autotuner.cli.arguments import whole
 from dwcp_autotuner.models.builtin import BUILTIN_SPACES
-from dwcp_autotuner.workloads import check_options, make_workload
+from dwcp_autotuner.workloads import make_workload
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in data["rows"]:
             r["config"] = {k: v for k, v in r["config"].items()}
     else:
-        try:
-            check_options(args.workload, dict(args.option))
-        except ValueError as error:
+        try:  # building one is cheap (its data is made on first run) and checks what the workload itself checks
+            make_workload(args.workload, quick=True, **dict(args.option))
+        except (TypeError, ValueError) as error:
             raise SystemExit(f"--option: {error}") from None
         data = measure(args.workload, args.quick, args.seed, args.repeat, dict(args.option))
         if args.save:

@@ -60,6 +60,12 @@ def test_live_tuning_says_which_flag_is_invalid_before_measuring_anything(args: 
         ("workload_surface.py", ["--workload", "hde", "--repeat", "0"], "argument --repeat"),
         ("guard_noise.py", ["--canary", '{"compresion_level": 3}'], "--canary: unknown parameter(s): compresion_level"),
         ("workload_surface.py", ["--workload", "pba", "--option", "trend=1"], "--option: workload pba has no option"),
+        (
+            "workload_surface.py",
+            ["--workload", "hde", "--option", "link_mbps=0"],
+            "--option: link_mbps must be positive",
+        ),
+        ("live_tuning.py", ["--methods", "ours,nope"], "argument --methods: unknown nope"),
         ("cycle_shift.py", ["--budget", "0"], "argument --budget"),
         ("cycle_shift.py", ["--methods", "ours,nope"], "--methods: unknown nope"),
     ],

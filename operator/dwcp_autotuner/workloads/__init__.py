@@ -69,7 +69,7 @@ def _workload_class(name: str) -> type:
     return getattr(module, f"{name.capitalize()}Workload")
 
 
-def check_options(name: str, options: Mapping[str, object]) -> None:
+def _check_options(name: str, options: Mapping[str, object]) -> None:
     """Raise ValueError, in words a user can act on, where `options` are not options of workload `name` or a
     condition lies outside its valid range (a probability above 1, a negative rate)."""
     known = sorted(set(inspect.signature(_workload_class(name)).parameters) - {"quick"})
@@ -93,7 +93,7 @@ def make_workload(name: str, *, quick: bool = False, **options: object) -> Workl
     Options are passed to the workload's constructor (e.g. `link_mbps=50` for HDE); an unknown
     option, or a condition outside its range, is a ValueError that says which options there are.
     """
-    check_options(name, options)
+    _check_options(name, options)
     return _workload_class(name)(quick=quick, **options)
 
 
@@ -101,7 +101,6 @@ __all__ = [
     "CONDITION_FACTORS",
     "WORKLOAD_NAMES",
     "Workload",
-    "check_options",
     "make_workload",
     "twin_conditions",
     "workload_interface",
