@@ -125,17 +125,14 @@ def run(args: argparse.Namespace) -> int:
         from pydantic import ValidationError
 
         from ..sdk import space_from_profile
-        from .errors import format_validation_error
+        from .errors import format_validation_error, not_yaml
 
         try:
             space = space_from_profile(args.profile)
         except OSError as error:
             raise CliError(f"--profile: cannot read {args.profile}: {error.strerror or error}") from None
         except (yaml.YAMLError, UnicodeDecodeError) as error:
-            where = getattr(error, "problem_mark", None)
-            at = f"line {where.line + 1}, column {where.column + 1}: " if where is not None else ""
-            reason = getattr(error, "problem", None) or "not UTF-8 text"
-            raise CliError(f"--profile {args.profile}: not valid YAML ({at}{reason})") from None
+            raise CliError(f"--profile {args.profile}: {not_yaml(error)}") from None
         except ValidationError as error:
             raise CliError(f"--profile {args.profile}: {format_validation_error(error, 'spec')}") from None
         missing = [n for n in BUILTIN_SPACES[args.name].parameter_names if n not in space.parameter_names]

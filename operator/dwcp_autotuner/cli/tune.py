@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from ..models.builtin import BUILTIN_SPACES
 from ..models.profile import ParameterProfileSpec
 from ..models.space import TuningSpace
-from .errors import EXIT_INTERRUPTED, CliError, format_validation_error
+from .errors import EXIT_INTERRUPTED, CliError, format_validation_error, not_yaml
 
 # Agent settings fields that have a flag of their own, so errors name the flag the user typed.
 FLAG_OF_FIELD = {
@@ -91,10 +91,8 @@ def load_profile_file(path: Path) -> tuple[str, ParameterProfileSpec]:
         document = yaml.safe_load(path.read_text())
     except OSError as error:
         raise CliError(f"--profile {path}: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise CliError(f"--profile {path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    except UnicodeDecodeError:
-        raise CliError(f"--profile {path}: not valid YAML (not UTF-8 text)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CliError(f"--profile {path}: {not_yaml(error)}") from None
     if not isinstance(document, dict):
         raise CliError(f"--profile {path}: expected a mapping (a ParameterProfile manifest)")
     prefix = ""
