@@ -69,6 +69,42 @@ def test_twin_noise_is_estimated_from_repeats():
     assert samples.std() / samples.mean() == pytest.approx(speed_cv, rel=0.15)
 
 
+class SlowSpellWorkload(BowlWorkload):
+    """The bowl without noise, its speed a timing: runs 20–39 of a measurement come out 30 % slow, as on a
+    machine that was busy for a while (another process, a lower clock)."""
+
+    timed_metrics = ("speed",)
+
+    def run(self, config, seed):
+        result = super().run(config, seed)
+        if 20 <= self.runs < 40:
+            result["speed"] *= 0.7
+        return result
+
+
+def _bowl_speed(space: TuningSpace) -> np.ndarray:
+    a, b = (np.array(p.grid(), dtype=float) for p in space.parameters)
+    return 100.0 - 2.0 * (a[:, None] - 6) ** 2 - 3.0 * (np.log2(b)[None, :] - 4) ** 2
+
+
+def test_a_slow_spell_while_timing_is_not_measured_as_an_effect():
+    """Measured in grid order, the spell would make twenty neighbouring points 30 % slower: a bump an agent
+    takes for an effect. A timed twin is measured in shuffled passes and each point is their median."""
+    workload = SlowSpellWorkload(noise=0.0)
+    twin = measure_twin(SPACE, workload, seed=5, noise_points=3, noise_repeats=3)
+    assert np.allclose(twin.means[..., 0], _bowl_speed(SPACE))
+    assert twin.provenance["passes"] == twin_module.TIMING_PASSES == 3
+    assert workload.runs == 3 * 63 + 3 * 3
+
+
+def test_a_twin_without_timings_is_measured_once():
+    workload = BowlWorkload(noise=0.0)
+    workload.timed_metrics = ()  # a pure function of (config, seed): passes would only repeat it
+    twin = measure_twin(SPACE, workload, seed=5, noise_points=3, noise_repeats=3, processes=1)
+    assert np.allclose(twin.means[..., 0], _bowl_speed(SPACE))
+    assert twin.provenance["passes"] == 1 and workload.runs == 63 + 3 * 3
+
+
 def test_twin_cache_round_trip_and_invalidation(tmp_path):
     workload = BowlWorkload()
     first, cached = load_or_measure_twin(SPACE, workload, seed=3, cache_dir=tmp_path)

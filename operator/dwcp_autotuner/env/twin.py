@@ -29,7 +29,9 @@ import numpy as np
 from ..models.space import ParamValue, TuningSpace
 from ..workloads.base import Workload
 
-TWIN_FORMAT = 1
+TWIN_FORMAT = 2  # 2: timed surfaces are the median of shuffled passes (`TIMING_PASSES`)
+#: Passes over the grid when the space scores a timing: each point's value is the median of its passes.
+TIMING_PASSES = 3
 #: At most this many processes measure a twin (unset: every core this process may run on).
 TWIN_PROCESSES_ENV = "DWCP_AUTOTUNER_TWIN_PROCESSES"
 
@@ -183,6 +185,7 @@ def measure_twin(
     noise_repeats: int = 4,
     progress: ProgressCallback | None = None,
     processes: int | None = None,
+    passes: int | None = None,
 ) -> Twin:
     """Run the real workload at every grid point and repeat a few points for the noise.
 
@@ -193,6 +196,14 @@ def measure_twin(
     The runs are spread over `processes` worker processes (None: `twin_processes` decides). Every
     metric that is not a timing is a pure function of (config, seed), so the twin is the same
     whichever process ran each point.
+
+    Timings are measured one run at a time, and a machine's slow spells (another process, a lower clock)
+    last longer than a run: measured in grid order, a dozen neighbouring points came out 20–25 % slow
+    together, a bump an agent takes for an effect (HDE on a 1 Gbit/s link: two such measurements a minute
+    apart differed by 18 % per point, and their best points by as much). So where the space scores a
+    timing, the grid is measured in `passes` passes (None: `TIMING_PASSES`), each in its own shuffled
+    order, and each metric of a point is the median of its passes: a slow spell hits scattered points
+    once, and the median drops it (per-point spread 10 % → 6 % on that link, quiet machine).
     """
     missing = [t.metric for t in space.objective if t.metric not in workload.metric_names]
     missing += [c.metric for c in space.constraints if c.metric not in workload.metric_names]
@@ -211,17 +222,24 @@ def measure_twin(
     def config_at(index: tuple[int, ...]) -> dict[str, ParamValue]:
         return {p.name: p.grid()[i] for p, i in zip(space.parameters, index)}
 
-    # Every run as (config, seed): the grid's, then the noise points' with fresh seeds.
-    runs = [(config_at(index), seed + r) for index in grid_indices for r in range(repeats)]
-    runs += [(config_at(index), seed + 1000 + r) for index in noise_indices for r in range(noise_repeats)]
+    # Every run as (config, seed): the grid's (once per pass), then the noise points' with fresh seeds.
+    grid_runs = [(config_at(index), seed + r) for index in grid_indices for r in range(repeats)]
+    noise_runs = [(config_at(index), seed + 1000 + r) for index in noise_indices for r in range(noise_repeats)]
+    timed = _scores_a_timing(space, workload)
+    passes = (TIMING_PASSES if timed else 1) if passes is None else max(1, passes)
+    orders = [rng.permutation(len(grid_runs)) if timed else np.arange(len(grid_runs)) for _ in range(passes)]
+    runs = [grid_runs[i] for order in orders for i in order] + noise_runs
     processes = twin_processes(space, workload) if processes is None else max(1, processes)
     values = np.array(_run_all(workload, runs, metric_names, processes, progress))
 
-    grid_values = values[: total_points * repeats].reshape(total_points, repeats, len(metric_names))
+    passed = np.empty((passes, len(grid_runs), len(metric_names)))
+    for k, order in enumerate(orders):
+        passed[k, order] = values[k * len(grid_runs) : (k + 1) * len(grid_runs)]
+    grid_values = np.median(passed, axis=0).reshape(total_points, repeats, len(metric_names))
     means = grid_values.mean(axis=1).reshape(*shape, len(metric_names))
     # Noise: relative spread across fresh seeds at a few points; the median is robust to one odd point.
     cvs = []
-    for runs_arr in values[total_points * repeats :].reshape(len(noise_indices), noise_repeats, len(metric_names)):
+    for runs_arr in values[passes * len(grid_runs) :].reshape(len(noise_indices), noise_repeats, len(metric_names)):
         mean = np.abs(runs_arr.mean(axis=0))
         cvs.append(np.where(mean > 1e-12, runs_arr.std(axis=0, ddof=1) / np.maximum(mean, 1e-12), 0.0))
     noise_cv = np.median(np.array(cvs), axis=0) if cvs else np.zeros(len(metric_names))
@@ -235,6 +253,7 @@ def measure_twin(
         "space_hash": space.space_hash(),
         "grid_points": total_points,
         "repeats": repeats,
+        "passes": passes,
         "noise_points": len(noise_indices),
         "noise_repeats": noise_repeats,
         "processes": processes,
@@ -251,9 +270,7 @@ def twin_processes(space: TuningSpace, workload: Workload) -> int:
     are timings is taken to time them all. `$DWCP_AUTOTUNER_TWIN_PROCESSES` caps the count. A
     daemonic process (a worker of the operator's pool) cannot start processes of its own, and
     measures serially too."""
-    timed = set(getattr(workload, "timed_metrics", workload.metric_names))
-    used = {t.metric for t in space.objective} | {c.metric for c in space.constraints}
-    if timed & used or multiprocessing.current_process().daemon:
+    if _scores_a_timing(space, workload) or multiprocessing.current_process().daemon:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     # A container sees every core of its node; its CPU share is set from outside (a worker Job: its CPU request).
@@ -261,6 +278,14 @@ def twin_processes(space: TuningSpace, workload: Workload) -> int:
     if limit.isdigit() and int(limit) > 0:
         cores = min(cores or 1, int(limit))
     return max(1, cores or 1)
+
+
+def _scores_a_timing(space: TuningSpace, workload: Workload) -> bool:
+    """Whether the space's objective or constraints read a timing (a workload that does not say which of its
+    metrics are timings is taken to time them all)."""
+    timed = set(getattr(workload, "timed_metrics", workload.metric_names))
+    used = {t.metric for t in space.objective} | {c.metric for c in space.constraints}
+    return bool(timed & used)
 
 
 def _run_all(
