@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from dwcp_autotuner.agent import AgentSettings
+from dwcp_autotuner.env import twin as twin_module
+from dwcp_autotuner.tuning import pipeline
+from tests.test_env import SPACE, SlowSpellWorkload
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -146,3 +151,29 @@ def test_the_report_sets_every_published_figure_beside_ours_at_the_same_setting(
     markdown = "\n".join(_published_markdown({"components": components}))
     assert "| hde | compression level 5 → 6 | throughput_mbps | 487 → 612 MB/s |" in markdown
     assert "| pba | prediction window 30 s → 60 s | accuracy | 0.943 |" in markdown
+
+
+def test_a_timed_twin_is_announced_with_the_runs_it_makes(monkeypatch, tmp_path):
+    """The twin phase's line states the runs it will make: a timed twin is measured in several passes, so a
+    total of grid × seeds alone left the bar at a third of the runs reported."""
+
+    class Recorder(pipeline.Progress):
+        def __init__(self):
+            self.started, self.totals = [], set()
+
+        def start(self, task, description, total):
+            self.started.append((description, total))
+
+        def advance(self, task, completed, info="", total=None):
+            self.totals.add(total)
+
+    monkeypatch.setattr(pipeline, "make_workload", lambda name, **options: SlowSpellWorkload(noise=0.0))
+    options = pipeline.TuneOptions(spaces={"bowl": SPACE}, agent=AgentSettings(), cache_dir=tmp_path)
+    result = pipeline.TuneResult(options, {"bowl": pipeline.ComponentResult("bowl", SPACE)})
+    recorder = Recorder()
+    pipeline._measure_twins(options, result, recorder)
+    ((description, total),) = recorder.started
+    passes = twin_module.TIMING_PASSES
+    assert f"× {passes} shuffled passes" in description and total == 63 * passes
+    runs = max(recorder.totals)  # the grid's passes and the noise points' repeats
+    assert total <= runs < total + 63 and result.components["bowl"].twin.provenance["passes"] == passes

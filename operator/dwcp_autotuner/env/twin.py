@@ -226,7 +226,7 @@ def measure_twin(
     grid_runs = [(config_at(index), seed + r) for index in grid_indices for r in range(repeats)]
     noise_runs = [(config_at(index), seed + 1000 + r) for index in noise_indices for r in range(noise_repeats)]
     timed = _scores_a_timing(space, workload)
-    passes = (TIMING_PASSES if timed else 1) if passes is None else max(1, passes)
+    passes = timing_passes(space, workload) if passes is None else max(1, passes)
     orders = [rng.permutation(len(grid_runs)) if timed else np.arange(len(grid_runs)) for _ in range(passes)]
     runs = [grid_runs[i] for order in orders for i in order] + noise_runs
     processes = twin_processes(space, workload) if processes is None else max(1, processes)
@@ -278,6 +278,11 @@ def twin_processes(space: TuningSpace, workload: Workload) -> int:
     if limit.isdigit() and int(limit) > 0:
         cores = min(cores or 1, int(limit))
     return max(1, cores or 1)
+
+
+def timing_passes(space: TuningSpace, workload: Workload) -> int:
+    """How many passes over the grid measure this twin: `TIMING_PASSES` where the space scores a timing, else 1."""
+    return TIMING_PASSES if _scores_a_timing(space, workload) else 1
 
 
 def _scores_a_timing(space: TuningSpace, workload: Workload) -> bool:

@@ -27,7 +27,7 @@ from ..agent.checkpoint import make_checkpoint, save_checkpoint
 from ..agent.dqn import DQNAgent
 from ..env.rollout import visit
 from ..env.tuning_env import Component, TuningEnv
-from ..env.twin import Twin, load_or_measure_twin, twin_processes
+from ..env.twin import Twin, load_or_measure_twin, timing_passes, twin_processes
 from ..models.agent import AgentSettings
 from ..models.builtin import BUILTIN_SPACES
 from ..models.space import ParamValue, TuningSpace
@@ -162,8 +162,9 @@ def _measure_twins(options: TuneOptions, result: TuneResult, progress: Progress)
             task,
             f"twin {name}: measuring {comp.space.grid_size()} configurations"
             + (f" × {options.twin_repeats} seeds" if options.twin_repeats > 1 else "")
+            + (f" × {passes} shuffled passes (timings)" if (passes := timing_passes(comp.space, workload)) > 1 else "")
             + (f" on {processes} processes" if (processes := twin_processes(comp.space, workload)) > 1 else ""),
-            comp.space.grid_size() * options.twin_repeats,
+            comp.space.grid_size() * options.twin_repeats * passes,
         )
 
         def on_run(done: int, total: int, task: str = task) -> None:
