@@ -64,7 +64,7 @@ WORSE = frozenset({"CanaryWorse", "GuardBreached"})
 # taught the twin little (two means within noise) while saying the same as a worse one: nothing near holds an
 # improvement a canary can confirm. Its factor was measured (`bench/live_tuning.py`, twin prior, 27 shifts on three
 # seed sets, 108 runs): 2 changed nothing; 6 halved the runs with more than one harmful canary (35 -> 17) for 0.002
-# of the optimum on average, and without a prior it changed no fraction (docs/concepts.md).
+# of the optimum on average, and without a prior it changed no fraction (docs/tuning-measurements.md).
 # With a measured twin a worse canary says more: the twin's predictions hold (calibration 0.2–1.3), so the jump it
 # led to is near the optimum, and what it tries next are the small moves around it, each about as likely worse as
 # better. Its factor was measured on 38 shift cases (13 shifts on two seed sets, 12 shifts not used before on a
@@ -72,7 +72,7 @@ WORSE = frozenset({"CanaryWorse", "GuardBreached"})
 # harmful canary per run on average went from 21 to 37 of 38, for 0.001–0.008 of the optimum on average (one
 # shift, hde.link_mbps=50, gave up 0.07: its second small move was the better one). It costs a continuous run's
 # next cycle after a shift 0.013 of the optimum on average, with as many harmful canaries (`bench/cycle_shift.py`,
-# docs/concepts.md): there the twin's first small moves fail more often.
+# docs/tuning-measurements.md): there the twin's first small moves fail more often.
 # Without a measured twin, an inconclusive canary that measured worse counts as a worse one (2, not 6): there the
 # learned twin is overconfident (calibration above 2) and its posterior already counts the canary's measurement, so
 # a sixfold cost stopped runs in a steep climb. bench/live_tuning.py, no prior, 2026-12-06 (HDE's twin as measured
