@@ -381,6 +381,39 @@ def run_one(
     return trace
 
 
+def summarize(traces: list[Trace], budgets: list[int]) -> dict:
+    """Per budget: the mean and least fraction of the optimum, the harmful canaries (mean and most in a run) and the
+    canaries made, at full precision: the targets are judged on these, and only the JSON is rounded (judged on
+    rounded means, a difference in the fifth digit could read as a tie, and a tie counts as met)."""
+    out: dict = {}
+    for budget in budgets:
+        values = [at_budget(t, budget) for t in traces]
+        harmful = [sum(t.harmful[:budget]) for t in traces]
+        out[budget] = {
+            "fraction_mean": float(np.mean(values)),
+            "fraction_min": float(np.min(values)),
+            "harmful": float(np.mean(harmful)),
+            "canaries": float(np.mean([min(budget, len(t.fractions)) for t in traces])),
+            "harmful_max": int(np.max(harmful)),
+        }
+    return out
+
+
+JSON_DIGITS = {"fraction_mean": 4, "fraction_min": 4, "harmful": 3, "canaries": 2, "calibration": 3}
+
+
+def rounded(results: dict) -> dict:
+    """`results` as the JSON holds it: each figure to the digits it is read to."""
+    return {
+        key: rounded(value)
+        if isinstance(value, dict)
+        else round(value, JSON_DIGITS[key])
+        if key in JSON_DIGITS
+        else value
+        for key, value in results.items()
+    }
+
+
 def pooled_calibration(traces: list[Trace]) -> float | None:
     """The RMS of every run's prediction checks together (each run's RMS weighted by its number of checks)."""
     checked = [(t.checks, t.calibration) for t in traces if t.calibration is not None and t.checks]
@@ -572,25 +605,17 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 progress("")
-                cells, out = [], {}
-                for budget in budgets:
-                    values = [at_budget(t, budget) for t in traces]
-                    harmful = [sum(t.harmful[:budget]) for t in traces]
-                    canaries = [min(budget, len(t.fractions)) for t in traces]
-                    out[budget] = {
-                        "fraction_mean": round(float(np.mean(values)), 4),
-                        "fraction_min": round(float(np.min(values)), 4),
-                        "harmful": round(float(np.mean(harmful)), 3),
-                        "canaries": round(float(np.mean(canaries)), 2),
-                        "harmful_max": int(np.max(harmful)),
-                    }
-                    cells.append(f"{np.mean(values):.3f} ({np.min(values):.3f}) {np.mean(harmful):.1f}h")
+                out = summarize(traces, budgets)
+                cells = [
+                    f"{out[b]['fraction_mean']:.3f} ({out[b]['fraction_min']:.3f}) {out[b]['harmful']:.1f}h"
+                    for b in budgets
+                ]
                 last = out[budgets[-1]]
                 harm = f"{last['harmful']:.1f}/{last['canaries']:.1f}"
                 seconds = np.mean([t.seconds for t in traces])
                 calibration = pooled_calibration(traces)
                 if calibration is not None:
-                    out["calibration"] = round(calibration, 3)
+                    out["calibration"] = calibration
                 print(
                     f"{method:<16}"
                     + "".join(f"{c:>22}" for c in cells)
@@ -614,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f} s)"
     )
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "seeds": seeds, "shifts": shifts}, indent=1))
+        args.json.write_text(json.dumps({"results": rounded(results), "seeds": seeds, "shifts": shifts}, indent=1))
     if args.plot:
         _plot(curves, args.plot)
     return 0

@@ -140,6 +140,24 @@ def test_live_tuning_judges_the_no_prior_target_against_the_better_baseline_and_
     assert targets({"ours": {20: _cell(0.9, 1.0)}}, 20, shifted=False) == []  # no baseline run: nothing judged
 
 
+def test_live_tuning_judges_the_targets_at_full_precision_and_rounds_only_the_json() -> None:
+    """Means judged after rounding to four digits read 0.97196 against 0.97204 as a tie, and a tie is met."""
+    bench = _live_tuning()
+
+    def traces(fractions: list[float]) -> list:
+        return [bench.Trace(fractions=[f] * 20, harmful=[False] * 20) for f in fractions]
+
+    results = {
+        "ours": bench.summarize(traces([0.97196, 0.97196]), [20]),
+        "gp": bench.summarize(traces([0.97204, 0.97204]), [20]),
+    }
+    (line,) = bench.targets(results, 20, shifted=False)
+    assert line.endswith("not met"), line
+    written = bench.rounded({"acp": results})["acp"]
+    assert written["ours"][20]["fraction_mean"] == written["gp"][20]["fraction_mean"] == 0.972
+    assert written["ours"][20]["harmful_max"] == 0 and written["ours"][20]["canaries"] == 20.0
+
+
 def test_live_tuning_judges_the_shift_target_on_the_worst_run_not_the_mean() -> None:
     targets = _live_tuning().targets
     results = {"ours_twin_prior": {20: _cell(0.97, 0.67, most=1)}}
