@@ -404,14 +404,13 @@ JSON_DIGITS = {"fraction_mean": 4, "fraction_min": 4, "harmful": 3, "canaries": 
 
 def rounded(results: dict) -> dict:
     """`results` as the JSON holds it: each figure to the digits it is read to."""
-    return {
-        key: rounded(value)
-        if isinstance(value, dict)
-        else round(value, JSON_DIGITS[key])
-        if key in JSON_DIGITS
-        else value
-        for key, value in results.items()
-    }
+
+    def one(key, value):
+        if isinstance(value, dict):
+            return rounded(value)
+        return round(value, JSON_DIGITS[key]) if key in JSON_DIGITS else value
+
+    return {key: one(key, value) for key, value in results.items()}
 
 
 def pooled_calibration(traces: list[Trace]) -> float | None:
