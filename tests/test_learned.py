@@ -701,6 +701,10 @@ def test_a_converged_run_says_the_harm_cost_in_effect_and_the_best_configuration
     assert config != stable and config not in [p.config for _, p in proposals]
     assert 0 < int(untried.group(2)) < 100
     assert "canaried already" not in done.message  # nothing it expects better was canaried
+    # The knob that lets a run canary riskier configurations is named, with the value in effect before the caution.
+    assert done.message.endswith(
+        "; a lower spec.exploration.harmCostPct (3 % here) lets a run canary riskier configurations"
+    )
 
     # A canary that measured a little better and was rolled back as inconclusive is not tried again: said so.
     costly = ExplorationSettings.model_validate({"harmCostPct": 1000})
