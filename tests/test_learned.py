@@ -720,6 +720,33 @@ def test_a_converged_run_says_the_harm_cost_in_effect_and_the_best_configuration
     assert "1 configuration(s) it expects better were canaried already" in done.message
 
 
+def test_a_run_that_canaried_every_configuration_does_not_point_at_the_harm_cost():
+    """Where no configuration is left untried a lower harm cost would change nothing, so the message does not
+    name it as the knob."""
+    tiny = ParameterProfileSpec.model_validate(
+        {
+            "target": {"name": "svc-config"},
+            "parameters": [
+                {"name": "batch", "min": 8, "max": 16, "default": 8, "scale": "log2"},
+                {"name": "timeout", "min": 400, "max": 800, "default": 400, "scale": "log2"},
+            ],
+            "metrics": [{"name": "score", "query": 'score{variant="{{variant}}"}'}],
+            "objective": [{"metric": "score", "goal": "maximize"}],
+        }
+    )
+    proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    stable = {"batch": 8, "timeout": 400}
+    for config in ({"batch": 16, "timeout": 400}, {"batch": 8, "timeout": 800}, {"batch": 16, "timeout": 800}):
+        record = step(stable, config)
+        record.canary.score = record.stable.score * 0.5
+        proposer.observe("svc", tiny, stable, config, record)
+        proposer._state("svc", tiny).tried.add(canonical_json(config))
+        proposer.learn("svc", tiny, verdict(stable, config, promoted=False))
+    done = proposer.propose("svc", tiny, stable)
+    assert isinstance(done, NoProposal) and done.reason == "Converged", done
+    assert "the best untried" not in done.message and "harmCostPct" not in done.message, done.message
+
+
 def _worse_canary(proposer, prof, stable: dict, canary: dict, stable_measured, canary_measured) -> None:
     """One canary step measured as given, then rolled back as worse, as the controller reports them."""
     failed = step_record(stable_measured, canary_measured, verdict="Failed", reason="CanaryWorse")

@@ -762,7 +762,8 @@ class LearnedTwinProposer(Proposer):
     def _converged(self, state: _Profile, a: _Assessment, candidates, fresh) -> str:
         """Why the run stops, in terms a user can act on: the harm cost in effect (the run's, raised by the canaries
         since the last promotion), the least improvement a canary confirms, the best configuration not canaried yet
-        and its odds, how many it expects better were canaried already (each is canaried once), and the knob."""
+        and its odds, how many it expects better were canaried already (each is canaried once), and, where any is left
+        untried, the knob."""
         twin, cost = state.twin, self._harm_cost(state)
         raised = f" ({_figure(cost)} % raised ×{_figure(state.caution)} by the canaries since the last promotion)"
         message = (
@@ -781,10 +782,12 @@ class LearnedTwinProposer(Proposer):
         canaried = int(np.sum(~fresh & (a.mean > a.stable)))
         if canaried:
             message += f"; {canaried} configuration(s) it expects better were canaried already (each is canaried once)"
-        # The one knob that trades the optimum found for harmful canaries (docs/concepts.md measures it).
-        return message + (
-            f"; a lower spec.exploration.harmCostPct ({_figure(cost)} % here) lets a run canary riskier configurations"
-        )
+        if fresh.any():  # the one knob that trades the optimum found for harmful canaries (docs/concepts.md)
+            message += (
+                f"; a lower spec.exploration.harmCostPct ({_figure(cost)} % here) lets a run canary riskier "
+                "configurations"
+            )
+        return message
 
 
 @dataclass
