@@ -11,13 +11,14 @@ import re
 import numpy as np
 import pytest
 
-from dwcp_autotuner.canary.protocol import canonical_json
+from dwcp_autotuner.canary.protocol import CANARY_KEY, ConfigRef, canonical_json
 from dwcp_autotuner.controller.context import Ports, RunContext
 from dwcp_autotuner.controller.run import reconcile
 from dwcp_autotuner.models.profile import ParameterProfileSpec
 from dwcp_autotuner.models.run import (
     ExplorationSettings,
     OptimizationRunSpec,
+    RejectedConfig,
     RunAgentSettings,
     RunStatus,
     StepRecord,
@@ -27,6 +28,7 @@ from dwcp_autotuner.ports.base import RecordingEvents
 from dwcp_autotuner.ports.local import FileConfigStore, InProcessMetrics
 from dwcp_autotuner.proposers.base import NoProposal, Proposal, ProposalVerdict, Proposer
 from dwcp_autotuner.proposers.learned import LearnedTwinProposer
+from dwcp_autotuner.proposers.pool import AgentPool
 from dwcp_autotuner.proposers.store import ModelStore, model_configmap_name
 from dwcp_autotuner.proposers.surrogate import LearnedTwin
 from dwcp_autotuner.workloads import make_workload, twin_conditions
@@ -927,3 +929,72 @@ def test_a_score_near_zero_keeps_a_safety_margin_of_its_objective_terms_size():
     )
     assert a.floor == pytest.approx(a.stable - 0.5 * (0.5 + 0.499), abs=0.01)  # half the terms' size below stable
     assert a.pessimistic[0] >= a.floor
+
+
+class _DiscardedWrite(Exception):
+    """The run's status write failed (another writer): the runtime drops the whole tick, as `RunMoved` does."""
+
+
+@pytest.mark.parametrize("strategy", ["learned", "learned with a twin", "DQN"])
+def test_a_proposal_whose_tick_was_discarded_is_proposed_again_not_counted_as_tried(tmp_path, strategy):
+    """A tick whose status write fails is lost: its proposal never reached a canary. Before, the proposer counted
+    it as tried all the same, so each lost tick used up one move; on a two-parameter profile four lost ticks left
+    the run `Converged` ("every neighbour of the stable configuration was tried") without a single canary."""
+    prof = profile()
+    if strategy == "DQN":  # the online agent of `agent.strategy: DQN` (a profile without a twin)
+        proposer = AgentPool(settings(epsilonStart=0.0, epsilonMin=0.0))
+    else:
+        prior = {"svc": _bowl_twin(prof, 32, 800)} if strategy == "learned with a twin" else {}
+        proposer = LearnedTwinProposer(settings(), prior_twins=prior, planner="none", deterministic=True)
+    store = FileConfigStore(tmp_path)
+    store.put(NS, "svc-config", {"config.json": canonical_json(prof.default_config())})
+    spec = OptimizationRunSpec.model_validate(
+        {"profiles": ["svc"], "budget": {"maxProposals": 5}, "rollout": {"analysisIntervalSeconds": 60}}
+    )
+    lost, proposals = 6, []
+
+    def persist(status: RunStatus) -> None:
+        nonlocal lost
+        if status.current is not None and lost > 0:  # the write-ahead of a proposal's canary
+            lost -= 1
+            proposals.append(status.current.config)
+            raise _DiscardedWrite
+
+    status, now = RunStatus(), dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    for _ in range(12):
+        now += dt.timedelta(seconds=61)
+        ctx = RunContext("run", NS, "uid", 1, spec, status.model_copy(deep=True), {"svc": prof}, now)
+        try:
+            status = reconcile(ctx, Ports(store, InProcessMetrics(), RecordingEvents(), proposer, persist))
+        except _DiscardedWrite:
+            continue  # the tick's status is lost: the next one starts from the last written
+        if status.current is not None:
+            break
+    assert lost == 0 and len({canonical_json(c) for c in proposals}) == 1, proposals  # the same one each time
+    assert status.current is not None and status.current.config == proposals[0], status.message
+    assert "svc" not in status.holds
+    assert CANARY_KEY in store.read(ConfigRef(NS, "svc-config")).data
+
+
+def test_a_proposal_in_its_rollback_cooldown_is_declined_and_the_proposer_offers_the_next_best(tmp_path):
+    """A configuration rolled back earlier (by this run before an operator restart: the new process's proposer has
+    not canaried it) is in its cooldown: the controller declines it, and the proposer, told so, proposes another
+    rather than the same one again."""
+    prof = profile()
+    twin = _bowl_twin(prof, 32, 800)
+    first = _first_proposal(prof, twin).config
+    proposer = LearnedTwinProposer(settings(), prior_twins={"svc": twin}, planner="none", deterministic=True)
+    store = FileConfigStore(tmp_path)
+    store.put(NS, "svc-config", {"config.json": canonical_json(prof.default_config())})
+    spec = OptimizationRunSpec.model_validate({"profiles": ["svc"], "budget": {"maxProposals": 5}})
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    earlier = (now - dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    status = RunStatus(rejected=[RejectedConfig(profile="svc", config=first, at=earlier, reason="CanaryWorse")])
+    for _ in range(4):
+        now += dt.timedelta(seconds=61)
+        ctx = RunContext("run", NS, "uid", 1, spec, status, {"svc": prof}, now)
+        status = reconcile(ctx, Ports(store, InProcessMetrics(), RecordingEvents(), proposer))
+        if status.current is not None:
+            break
+    assert status.current is not None, status.message
+    assert status.current.config != first and status.current.config != prof.default_config()

@@ -222,6 +222,7 @@ def propose(
         proposal = ports.proposer.propose(name, profile, stable)
         if not isinstance(proposal, Proposal) or blocked(ctx, status, name, proposal.config) is None:
             return proposal
+        ports.proposer.decline(name, profile, proposal.config)
     return None
 
 

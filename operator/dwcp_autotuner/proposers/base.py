@@ -4,7 +4,9 @@ The controller (`controller/`) knows proposers only through this class; a strate
 needs (compare Optuna's `BaseSampler`). The hooks, in the order a run calls them:
 
 - `pretrain(profile)`: start or poll pretraining (None: nothing to pretrain);
-- `propose(profile, stable)`: a configuration to canary, or a `NoProposal` saying why not;
+- `propose(profile, stable)`: a configuration to canary, or a `NoProposal` saying why not; asked again before
+  any other hook (its tick was lost, or the controller declined it), a proposer may give the same configuration;
+- `decline(profile, config)`: the controller will not canary this proposal (it is in its rollback cooldown);
 - `observe(profile, step)`: every analysed canary step's per-variant measurements;
 - `learn(profile, verdict)`: how a proposal ended (promoted or rolled back) and its reward;
 - `learning_status(profile)`: the counters the run shows in `status.learning`;
@@ -70,6 +72,10 @@ class Proposer:
     ) -> Proposal | NoProposal | None:
         """A configuration different from `stable`, a `NoProposal` with the reason, or None (nothing to propose)."""
         raise NotImplementedError
+
+    def decline(self, profile_name: str, profile: ParameterProfileSpec, config: Mapping[str, object]) -> None:
+        """The controller will not canary `config` (rolled back within `exploration.rejectedCooldownSeconds`) and asks
+        again: propose another."""
 
     def observe(
         self, profile_name: str, profile: ParameterProfileSpec, stable: Config, canary: Config, step: StepRecord

@@ -5,7 +5,9 @@ penalty) from the stable configuration's observation, with the first one-paramet
 proposal as the action. One in five production transitions is held out of the replay buffer, to judge
 fine-tunings. `fine_tune` trains a copy of the agent and deploys it only when it is better by more than
 `agent.fineTuneMinGainPct` (`evaluate`: on the twin, or on the held-out production samples).
-Configurations already tried in this run (this cycle, for continuous runs) are not proposed again.
+Configurations already tried in this run (this cycle, for continuous runs) are not proposed again: those
+canaried to a verdict and those the controller declined (`decline`). A proposal whose tick was lost before its
+canary started is not tried: asked again, the policy may give the same one.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class DQNPolicy:
         self.tried.add(canonical_json(stable))
         self.proposals += 1
         return self.suggest(stable)
+
+    def decline(self, config: Mapping[str, object]) -> None:
+        self.tried.add(canonical_json(config))
 
     def learn(self, verdict: ProposalVerdict) -> bool:
         """Turn the verdict into a transition; False when nothing was learned (still pretraining, a repeat)."""

@@ -176,6 +176,9 @@ class _Profile:
     radius: int
     planner: Planner | None
     learning: LearningStatus = field(default_factory=LearningStatus)
+    # Configurations not to propose again this cycle: the stable ones, those canaried (measured or judged) and those
+    # the controller declined (in their rollback cooldown). Not a proposal as such: a tick that is lost before its
+    # canary starts (its status write failed) asks again, and gets the same configuration.
     tried: set[str] = field(default_factory=set)
     proposals: int = 0
     boost: float = 0.0
@@ -338,6 +341,7 @@ class LearnedTwinProposer(Proposer):
             )
             for config, measured in measured_now:
                 state.twin.add(config, measured.score, measured.score_std, measured.n, measured.metrics)
+            state.tried.add(canonical_json(canary))  # measured: tried (a verdict may never come, e.g. an abort)
             if step.stable.score is not None and step.canary.score is not None:
                 state.canary_gap.append(step.canary.score - step.stable.score)
             self._save(profile_name, profile, state)
@@ -348,6 +352,11 @@ class LearnedTwinProposer(Proposer):
             state.tried.add(canonical_json(stable))
             state.proposals += 1
             return self._choose(state, profile, dict(stable))
+
+    def decline(self, profile_name, profile, config) -> None:
+        state = self._state(profile_name, profile)
+        with state.lock:
+            state.tried.add(canonical_json(config))
 
     def learn(self, profile_name, profile, verdict: ProposalVerdict) -> None:
         state = self._state(profile_name, profile)
@@ -665,7 +674,6 @@ class LearnedTwinProposer(Proposer):
         beyond = max(abs(int(c) - int(s)) for c, s in zip(candidates[pick], stable_index)) > radius
         where = f"the measured twin's optimum, beyond ±{radius} step(s)" if beyond else f"within ±{radius} step(s)"
         config = twin.config_at(candidates[pick])
-        state.tried.add(canonical_json(config))
         twin.expect(candidates[pick])
         expected = (float(a.mean[pick]) - a.stable) / abs(a.stable) * 100.0 if a.stable else None
         better = 1.0 - float(a.worse[pick])
@@ -733,14 +741,14 @@ class LearnedTwinProposer(Proposer):
 
     def _first_step(self, state: _Profile, profile: ParameterProfileSpec, stable: dict) -> Proposal | NoProposal:
         """Nothing measured and no prior: the smallest move there is, one step of one parameter, to start learning."""
-        rng = np.random.default_rng(self.settings.seed + state.proposals)
+        # Seeded by the verdicts learned, not by the calls: asked again before its canary (a lost tick), the same move.
+        rng = np.random.default_rng(self.settings.seed + 1 + state.learning.samples)
         moves = [(p, d) for p in profile.parameters for d in (1, -1)]
         rng.shuffle(moves)
         for parameter, direction in moves:
             config = dict(stable)
             config[parameter.name] = parameter.move(stable[parameter.name], direction)
             if canonical_json(config) not in state.tried:
-                state.tried.add(canonical_json(config))
                 return Proposal(
                     config=config, reason=f"learned twin: nothing measured yet; one step of {parameter.name}"
                 )

@@ -58,7 +58,6 @@ class OnlineDQN(DQNPolicy):
             key = canonical_json(config)
             if key in self.tried:
                 continue
-            self.tried.add(key)
             self.last_action[key] = action
             expected, confidence = q_estimate(q_values, action, self.learning.samples)
             return Proposal(

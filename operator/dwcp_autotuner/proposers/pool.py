@@ -103,6 +103,9 @@ class AgentPool(Proposer):
             entry.policy.proposals += 1
         return policy.propose(stable)
 
+    def decline(self, profile_name: str, profile: ParameterProfileSpec, config: Mapping[str, object]) -> None:
+        self._acting(self._entry(profile_name, profile)).decline(config)
+
     def learn(self, profile_name: str, profile: ParameterProfileSpec, verdict: ProposalVerdict) -> None:
         entry = self._entry(profile_name, profile)
         policy = self._acting(entry)

@@ -222,7 +222,6 @@ class TwinPolicy(DQNPolicy):
             config = twin.config_at(index)
             if score <= stable_score or canonical_json(config) in self.tried:
                 continue
-            self.tried.add(canonical_json(config))
             expected = None if stable_score == 0 else (score - stable_score) / abs(stable_score) * 100.0
             confidence = twin_confidence(twin, stable_index, index, agent.action_rng)
             return Proposal(
