@@ -998,3 +998,24 @@ def test_a_proposal_in_its_rollback_cooldown_is_declined_and_the_proposer_offers
             break
     assert status.current is not None, status.message
     assert status.current.config != first and status.current.config != prof.default_config()
+
+
+def test_a_step_analysed_again_replaces_its_measurement_instead_of_counting_its_samples_twice(tmp_path):
+    """Each analysis of a canary step measures from the step's start: a second one (the first was inconclusive, or
+    its tick's status write was lost) holds the first one's samples too. Before, both were kept as independent
+    measurements, and the learned twin was surer of the configuration than its samples allow."""
+    prof = profile()
+    store = FileConfigStore(tmp_path)
+    stable, canary = {"batch": 8, "timeout": 400}, {"batch": 16, "timeout": 400}
+    first = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    early = step_record(_measured(90.0, n=6), _measured(93.0, n=6))
+    first.observe("svc", prof, stable, canary, early)
+    second = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)  # a restart between
+    later = step_record(_measured(90.5, n=12), _measured(92.0, n=12))  # the same step, from its start to now
+    second.observe("svc", prof, stable, canary, later)
+    twin = second._state("svc", prof).twin
+    assert sorted((o.mean, o.n) for o in twin.observations) == [(90.5, 12), (92.0, 12)]
+    assert second._state("svc", prof).canary_gap == [pytest.approx(1.5)]
+    nxt = step_record(_measured(90.0, n=12), _measured(93.0, n=12), index=1)  # the next step adds to them
+    second.observe("svc", prof, stable, canary, nxt)
+    assert len(twin.observations) == 4 and len(second._state("svc", prof).canary_gap) == 2

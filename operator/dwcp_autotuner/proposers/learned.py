@@ -192,6 +192,9 @@ class _Profile:
     # profile's own model so that a restart rebuilds the same prior: {"space": [...], "twin": {...}, "name": "..."}
     borrowed: dict | None = None
     canary_gap: list[float] = field(default_factory=list)  # canary - stable score of each step of the current canary
+    # The canary step observed last and how many observations it added: a step analysed again (inconclusive, or a
+    # tick whose status write was lost) measures from the same start, so its new measurement replaces them.
+    last_step: tuple[str, int, bool] | None = None  # (the step, observations added, whether it added a canary gap)
     lock: threading.RLock = field(default_factory=threading.RLock)
     pretraining: threading.Thread | None = None
     progress: TrainingStatus | None = None
@@ -270,6 +273,8 @@ class LearnedTwinProposer(Proposer):
             state.radius = int(meta.get("radius", state.radius))
             state.caution = float(meta.get("caution", 1.0))
             state.canary_gap = [float(g) for g in meta.get("canaryGap") or []]  # a restart mid-canary keeps its steps
+            last_step = meta.get("lastStep")
+            state.last_step = (str(last_step[0]), int(last_step[1]), bool(last_step[2])) if last_step else None
             state.learned = [str(k) for k in meta.get("learned") or []]
             state.proposals = int(meta.get("proposals", 0))
             state.learning.samples = int(meta.get("samples", 0))
@@ -321,6 +326,7 @@ class LearnedTwinProposer(Proposer):
             "radius": state.radius,
             "caution": state.caution,
             "canaryGap": state.canary_gap,
+            "lastStep": None if state.last_step is None else list(state.last_step),
             "learned": state.learned,
             "borrowed": state.borrowed,
             "proposals": state.proposals,
@@ -339,11 +345,20 @@ class LearnedTwinProposer(Proposer):
             measured_now = (
                 [(canary, step.canary)] if stable_idle(step.weight) else [(stable, step.stable), (canary, step.canary)]
             )
+            key = f"{canonical_json(stable)}|{canonical_json(canary)}|{step.index}|{step.weight}"
+            if state.last_step is not None and state.last_step[0] == key:  # the same step, analysed again
+                _, added, gap = state.last_step
+                state.twin.retract(added)
+                if gap:
+                    state.canary_gap.pop()
+            before = len(state.twin.observations)
             for config, measured in measured_now:
                 state.twin.add(config, measured.score, measured.score_std, measured.n, measured.metrics)
             state.tried.add(canonical_json(canary))  # measured: tried (a verdict may never come, e.g. an abort)
-            if step.stable.score is not None and step.canary.score is not None:
+            gap = step.stable.score is not None and step.canary.score is not None
+            if gap:
                 state.canary_gap.append(step.canary.score - step.stable.score)
+            state.last_step = (key, len(state.twin.observations) - before, gap)
             self._save(profile_name, profile, state)
 
     def propose(self, profile_name, profile, stable) -> Proposal | NoProposal | None:
@@ -368,7 +383,7 @@ class LearnedTwinProposer(Proposer):
             state.tried.add(canonical_json(verdict.proposed))
             limit = int(max(state.twin.sizes))
             measured_worse = bool(state.canary_gap) and float(np.mean(state.canary_gap)) < 0.0
-            state.canary_gap = []
+            state.canary_gap, state.last_step = [], None
             if verdict.promoted:
                 state.radius = min(state.radius * 2, limit)
                 state.caution = 1.0
@@ -495,7 +510,7 @@ class LearnedTwinProposer(Proposer):
                         },
                     )
                 twin.forget_measurements()
-            state.caution, state.canary_gap = 1.0, []
+            state.caution, state.canary_gap, state.last_step = 1.0, [], None
             state.learning.prior = twin.prior_name
             self._save(profile_name, profile, state)
 

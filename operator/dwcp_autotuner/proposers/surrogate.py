@@ -272,6 +272,14 @@ class LearnedTwin:
         self._model = None
         self._metric_models.clear()
 
+    def retract(self, count: int) -> None:
+        """Drop the last `count` observations: a later analysis of the same canary step replaces them (its window,
+        from the step's start, holds their samples too; kept, they would be counted twice)."""
+        if count > 0:
+            del self.observations[-count:]
+            self._model = None
+            self._metric_models.clear()
+
     def forget_measurements(self) -> None:
         """Drop every observation and what was fitted on them (a new cycle: they may no longer hold); the prior,
         the twin family and the checks of earlier predictions stay."""
