@@ -644,3 +644,42 @@ def test_a_twin_pretrained_agent_learns_from_production_verdicts_and_judges_fine
     stored = models.load(model_configmap_name("acp"), profile_hash=profile.space_hash())
     assert stored.normalisation["kind"] == "twin" and stored.normalisation["samples"] == 3
     assert stored.normalisation["model_updates"] == 1
+
+
+class SameProposal(Proposer):
+    """A proposer that knows nothing of the cooldown (no `decline`): it proposes one configuration every time."""
+
+    def __init__(self, config):
+        self.config, self.asked = config, 0
+
+    def propose(self, name, profile, stable):
+        self.asked += 1
+        return Proposal(config=dict(self.config))
+
+
+def test_a_proposer_that_offers_only_configurations_in_their_cooldown_holds_the_profile_and_says_why(tmp_path):
+    """Before, the run asked 32 times, then recorded "The agent proposed no change." and asked again the next tick:
+    a proposal of the budget spent each tick, and a message that did not say why."""
+    bad = {"batch": 40, "timeout": 1000}
+    world = World(
+        tmp_path,
+        proposer=ScriptedProposer([bad]),
+        optimum_batch=10,
+        spec={
+            "profiles": ["svc"],
+            "budget": {"maxProposals": 6},
+            "rollout": ROLLOUT,
+            "exploration": {"rejectedCooldownSeconds": 36000, "holdSeconds": 1800},
+        },
+    )
+    world.run_until(lambda s: len(s.history) == 1)
+    assert world.status.rejected[0].config == bad
+    world.proposer = SameProposal(bad)  # e.g. after an operator restart
+    for _ in range(5):
+        world.tick()
+    progressing = condition(world.status, "Progressing")
+    assert progressing.reason == "Holding" and "InCooldown" in progressing.message, progressing.message
+    assert "rejectedCooldownSeconds (36000 s)" in progressing.message and '"batch":40' in progressing.message
+    assert world.status.holds["svc"].reason == "InCooldown"
+    assert world.proposer.asked == 32  # asked in one tick, then held
+    assert [h.reason for h in world.status.history[1:]] == ["InCooldown"]

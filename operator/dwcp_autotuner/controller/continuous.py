@@ -197,6 +197,9 @@ def _exploration(ctx: RunContext, ports: Ports, status: RunStatus, name: str, pr
         ports.proposer.set_exploration(name, profile, settings.boost_epsilon)
 
 
+PROPOSALS_PER_TICK = 32  # proposals asked for in one tick while each is in its rollback cooldown
+
+
 def blocked(ctx: RunContext, status: RunStatus, name: str, config: Mapping[str, object]) -> RejectedConfig | None:
     """The rejection that keeps `config` from being proposed now, if any."""
     key = canonical_json(config)
@@ -217,13 +220,20 @@ def propose(
     profile: ParameterProfileSpec,
     stable: Mapping[str, object],
 ) -> Proposal | NoProposal | None:
-    """The proposer's proposal, skipping configurations rolled back within the cooldown (asks again, a bounded number of times)."""
-    for _ in range(32):
+    """The proposer's proposal, skipping configurations rolled back within the cooldown (asks again, a bounded number
+    of times; then the profile holds, saying so, rather than spend a proposal of the budget each tick)."""
+    for _ in range(PROPOSALS_PER_TICK):
         proposal = ports.proposer.propose(name, profile, stable)
-        if not isinstance(proposal, Proposal) or blocked(ctx, status, name, proposal.config) is None:
+        rejected = None if not isinstance(proposal, Proposal) else blocked(ctx, status, name, proposal.config)
+        if rejected is None:
             return proposal
         ports.proposer.decline(name, profile, proposal.config)
-    return None
+    return NoProposal(
+        "InCooldown",
+        f"the last {PROPOSALS_PER_TICK} configurations proposed were each rolled back within "
+        f"exploration.rejectedCooldownSeconds ({ctx.spec.exploration.rejected_cooldown_seconds} s), the last "
+        f"{canonical_json(rejected.config)} at {rejected.at} ({rejected.reason}); asking again after exploration.holdSeconds",
+    )
 
 
 def on_rollback(ctx: RunContext, status: RunStatus, current: ProposalStatus, reason: str) -> None:
