@@ -1019,3 +1019,18 @@ def test_a_step_analysed_again_replaces_its_measurement_instead_of_counting_its_
     nxt = step_record(_measured(90.0, n=12), _measured(93.0, n=12), index=1)  # the next step adds to them
     second.observe("svc", prof, stable, canary, nxt)
     assert len(twin.observations) == 4 and len(second._state("svc", prof).canary_gap) == 2
+
+
+@pytest.mark.parametrize("strategy", ["learned", "DQN"])
+def test_a_declined_proposal_is_not_offered_again_and_another_is(strategy):
+    prof = profile()
+    if strategy == "DQN":
+        proposer = AgentPool(settings(epsilonStart=0.0, epsilonMin=0.0))
+    else:
+        proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    stable = prof.default_config()
+    first = proposer.propose("svc", prof, stable)
+    assert proposer.propose("svc", prof, stable).config == first.config  # asked again: the same
+    proposer.decline("svc", prof, first.config)
+    second = proposer.propose("svc", prof, stable)
+    assert isinstance(second, Proposal) and second.config not in (first.config, stable)
