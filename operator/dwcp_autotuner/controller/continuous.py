@@ -221,7 +221,8 @@ def propose(
     stable: Mapping[str, object],
 ) -> Proposal | NoProposal | None:
     """The proposer's proposal, skipping configurations rolled back within the cooldown (asks again, a bounded number
-    of times; then the profile holds, saying so, rather than spend a proposal of the budget each tick)."""
+    of times; then no change this time, saying why: the proposal counts, so a proposer with nothing else to offer
+    lets the run finish by its budget rather than hold it until the cooldown ends)."""
     for _ in range(PROPOSALS_PER_TICK):
         proposal = ports.proposer.propose(name, profile, stable)
         rejected = None if not isinstance(proposal, Proposal) else blocked(ctx, status, name, proposal.config)
@@ -229,10 +230,10 @@ def propose(
             return proposal
         ports.proposer.decline(name, profile, proposal.config)
     return NoProposal(
-        "InCooldown",
-        f"the last {PROPOSALS_PER_TICK} configurations proposed were each rolled back within "
+        "NoChange",
+        f"No change: the last {PROPOSALS_PER_TICK} configurations proposed were each rolled back within "
         f"exploration.rejectedCooldownSeconds ({ctx.spec.exploration.rejected_cooldown_seconds} s), the last "
-        f"{canonical_json(rejected.config)} at {rejected.at} ({rejected.reason}); asking again after exploration.holdSeconds",
+        f"{canonical_json(rejected.config)} at {rejected.at} ({rejected.reason}).",
     )
 
 
