@@ -348,20 +348,25 @@ class ScriptedProposer(Proposer):
         pass
 
 
-def test_a_rolled_back_configuration_is_not_proposed_again_within_the_cooldown(tmp_path):
-    bad, other = {"batch": 40, "timeout": 1000}, {"batch": 10, "timeout": 2000}
-    proposer = ScriptedProposer([bad, bad, other, bad])
-    world = World(
+def _cooldown_world(tmp_path, proposer: Proposer, max_proposals: int, cooldown_seconds: int) -> World:
+    """A run whose canaries of batch 40 are worse (the optimum is at 10), with the given rollback cooldown."""
+    return World(
         tmp_path,
         proposer=proposer,
         optimum_batch=10,
         spec={
             "profiles": ["svc"],
-            "budget": {"maxProposals": 3},
+            "budget": {"maxProposals": max_proposals},
             "rollout": ROLLOUT,
-            "exploration": {"rejectedCooldownSeconds": 3600},
+            "exploration": {"rejectedCooldownSeconds": cooldown_seconds},
         },
     )
+
+
+def test_a_rolled_back_configuration_is_not_proposed_again_within_the_cooldown(tmp_path):
+    bad, other = {"batch": 40, "timeout": 1000}, {"batch": 10, "timeout": 2000}
+    proposer = ScriptedProposer([bad, bad, other, bad])
+    world = _cooldown_world(tmp_path, proposer, 3, 3600)
     world.run_until(lambda s: len(s.history) == 2)
     assert [h.config for h in world.status.history] == [bad, other]  # the second `bad` was skipped
     assert world.status.rejected[0].config == bad
@@ -661,17 +666,7 @@ def test_a_proposer_that_offers_only_configurations_in_their_cooldown_gets_no_ch
     """Before, the run asked 32 times, then recorded "The agent proposed no change.", which did not say why. The
     proposal still counts (the run finishes by its budget rather than wait out the cooldown)."""
     bad = {"batch": 40, "timeout": 1000}
-    world = World(
-        tmp_path,
-        proposer=ScriptedProposer([bad]),
-        optimum_batch=10,
-        spec={
-            "profiles": ["svc"],
-            "budget": {"maxProposals": 4},
-            "rollout": ROLLOUT,
-            "exploration": {"rejectedCooldownSeconds": 36000},
-        },
-    )
+    world = _cooldown_world(tmp_path, ScriptedProposer([bad]), 4, 36000)
     world.run_until(lambda s: len(s.history) == 1)
     assert world.status.rejected[0].config == bad
     world.proposer = SameProposal(bad)  # e.g. after an operator restart
