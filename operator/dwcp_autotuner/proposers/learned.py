@@ -180,7 +180,6 @@ class _Profile:
     # the controller declined (in their rollback cooldown). Not a proposal as such: a tick that is lost before its
     # canary starts (its status write failed) asks again, and gets the same configuration.
     tried: set[str] = field(default_factory=set)
-    proposals: int = 0
     boost: float = 0.0
     caution: float = 1.0  # multiplies the harm cost, reset by a promotion (CAUTION_AFTER_*)
     learned: list[str] = field(default_factory=list)
@@ -276,7 +275,6 @@ class LearnedTwinProposer(Proposer):
             last_step = meta.get("lastStep")
             state.last_step = (str(last_step[0]), int(last_step[1]), bool(last_step[2])) if last_step else None
             state.learned = [str(k) for k in meta.get("learned") or []]
-            state.proposals = int(meta.get("proposals", 0))
             state.learning.samples = int(meta.get("samples", 0))
             if planner is not None:
                 planner.restore(checkpoint)
@@ -329,7 +327,6 @@ class LearnedTwinProposer(Proposer):
             "lastStep": None if state.last_step is None else list(state.last_step),
             "learned": state.learned,
             "borrowed": state.borrowed,
-            "proposals": state.proposals,
             "samples": state.learning.samples,
         }
         self.keeper.save(name, profile, meta, state.planner.agent, state.learning)
@@ -365,7 +362,6 @@ class LearnedTwinProposer(Proposer):
         state = self._state(profile_name, profile)
         with state.lock:
             state.tried.add(canonical_json(stable))
-            state.proposals += 1
             return self._choose(state, profile, dict(stable))
 
     def decline(self, profile_name, profile, config) -> None:
