@@ -1034,3 +1034,67 @@ def test_a_declined_proposal_is_not_offered_again_and_another_is(strategy):
     proposer.decline("svc", prof, first.config)
     second = proposer.propose("svc", prof, stable)
     assert isinstance(second, Proposal) and second.config not in (first.config, stable)
+
+
+def _promoted(proposer, prof, stable: dict, canary: dict, stable_score: float, canary_score: float) -> None:
+    """One canary step measured as given, then promoted, as the controller reports them."""
+    proposer.observe("svc", prof, stable, canary, step_record(_measured(stable_score), _measured(canary_score)))
+    proposer.learn("svc", prof, verdict(stable, canary, True))
+
+
+def _margin_below_stable(proposer, prof, stable: dict) -> float:
+    """How far below the stable score the pessimistic floor lies, as a share of it (the margin in effect)."""
+    state = proposer._state("svc", prof)
+    index = state.twin.index_of(stable)
+    assessed = proposer._assess(state, prof, np.array([index]), index)
+    return (assessed.stable - assessed.floor) / abs(assessed.stable)
+
+
+def test_a_promotion_that_gained_little_narrows_the_safety_margin_and_a_restart_keeps_it(tmp_path):
+    """Without a measured twin, a small gain says the run is near a top, where a candidate far below the stable score
+    is not worth its risk, while a large one says it is still climbing, where the first moves are uncertain by tens of
+    per cent. After a promotion that gained under 20 % the pessimistic floor lies 0.6 of `safetyMarginPct` below the
+    stable score (30 % of 50 %), after a large one the whole margin; a restart and a new cycle are as said."""
+    prof = profile()
+    store = FileConfigStore(tmp_path)
+    proposer = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    a, b, c = {"batch": 8, "timeout": 400}, {"batch": 16, "timeout": 400}, {"batch": 32, "timeout": 400}
+    _promoted(proposer, prof, a, b, 50.0, 100.0)  # +100 %: still climbing
+    assert _margin_below_stable(proposer, prof, b) == pytest.approx(0.5, abs=0.01)
+    _promoted(proposer, prof, b, c, 100.0, 105.0)  # +5 %: near a top
+    assert _margin_below_stable(proposer, prof, c) == pytest.approx(0.3, abs=0.01)
+
+    restarted = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    assert _margin_below_stable(restarted, prof, c) == pytest.approx(0.3, abs=0.01)
+    restarted.new_cycle("svc", prof)  # a trigger fired: the next cycle climbs afresh
+    assert _margin_below_stable(restarted, prof, c) == pytest.approx(0.5, abs=0.01)
+
+    # With a measured twin the margin is as the run sets it: the narrowing was measured only without one.
+    twinned = LearnedTwinProposer(
+        settings(), prior_twins={"svc": _bowl_twin(prof, 32, 400)}, planner="none", deterministic=True
+    )
+    _promoted(twinned, prof, a, b, 50.0, 100.0)
+    _promoted(twinned, prof, b, c, 100.0, 105.0)
+    assert _margin_below_stable(twinned, prof, c) == pytest.approx(0.5, abs=0.01)
+
+
+def test_where_nothing_is_worth_a_canary_within_the_narrowed_margin_the_whole_margin_applies_rather_than_a_hold():
+    """The narrowed margin changes which candidate is canaried; it never makes a run hold where the margin the run
+    set would have let a canary out. Here (a pessimism of 1.5 sd) no candidate is within 30 % of the stable score
+    after a small promotion, and some are within 50 %: one of those is proposed."""
+    prof = profile()
+    cautious = ExplorationSettings.model_validate({"pessimism": 1.5})
+    proposer = LearnedTwinProposer(settings(), exploration=cautious, planner="none", deterministic=True)
+    a, b, c = {"batch": 8, "timeout": 400}, {"batch": 16, "timeout": 400}, {"batch": 32, "timeout": 400}
+    _promoted(proposer, prof, a, b, 50.0, 100.0)
+    _promoted(proposer, prof, b, c, 100.0, 105.0)
+    state = proposer._state("svc", prof)
+    everywhere = proposer._candidates(state, state.twin.index_of(c), int(max(state.twin.sizes)))
+    narrowed = proposer._assess(state, prof, everywhere, state.twin.index_of(c))
+    assert narrowed.margin == 30.0 and not ((narrowed.value > 0) & narrowed.safe).any()
+    proposal = proposer.propose("svc", prof, c)
+    assert isinstance(proposal, Proposal), proposal
+    whole = proposer._assess(
+        state, prof, np.array([state.twin.index_of(proposal.config)]), state.twin.index_of(c), True
+    )
+    assert whole.margin == 50.0 and whole.safe[0] and whole.pessimistic[0] < narrowed.floor

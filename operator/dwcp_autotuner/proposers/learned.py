@@ -96,6 +96,18 @@ MAX_CAUTION = 64.0
 # (seeds 100–115). With ties counted as an optimum, unshifted HDE fell 0.921 → 0.880: its twin's top is a plateau
 # (link-limited), and the arbitrary argmax lay at 0.84 of the live optimum.
 TWIN_OPTIMUM_TIE = 0.001
+# Without a measured twin, the safety margin narrows to at most MARGIN_NEAR_A_TOP_PCT while the last promotion
+# gained less than SMALL_PROMOTION (relative score, as the learned twin puts it once the canary is measured): a small
+# gain says the run is near a top, where a candidate far below the stable score is not worth its risk; a large one
+# says it is still climbing, where the first moves are uncertain by tens of per cent and the wide margin is what lets
+# them through. Where nothing is worth a canary within the narrowed margin, the whole one applies: the narrowing
+# changes which candidate is canaried, never makes a run hold. bench/live_tuning.py, no prior (`ours_no_dqn`),
+# 2026-12-07, against the default 50 %: seeds 1200–1271 ACP 0.958 -> 0.964 (4.6 -> 4.5 harmful canaries per run),
+# HDE 0.917 -> 0.920 (3.4 either way), PBA 0.991 (4.6); seeds 2000–2023 ACP 0.959 -> 0.966 (4.3 -> 3.9), HDE 0.909
+# -> 0.912 (3.6 -> 3.4), PBA 0.991 (4.5). Narrowed after the run's first rollback instead, or throughout, ACP gained
+# as much and HDE fell to 0.894–0.904: its climb goes on after a rollback. With 0.1 or 0.4 as the threshold: ACP
+# 0.965 / 0.964, HDE 0.917 / 0.919. With a measured twin the margin is as set (not measured there).
+MARGIN_NEAR_A_TOP_PCT, SMALL_PROMOTION = 30.0, 0.2
 
 
 def transfer_prior(profile: ParameterProfileSpec, meta: Mapping) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -182,6 +194,9 @@ class _Profile:
     tried: set[str] = field(default_factory=set)
     boost: float = 0.0
     caution: float = 1.0  # multiplies the harm cost, reset by a promotion (CAUTION_AFTER_*)
+    # The last promotion's gain (relative score, the learned twin's means once its canary is measured): a small one
+    # narrows the safety margin (MARGIN_NEAR_A_TOP_PCT). None before the cycle's first promotion.
+    last_gain: float | None = None
     learned: list[str] = field(default_factory=list)
     measured_twin: bool = False  # the prior is the profile's measured twin (`spec.twin`)
     # The measured twin's grid optimum, where it is one point (`twin_optimum`): a candidate wherever it lies, beyond
@@ -271,6 +286,8 @@ class LearnedTwinProposer(Proposer):
             state.twin.prior_name = meta.get("twin", {}).get("prior") or state.twin.prior_name
             state.radius = int(meta.get("radius", state.radius))
             state.caution = float(meta.get("caution", 1.0))
+            last_gain = meta.get("lastGain")
+            state.last_gain = None if last_gain is None else float(last_gain)
             state.canary_gap = [float(g) for g in meta.get("canaryGap") or []]  # a restart mid-canary keeps its steps
             last_step = meta.get("lastStep")
             state.last_step = (str(last_step[0]), int(last_step[1]), bool(last_step[2])) if last_step else None
@@ -323,6 +340,7 @@ class LearnedTwinProposer(Proposer):
             "twin": state.twin.state(),
             "radius": state.radius,
             "caution": state.caution,
+            "lastGain": state.last_gain,
             "canaryGap": state.canary_gap,
             "lastStep": None if state.last_step is None else list(state.last_step),
             "learned": state.learned,
@@ -383,6 +401,7 @@ class LearnedTwinProposer(Proposer):
             if verdict.promoted:
                 state.radius = min(state.radius * 2, limit)
                 state.caution = 1.0
+                state.last_gain = self._promotion_gain(state, verdict)
             elif verdict.reason in WORSE:
                 state.radius = max(state.radius // 2, 1)
                 factor = CAUTION_AFTER_WORSE_WITH_TWIN if state.measured_twin else CAUTION_AFTER_WORSE
@@ -506,12 +525,12 @@ class LearnedTwinProposer(Proposer):
                         },
                     )
                 twin.forget_measurements()
-            state.caution, state.canary_gap, state.last_step = 1.0, [], None
+            state.caution, state.canary_gap, state.last_step, state.last_gain = 1.0, [], None, None
             state.learning.prior = twin.prior_name
             self._save(profile_name, profile, state)
 
     # --- choosing ------------------------------------------------------------------------------------------
-    def _assess(self, state: _Profile, profile: ParameterProfileSpec, indices: np.ndarray, stable_index):
+    def _assess(self, state: _Profile, profile: ParameterProfileSpec, indices: np.ndarray, stable_index, wide=False):
         """At `indices`: the value of canarying each (expected improvement minus the cost of a likely harmful
         canary, in relative score), whether its pessimistic bounds are safe, and the stable score and gain."""
         twin, x = state.twin, self.exploration
@@ -536,7 +555,8 @@ class LearnedTwinProposer(Proposer):
         # The margin is a share of the stable score's size, or of its objective terms' where they cancel near zero
         # (ACP under heavy message loss: a score of 0.004 made of 0.2-sized terms), so it never shrinks to nothing.
         size = max(reference, profile.objective_magnitude(twin.metrics_measured(stable_index)))
-        floor = stable_mean - size * x.safety_margin_pct / 100.0
+        margin = self._margin(state, wide)
+        floor = stable_mean - size * margin / 100.0
         pessimistic_w = mean_w - x.pessimism * sd_w
         safe = (
             pessimistic_w >= float(twin.to_working(floor)) if floor > 0 or not twin.log else np.ones(len(mean_w), bool)
@@ -569,7 +589,24 @@ class LearnedTwinProposer(Proposer):
             # Learned from canaries alone, a guard's model is uncertain wherever nothing was measured: the score's
             # safety margin is added to its tolerance (a breach is caught at the first step anyway).
             safe &= degradation * 100.0 <= guard.max_degradation_pct + x.safety_margin_pct
-        return _Assessment(mean, sd, value, worse, pessimistic, safe, stable_mean, gain, floor)
+        return _Assessment(mean, sd, value, worse, pessimistic, safe, stable_mean, gain, floor, margin)
+
+    def _margin(self, state: _Profile, wide: bool = False) -> float:
+        """`exploration.safetyMarginPct`, narrowed to at most MARGIN_NEAR_A_TOP_PCT where the last promotion gained
+        little and no measured twin is the prior, unless `wide` (nothing is worth a canary within the narrowed one)."""
+        near_a_top = not state.measured_twin and state.last_gain is not None and state.last_gain < SMALL_PROMOTION
+        full = self.exploration.safety_margin_pct
+        return min(full, MARGIN_NEAR_A_TOP_PCT) if near_a_top and not wide else full
+
+    @staticmethod
+    def _promotion_gain(state: _Profile, verdict: ProposalVerdict) -> float | None:
+        """How much better the promoted configuration is than the one it replaced, relative, as the learned twin
+        puts it now that the canary's measurements are in (its samples, not one step's mean)."""
+        twin = state.twin
+        if not twin.observations:
+            return None
+        mean, _ = twin.predict(np.array([twin.index_of(verdict.proposed), twin.index_of(verdict.stable)]))
+        return (float(mean[0]) - float(mean[1])) / max(abs(float(mean[1])), 1e-12)
 
     def _harm_cost(self, state: _Profile) -> float:
         """`exploration.harmCostPct`, else 3 with a measured twin and 1 without. With the twin (and the same twin
@@ -659,11 +696,15 @@ class LearnedTwinProposer(Proposer):
         # Raised exploration (no promotion for a while) looks further afield, never at riskier candidates.
         radius = state.radius * (2 if state.boost > 0 else 1)
         limit = int(max(twin.sizes))
+        first, wide = radius, False
         while True:
             candidates = self._candidates(state, stable_index, radius)
-            a = self._assess(state, profile, candidates, stable_index)
+            a = self._assess(state, profile, candidates, stable_index, wide)
             fresh = np.array([canonical_json(twin.config_at(i)) not in state.tried for i in candidates])
             eligible = (a.value > 0) & a.safe & fresh
+            if not eligible.any() and radius >= limit and not wide and self._margin(state) < self._margin(state, True):
+                radius, wide = first, True  # nothing within the narrowed margin: the whole one, rather than a hold
+                continue
             if eligible.any() or radius >= limit:
                 break
             radius = min(radius * 2, limit)  # nothing worth it nearby: look further out (the region grows)
@@ -775,7 +816,7 @@ class LearnedTwinProposer(Proposer):
             "NothingSafe",
             f"the learned twin sees configurations worth trying (e.g. {canonical_json(twin.config_at(candidates[top]))}: "
             f"{a.mean[top]:.4g} ± {a.sd[top]:.2g} vs stable {a.stable:.4g}), but none whose pessimistic bound stays "
-            f"within {self.exploration.safety_margin_pct:g} % of the stable score (above {a.floor:.4g}); holding",
+            f"within {_figure(a.margin)} % of the stable score (above {a.floor:.4g}); holding",
         )
 
     def _converged(self, state: _Profile, a: _Assessment, candidates, fresh) -> str:
@@ -819,7 +860,8 @@ class _Assessment:
     safe: np.ndarray
     stable: float
     gain: float
-    floor: float  # the lowest pessimistic score canaried (`exploration.safetyMarginPct` below the stable score)
+    floor: float  # the lowest pessimistic score canaried (`margin` % below the stable score)
+    margin: float  # the safety margin in effect, in percent (`exploration.safetyMarginPct`, or narrowed: `_margin`)
 
 
 _erf = np.vectorize(math.erf)
