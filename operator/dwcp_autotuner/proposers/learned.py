@@ -103,10 +103,12 @@ TWIN_OPTIMUM_TIE = 0.001
 # them through. Where nothing is worth a canary within the narrowed margin, the whole one applies: the narrowing
 # changes which candidate is canaried, never makes a run hold. bench/live_tuning.py, no prior (`ours_no_dqn`),
 # 2026-12-07, against the default 50 %: seeds 1200–1271 ACP 0.958 -> 0.964 (4.6 -> 4.5 harmful canaries per run),
-# HDE 0.917 -> 0.920 (3.4 either way), PBA 0.991 (4.6); seeds 2000–2023 ACP 0.959 -> 0.966 (4.3 -> 3.9), HDE 0.909
-# -> 0.912 (3.6 -> 3.4), PBA 0.991 (4.5). Narrowed after the run's first rollback instead, or throughout, ACP gained
-# as much and HDE fell to 0.894–0.904: its climb goes on after a rollback. With 0.1 or 0.4 as the threshold: ACP
-# 0.965 / 0.964, HDE 0.917 / 0.919. With a measured twin the margin is as set (not measured there).
+# HDE 0.917 -> 0.920 (3.4 either way), PBA 0.991 (4.6); seeds 2000–2023 ACP 0.959 -> 0.966 (4.3 -> 4.1), HDE 0.909
+# -> 0.912 (3.6 -> 3.7), PBA 0.991 (4.5); bench/cycle_shift.py without a twin (seeds 61–63) a continuous run's next
+# cycle after a shift 0.857 -> 0.897 of the shifted optimum, a new run 0.904 -> 0.922. Narrowed after the run's
+# first rollback instead, or throughout, ACP gained as much and HDE fell to 0.894–0.904: its climb goes on after a
+# rollback. With 0.1 or 0.4 as the threshold: ACP 0.965 / 0.964, HDE 0.917 / 0.919. With a measured twin the margin
+# is as set (not measured there).
 MARGIN_NEAR_A_TOP_PCT, SMALL_PROMOTION = 30.0, 0.2
 
 
@@ -710,7 +712,7 @@ class LearnedTwinProposer(Proposer):
             radius = min(radius * 2, limit)  # nothing worth it nearby: look further out (the region grows)
         if state.planner is not None:
             candidates, a, fresh, eligible, from_planner = self._with_rollout(
-                state, profile, stable, radius, candidates, a, fresh, eligible
+                state, profile, stable, radius, candidates, a, fresh, eligible, wide
             )
         if not eligible.any():
             return self._nothing(state, profile, stable, a, candidates, fresh)
@@ -740,7 +742,7 @@ class LearnedTwinProposer(Proposer):
             ),
         )
 
-    def _with_rollout(self, state, profile, stable, radius, candidates, a, fresh, eligible):
+    def _with_rollout(self, state, profile, stable, radius, candidates, a, fresh, eligible, wide=False):
         """Add the configurations the DQN's greedy rollout on the learned twin visits to the candidates.
 
         Where the trust region is small enough to screen every grid point (`MAX_CANDIDATES`), the rollout adds
@@ -769,7 +771,7 @@ class LearnedTwinProposer(Proposer):
         )
         if not len(extra):
             return candidates, a, fresh, eligible, np.zeros(len(candidates), bool)
-        b = self._assess(state, profile, extra, stable_index)
+        b = self._assess(state, profile, extra, stable_index, wide)  # screened as the others were
         fresh_b = np.array([canonical_json(twin.config_at(i)) not in state.tried for i in extra])
         merged = _Assessment(
             *(
