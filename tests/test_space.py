@@ -47,6 +47,35 @@ def test_linear_grid_steps_and_clips_at_both_bounds():
     assert level.move(1, -1) == 1 and level.move(9, +1) == 9 and level.move(3, +1) == 4
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"min": -0.8020666483629364, "max": 4.129512287831131, "default": -0.8020666483629364, "step": 0.35},
+        {"min": 0.1, "max": 0.6666666666666666, "default": 0.6666666666666666, "step": 0.1},
+        {"min": 0.00012345678901234, "max": 1.0, "default": 0.5, "scale": "log2"},
+        {"min": 1e-12, "max": 1e-9, "default": 1e-12, "scale": "log2"},
+    ],
+)
+def test_every_grid_value_is_within_bounds_that_have_more_than_ten_decimals(fields):
+    """Grid values were rounded to ten decimals (to keep 0.30000000000000004 out), and a bound with more of them
+    rounded past itself: -0.80206664836… became -0.8020666484, which the ConfigMap's check refused as outside the
+    bounds when the canary wrote it, and the run stopped on its own stable configuration; a parameter below 1e-10 had
+    no grid at all (every value rounded to 0)."""
+    parameter = Parameter.model_validate({"name": "x", "type": "float", **fields})
+    grid = parameter.grid()
+    assert len(grid) >= 4 and list(grid) == sorted(set(grid))
+    for value in grid:
+        assert parameter.min <= value <= parameter.max and parameter.coerce(value) == value
+    assert grid[0] == pytest.approx(parameter.min, rel=1e-9) and grid[-1] == pytest.approx(parameter.max, rel=1e-9)
+
+
+def test_grid_values_carry_no_float_noise():
+    parameter = Parameter.model_validate(
+        {"name": "x", "type": "float", "min": 0.0, "max": 1.0, "default": 0.1, "step": 0.1}
+    )
+    assert parameter.grid() == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
 def test_normalize_maps_bounds_to_zero_and_one():
     for space in BUILTIN_SPACES.values():
         for p in space.parameters:

@@ -144,7 +144,12 @@ class Parameter(CamelModel):
     def _cast(self, value: float) -> ParamValue:
         if self.type == "int":
             return int(round(value))
-        return round(float(value), 10)
+        # Twelve significant digits keep float noise out of the grid (0.1 + 0.2 is 0.3). Ten decimals, as before, made
+        # every value of a parameter below 1e-10 zero, and rounded a bound with more decimals (a generated manifest's
+        # 0.6666666666666666) past itself: the canary's value was refused as out of bounds when it was written, and
+        # the run stopped on its own stable configuration. A value rounded past a bound is the bound.
+        assert self.min is not None and self.max is not None
+        return min(max(float(f"{float(value):.12g}"), self.min), self.max)
 
     def index_of(self, value: ParamValue) -> int:
         """Index of the grid value nearest to `value` (values off the grid snap to it)."""
