@@ -644,6 +644,28 @@ def test_sample_seconds_sets_the_sample_spacing_and_the_query_window():
         assert metrics.calls[-1].endswith(f"[{window}])")
 
 
+def test_a_step_records_six_significant_digits_of_a_small_score_not_six_decimals():
+    """The step record is what the learned twin learns from. Rounded to six decimals, a score of 3e-7 (a latency in
+    hours, a small objective weight) was 0 in every record, and the twin, seeing nothing but zeros, held the run."""
+    from dwcp_autotuner.controller.analysis import analyse_step
+    from dwcp_autotuner.models.run import RolloutSettings
+
+    spec = ParameterProfileSpec.model_validate(
+        {
+            **profile().dump(),
+            "metrics": [{"name": "throughput", "query": 'tiny{variant="{{variant}}"}'}, {"name": "errors"}],
+        }
+    )
+    metrics = InProcessMetrics()
+    metrics.register('tiny{variant="stable"}', lambda t: 3.14159265e-7)
+    metrics.register('tiny{variant="canary"}', lambda t: 2.71828183e-7)
+    rollout = RolloutSettings(analysis_interval_seconds=600, min_samples=5, sample_seconds=60)
+    start = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+    result = analyse_step(spec, metrics, rollout, start, start + dt.timedelta(seconds=600), last_step=False)
+    assert result.stable.metrics["throughput"] == 3.14159e-7 and result.canary.metrics["throughput"] == 2.71828e-7
+    assert result.stable.score == 3.14159e-7 and result.canary.score == 2.71828e-7  # the objective is the metric
+
+
 def test_the_default_sample_spacing_is_floored_and_an_interval_too_short_for_min_samples_is_refused():
     """The operator floors the default spacing at --min-sample-seconds and refuses rollouts that can never conclude."""
     from dwcp_autotuner.models.run import OptimizationRunSpec, resolve_sampling

@@ -141,13 +141,19 @@ def analyse_step(
 
 def _measurement(scores: list[float], series: dict[str, dict[float, float]]) -> VariantMeasurement:
     finite = [v for v in scores if np.isfinite(v)]
-    metrics = {m: round(v, 6) for m, values in series.items() if (v := mean(list(values.values()))) is not None}
+    metrics = {m: significant(v) for m, values in series.items() if (v := mean(list(values.values()))) is not None}
     return VariantMeasurement(
-        score=None if not finite else round(float(np.mean(finite)), 6),
-        score_std=None if len(finite) < 2 else round(sample_std(np.array(finite)), 6),
+        score=None if not finite else significant(float(np.mean(finite))),
+        score_std=None if len(finite) < 2 else significant(sample_std(np.array(finite))),
         n=len(finite),
         metrics=metrics,
     )
+
+
+def significant(value: float) -> float:
+    """Six significant digits, not six decimals: a score of 3e-7 (a latency in hours, a small weight) rounded to six
+    decimals was 0 in every step record, and the learned twin, seeing nothing but zeros, held the run for good."""
+    return float(f"{value:.6g}")
 
 
 def mean(values: list[float]) -> float | None:

@@ -47,7 +47,6 @@ from ..models.run import (
     RunStatus,
     StepRecord,
     VariantMeans,
-    VariantMeasurement,
     stable_idle,
 )
 from ..ports.base import Conflict, EventSink
@@ -493,8 +492,8 @@ def _analyse(
         verdict=verdict.phase,
         reason=verdict.reason,
         p_value=None if verdict.p_value is None else float(f"{verdict.p_value:.4g}"),
-        stable=_rounded(result.stable),
-        canary=_rounded(result.canary),
+        stable=result.stable,  # six significant digits (analysis.significant)
+        canary=result.canary,
         guards=[
             GuardRecord(
                 metric=g.limit.metric,
@@ -509,21 +508,6 @@ def _analyse(
     if result.stable.n or result.canary.n:
         ports.proposer.observe(current.profile, profile, current.stable_config, current.config, entry)
     return verdict
-
-
-def _rounded(measured: VariantMeasurement) -> VariantMeasurement:
-    """Six significant digits: what the decision was made on, without float noise in the audit."""
-
-    def r(x: float | None) -> float | None:
-        return None if x is None else float(f"{x:.6g}")
-
-    return measured.model_copy(
-        update={
-            "score": r(measured.score),
-            "score_std": r(measured.score_std),
-            "metrics": {k: r(v) for k, v in measured.metrics.items()},
-        }
-    )
 
 
 def _steps(ctx: RunContext) -> tuple[int, ...]:
