@@ -276,6 +276,40 @@ def test_the_planner_learns_from_the_first_verdict_and_the_stored_model_says_so(
     assert stored.gradient_updates == learning.gradient_updates and stored.normalisation["kind"] == "learned-twin"
 
 
+def test_a_profile_of_seven_parameters_is_tuned_where_the_trust_region_is_too_large_to_screen_every_point():
+    """Where the trust region holds more grid points than `MAX_CANDIDATES` (seven parameters, ±2 steps: 5⁷), the
+    screened candidates are a sample and the DQN's rollout adds the points it visits. Joining the two lost the
+    safety floor and margin (83227bb, 4ce972c), so every such proposal raised TypeError: a run of a profile with
+    seven parameters or more was Degraded (InternalError) from its second proposal on, for good."""
+    prof = ParameterProfileSpec.model_validate(
+        {
+            "target": {"name": "svc-config"},
+            "parameters": [{"name": f"p{i}", "min": 1, "max": 64, "default": 8, "scale": "log2"} for i in range(7)],
+            "metrics": [{"name": "score", "query": 'score{variant="{{variant}}"}'}],
+            "objective": [{"metric": "score", "goal": "maximize"}],
+        }
+    )
+
+    def bowl(config) -> float:  # its top at 4 (even parameters) and 16 (odd ones)
+        return 100.0 - sum(3.0 * math.log2(config[f"p{i}"] / (16 if i % 2 else 4)) ** 2 for i in range(7))
+
+    proposer = LearnedTwinProposer(settings(), deterministic=True)
+    stable, reasons = prof.default_config(), []
+    for _ in range(6):
+        proposal = proposer.propose("svc", prof, stable)
+        assert isinstance(proposal, Proposal), proposal
+        reasons.append(proposal.reason)
+        proposer.observe(
+            "svc", prof, stable, proposal.config, step_record(_measured(bowl(stable)), _measured(bowl(proposal.config)))
+        )
+        better = bowl(proposal.config) > bowl(stable) * 1.01
+        proposer.learn("svc", prof, verdict(stable, proposal.config, better))
+        stable = dict(proposal.config) if better else stable
+    sampled = [r for r in reasons if re.search(r"outside the \d+ candidates screened directly", r)]
+    assert sampled, reasons  # a proposal that only the rollout found: the joined assessment was used
+    assert bowl(stable) > bowl(prof.default_config())
+
+
 def test_an_operator_restart_resumes_the_same_learned_twin(tmp_path):
     prof = profile()
     store = FileConfigStore(tmp_path)
@@ -308,6 +342,39 @@ def test_a_similar_stored_model_is_the_prior_of_a_profile_without_one_and_the_st
         {**profile().dump(), "parameters": [{"name": "workers", "min": 1, "max": 16, "default": 2, "scale": "log2"}]}
     )
     assert fresh.learning_status("unrelated", unrelated).prior == "none"
+
+
+def test_a_profile_that_gained_a_choice_is_tuned_without_its_earlier_model_as_the_prior(tmp_path):
+    """A stored model is "similar" by its parameters' names and types, so a profile that gained a choice value (a
+    codec) finds its own earlier model. That model has no value to map the new choice to: used as the prior, every
+    proposal raised ValueError, and the run was Degraded (InternalError) for good. It is left out instead; a model
+    whose choices include the profile's is still used."""
+
+    def with_codecs(*codecs: str) -> ParameterProfileSpec:
+        codec = {"name": "codec", "type": "choice", "choices": list(codecs), "default": "zstd"}
+        return ParameterProfileSpec.model_validate(
+            {**profile().dump(), "parameters": [codec, *profile().dump()["parameters"]]}
+        )
+
+    store = FileConfigStore(tmp_path)
+    before = with_codecs("zstd", "lz4", "snappy")
+    first = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+    stable = before.default_config()
+    for score in (90.0, 92.0, 95.0):
+        proposal = first.propose("svc", before, stable)
+        first.observe("svc", before, stable, proposal.config, step_record(_measured(100.0), _measured(score)))
+        first.learn("svc", before, verdict(stable, proposal.config, False))
+    # Each run stores its own model in the end, which the next finds: first a subset of the codecs, then a new one.
+    for after, borrowed in ((with_codecs("zstd", "snappy"), True), (with_codecs("zstd", "lz4", "brotli"), False)):
+        proposer = LearnedTwinProposer(settings(), models=ModelStore(store, NS), deterministic=True)
+        for _ in range(3):
+            proposal = proposer.propose("svc", after, after.default_config())  # raised ValueError before
+            if isinstance(proposal, NoProposal):
+                break
+            canary = step_record(_measured(100.0), _measured(97.0))
+            proposer.observe("svc", after, after.default_config(), proposal.config, canary)
+            proposer.learn("svc", after, verdict(after.default_config(), proposal.config, False))
+        assert proposer.learning_status("svc", after).prior.startswith("similar model") is borrowed
 
 
 def _grid_truth(prof: ParameterProfileSpec, factor: float = 1.0):
@@ -1048,6 +1115,25 @@ def _margin_below_stable(proposer, prof, stable: dict) -> float:
     index = state.twin.index_of(stable)
     assessed = proposer._assess(state, prof, np.array([index]), index)
     return (assessed.stable - assessed.floor) / abs(assessed.stable)
+
+
+def test_a_stable_score_of_zero_with_zero_terms_still_gets_a_canary_and_a_reason_without_a_percentage():
+    """A score and objective terms of exactly zero (a success rate of 0: nothing works yet) left the safety margin at
+    nothing: every candidate's lower bound was below it and the run held for good. The margin then takes the size of
+    the scores measured elsewhere; a change relative to zero has no percentage, so the reason gives the score."""
+    prof = profile()
+    proposer = LearnedTwinProposer(settings(), planner="none", deterministic=True)
+    stable = prof.default_config()
+
+    def zero_spread(score: float) -> VariantMeasurement:
+        return VariantMeasurement(score=score, score_std=0.0, n=11, metrics={"score": score})
+
+    first = proposer.propose("svc", prof, stable)
+    proposer.observe("svc", prof, stable, first.config, step_record(zero_spread(0.0), zero_spread(-1.0)))
+    proposer.learn("svc", prof, verdict(stable, first.config, False))
+    second = proposer.propose("svc", prof, stable)
+    assert isinstance(second, Proposal), second
+    assert second.expected_improvement_pct is None and "expected a score of" in second.reason, second.reason
 
 
 def test_a_promotion_that_gained_little_narrows_the_safety_margin_and_a_restart_keeps_it(tmp_path):

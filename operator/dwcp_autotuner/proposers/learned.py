@@ -32,7 +32,7 @@ import itertools
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -130,14 +130,19 @@ def transfer_prior(profile: ParameterProfileSpec, meta: Mapping) -> Callable[[np
         return None
     mine = profile.tuning_space()
     order = [theirs.parameter(p.name) for p in mine.parameters]
+    # A choice the other model never had (a profile that gained a codec: its own earlier model is "similar") has no
+    # value there to map to; mapped anyway, every proposal raised ValueError and the run was Degraded for good.
+    for p, q in zip(mine.parameters, order):
+        if p.type == "choice" and not {str(v) for v in p.grid()} <= {str(v) for v in q.grid()}:
+            return None
+
+    # Each of this profile's grid indices mapped to theirs, once: mapped point by point (a nearest-value search over
+    # the other grid for every parameter of every candidate), a 3001-value parameter took minutes per proposal.
+    lookup = [np.array([q.index_of(value) for value in p.grid()], dtype=int) for p, q in zip(mine.parameters, order)]
 
     def prior(indices: np.ndarray) -> np.ndarray:
-        mapped = np.array(
-            [
-                [q.index_of(p.grid()[int(i)]) for p, q, i in zip(mine.parameters, order, row)]
-                for row in np.asarray(indices, dtype=int)
-            ]
-        )
+        points = np.asarray(indices, dtype=int).reshape(-1, len(lookup))
+        mapped = np.stack([table[points[:, j]] for j, table in enumerate(lookup)], axis=1)
         names = [q.name for q in order]
         rearranged = mapped[:, [names.index(p.name) for p in theirs.parameters]]
         return other.predict(rearranged)[0]
@@ -555,8 +560,12 @@ class LearnedTwinProposer(Proposer):
         value = improvement - self._harm_cost(state) / 100.0 * state.caution * worse
         # Pessimistic: the lower bound within the margin, and every guard's pessimistic bound within its tolerance.
         # The margin is a share of the stable score's size, or of its objective terms' where they cancel near zero
-        # (ACP under heavy message loss: a score of 0.004 made of 0.2-sized terms), so it never shrinks to nothing.
+        # (ACP under heavy message loss: a score of 0.004 made of 0.2-sized terms), so it never shrinks to nothing;
+        # where the score and its terms are all zero (a success rate of 0), the size of the scores measured elsewhere:
+        # a margin of nothing held such a run for good, every candidate's lower bound being below zero.
         size = max(reference, profile.objective_magnitude(twin.metrics_measured(stable_index)))
+        if size <= 1e-12:
+            size = twin.scale or size
         margin = self._margin(state, wide)
         floor = stable_mean - size * margin / 100.0
         pessimistic_w = mean_w - x.pessimism * sd_w
@@ -729,15 +738,18 @@ class LearnedTwinProposer(Proposer):
         where = f"the measured twin's optimum, beyond ±{radius} step(s)" if beyond else f"within ±{radius} step(s)"
         config = twin.config_at(candidates[pick])
         twin.expect(candidates[pick])
-        expected = (float(a.mean[pick]) - a.stable) / abs(a.stable) * 100.0 if a.stable else None
+        # A stable score of zero (nothing succeeds yet; up to float noise) has no relative change: the expected score.
+        zero = abs(a.stable) <= 1e-9 * max(abs(float(a.mean[pick])), twin.scale or 0.0)
+        expected = None if zero else (float(a.mean[pick]) - a.stable) / abs(a.stable) * 100.0
         better = 1.0 - float(a.worse[pick])
+        gain = f"{expected:+.2f} %" if expected is not None else f"a score of {float(a.mean[pick]):.4g}"
         return Proposal(
             config=config,
             expected_improvement_pct=None if expected is None else round(expected, 3),
             confidence=round(better, 4),
             reason=(
                 f"learned twin ({twin.size} observations, prior: {twin.prior_name}): {how} {where}; "
-                f"expected {expected:+.2f} %, better with probability {better:.0%}, pessimistic bound "
+                f"expected {gain}, better with probability {better:.0%}, pessimistic bound "
                 f"{float(a.pessimistic[pick]):.4g} vs stable {a.stable:.4g}"
             ),
         )
@@ -773,17 +785,8 @@ class LearnedTwinProposer(Proposer):
             return candidates, a, fresh, eligible, np.zeros(len(candidates), bool)
         b = self._assess(state, profile, extra, stable_index, wide)  # screened as the others were
         fresh_b = np.array([canonical_json(twin.config_at(i)) not in state.tried for i in extra])
-        merged = _Assessment(
-            *(
-                np.concatenate([x, y])
-                for x, y in zip(
-                    (a.mean, a.sd, a.value, a.worse, a.pessimistic, a.safe),
-                    (b.mean, b.sd, b.value, b.worse, b.pessimistic, b.safe),
-                )
-            ),
-            a.stable,
-            a.gain,
-        )
+        # The per-candidate arrays joined; the rest (the stable score, the floor and the margin) is the same for both.
+        merged = replace(a, **{name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in _PER_CANDIDATE})
         from_planner = np.concatenate([np.zeros(len(candidates), bool), np.ones(len(extra), bool)])
         return (
             np.vstack([candidates, extra]),
@@ -864,6 +867,9 @@ class _Assessment:
     gain: float
     floor: float  # the lowest pessimistic score canaried (`margin` % below the stable score)
     margin: float  # the safety margin in effect, in percent (`exploration.safetyMarginPct`, or narrowed: `_margin`)
+
+
+_PER_CANDIDATE = ("mean", "sd", "value", "worse", "pessimistic", "safe")  # `_Assessment`'s fields of one value each
 
 
 _erf = np.vectorize(math.erf)
