@@ -32,7 +32,7 @@ import itertools
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -786,7 +786,9 @@ class LearnedTwinProposer(Proposer):
         b = self._assess(state, profile, extra, stable_index, wide)  # screened as the others were
         fresh_b = np.array([canonical_json(twin.config_at(i)) not in state.tried for i in extra])
         # The per-candidate arrays joined; the rest (the stable score, the floor and the margin) is the same for both.
-        merged = replace(a, **{name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in _PER_CANDIDATE})
+        # Found by their type rather than listed, so a field added later is joined too (a list lost two, once).
+        per_candidate = [f.name for f in fields(a) if isinstance(getattr(a, f.name), np.ndarray)]
+        merged = replace(a, **{name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in per_candidate})
         from_planner = np.concatenate([np.zeros(len(candidates), bool), np.ones(len(extra), bool)])
         return (
             np.vstack([candidates, extra]),
@@ -867,9 +869,6 @@ class _Assessment:
     gain: float
     floor: float  # the lowest pessimistic score canaried (`margin` % below the stable score)
     margin: float  # the safety margin in effect, in percent (`exploration.safetyMarginPct`, or narrowed: `_margin`)
-
-
-_PER_CANDIDATE = ("mean", "sd", "value", "worse", "pessimistic", "safe")  # `_Assessment`'s fields of one value each
 
 
 _erf = np.vectorize(math.erf)
